@@ -1,0 +1,231 @@
+//! The site agent's API on the control plane: enrollment, site state, and
+//! the task loop (claim, heartbeat, result).
+//!
+//! A task is one phase step for one order, identified on the agent's side by
+//! its `correlation_key`. The control plane may hand the same task out again
+//! (its lease expired because the agent went silent, or the control plane
+//! restarted before it recorded a result), so the agent deduplicates by that
+//! key in its local state and never repeats a side effect it already made.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{MacAddr, Phase, Secret};
+
+/// `POST`: exchange a one-time enrollment token and a CSR for a certificate.
+/// The only agent path that accepts a TLS client without a certificate.
+pub const ENROLL_PATH: &str = "/agent/v1/enroll";
+/// `GET`: the agent's site and the nodes whose MACs its DHCP server answers.
+pub const SITE_PATH: &str = "/agent/v1/site";
+/// `POST`: long-poll for the next task of this agent's site.
+pub const CLAIM_PATH: &str = "/agent/v1/tasks/claim";
+
+/// Returns the `POST` path that extends a claimed task's lease.
+pub fn heartbeat_path(task_id: i64) -> String {
+    format!("/agent/v1/tasks/{task_id}/heartbeat")
+}
+
+/// Returns the `POST` path that reports a task's result.
+pub fn result_path(task_id: i64) -> String {
+    format!("/agent/v1/tasks/{task_id}/result")
+}
+
+/// Body of [`ENROLL_PATH`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The one-time token an operator created for the site.
+    pub token: Secret,
+    /// PKCS#10 certificate signing request for the agent's own key, PEM.
+    pub csr_pem: String,
+    /// The agent's version, recorded for operators.
+    pub agent_version: String,
+}
+
+/// Answer to [`EnrollRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The site the certificate names; the agent acts only for this site.
+    pub site: String,
+    /// The agent's client certificate, PEM.
+    pub certificate_pem: String,
+    /// The control plane's CA certificate, PEM, which the agent pins from now on.
+    pub ca_pem: String,
+}
+
+/// Answer to [`SITE_PATH`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteState {
+    pub site: String,
+    pub nodes: Vec<SiteNode>,
+}
+
+/// A node of the site as the PXE services need it (no credentials).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteNode {
+    pub node_id: i64,
+    pub name: String,
+    pub boot_mac: MacAddr,
+}
+
+/// Body of [`CLAIM_PATH`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    /// How long the control plane may hold the request open when no task is
+    /// ready; it answers 204 No Content when the time runs out.
+    pub wait_seconds: u32,
+}
+
+/// A phase step handed to an agent.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Task {
+    pub task_id: i64,
+    pub order_id: i64,
+    pub phase: Phase,
+    /// Stable across every attempt and every hand-out of this step.
+    pub correlation_key: String,
+    /// 1 for the first hand-out; grows with each retry and each re-hand-out.
+    pub attempt: u32,
+    /// Seconds until the control plane hands the task out again unless the
+    /// agent sends a heartbeat or a result.
+    pub lease_seconds: u32,
+    pub step: Step,
+}
+
+/// What the agent must do.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    Driver(DriverStep),
+    Image(ImageStep),
+}
+
+/// The `driver` phase for bare metal: set a one-time network boot and power on.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DriverStep {
+    pub node_id: i64,
+    pub node_name: String,
+    pub boot_mac: MacAddr,
+    pub bmc: BmcAccess,
+}
+
+/// How to reach a node's BMC.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BmcAccess {
+    /// Driver name: `redfish` today; `idrac`, `ilo`, `ipmi` and `ironic` later.
+    pub driver: String,
+    /// The BMC address: a Redfish service root or a `ComputerSystem` URL.
+    pub url: String,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// The `image` phase: boot the node into a verified image and wait for the
+/// booted system's callback.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImageStep {
+    pub node_id: i64,
+    pub node_name: String,
+    pub boot_mac: MacAddr,
+    pub hostname: String,
+    pub image: ImageSpec,
+    /// Seconds to wait for the booted system's callback before failing.
+    pub callback_timeout_seconds: u32,
+}
+
+/// A netboot image by content: the agent serves only files whose sha256
+/// matches these digests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageSpec {
+    pub name: String,
+    /// Lowercase hex sha256 of the kernel.
+    pub kernel_sha256: String,
+    /// Lowercase hex sha256 of the initrd.
+    pub initrd_sha256: String,
+    /// Extra kernel command-line arguments.
+    pub kernel_args: String,
+}
+
+/// Body of [`heartbeat_path`].
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub correlation_key: String,
+    /// A short progress note (`waiting for callback`, …) for operators.
+    pub progress: Option<String>,
+}
+
+/// Answer to a heartbeat.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    pub lease_seconds: u32,
+    /// The task no longer belongs to this agent (an operator cancelled the
+    /// order, or the lease expired and the task went to another claim); the
+    /// agent stops working on it.
+    pub abandoned: bool,
+}
+
+/// Body of [`result_path`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub correlation_key: String,
+    pub outcome: Outcome,
+}
+
+/// How a step ended.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded {
+        /// One line for the activity log.
+        summary: String,
+        /// Upstream detail (BMC answers, image digests), secrets removed.
+        payload: serde_json::Value,
+    },
+    Failed {
+        /// Whether a later attempt may succeed (timeouts, 5xx, connection
+        /// errors) or not (bad credentials, an image that fails verification).
+        retryable: bool,
+        error: String,
+        /// The upstream's last response, secrets removed.
+        upstream: Option<serde_json::Value>,
+    },
+}
+
+/// Error body of every agent API answer other than 2xx.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_serializes_with_kind_tag() {
+        let step = Step::Driver(DriverStep {
+            node_id: 1,
+            node_name: "n1".into(),
+            boot_mac: "52:54:00:00:00:01".parse().expect("valid MAC"),
+            bmc: BmcAccess {
+                driver: "redfish".into(),
+                url: "http://127.0.0.1:1/redfish/v1".into(),
+                username: "admin".into(),
+                password: Secret::new("pw".into()),
+            },
+        });
+        let json = serde_json::to_value(&step).expect("serializable");
+        assert_eq!(json["kind"], "driver");
+        assert_eq!(json["bmc"]["password"], "pw");
+    }
+
+    #[test]
+    fn outcome_round_trips() {
+        let outcome = Outcome::Failed {
+            retryable: true,
+            error: "timed out".into(),
+            upstream: None,
+        };
+        let text = serde_json::to_string(&outcome).expect("serializable");
+        let back: Outcome = serde_json::from_str(&text).expect("parses");
+        assert!(matches!(back, Outcome::Failed { retryable: true, .. }));
+    }
+}
