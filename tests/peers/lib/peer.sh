@@ -57,12 +57,21 @@ pid_alive() {
 }
 
 # Starts CMD detached in its own session with all file descriptors redirected,
-# so `$(SCRIPT start)` returns, and writes its PID to PIDFILE.
+# so `$(SCRIPT start)` returns, and writes its PID to PIDFILE. setsid forks
+# when the caller runs with job control, so the new session writes its own
+# PID before it executes CMD.
 spawn() {
-  local pidfile=$1 logfile=$2
+  local pidfile=$1 logfile=$2 i
   shift 2
-  setsid "$@" </dev/null >>"$logfile" 2>&1 9>&- &
-  echo "$!" >"$pidfile"
+  rm -f "$pidfile"
+  # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner bash.
+  setsid bash -c 'echo "$$" >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
+    </dev/null >>"$logfile" 2>&1 9>&- &
+  for ((i = 0; i < 100; i++)); do
+    [[ -s $pidfile ]] && return 0
+    sleep 0.05
+  done
+  die "the process for $pidfile did not start within 5 s"
 }
 
 # Stops the process in PIDFILE if its command line contains MARKER: TERM, then
