@@ -40,7 +40,11 @@ impl Drop for TestNamespace {
 }
 
 fn run_ip(args: &[&str]) -> std::io::Result<Output> {
-    Command::new("timeout").arg("10").arg("ip").args(args).output()
+    Command::new("timeout")
+        .arg("10")
+        .arg("ip")
+        .args(args)
+        .output()
 }
 
 fn ip(args: &[&str]) {
@@ -72,7 +76,10 @@ fn udp_socket_lives_in_namespace() {
         .udp(bind_to, UdpOptions::default())
         .expect("address exists in the namespace");
 
-    assert_eq!(socket.local_addr().expect("bound").ip(), IpAddr::V4(address));
+    assert_eq!(
+        socket.local_addr().expect("bound").ip(),
+        IpAddr::V4(address)
+    );
 }
 
 #[test]
@@ -102,11 +109,17 @@ fn later_sockets_still_land_in_namespace() {
             .join()
             .expect("thread does not panic")
             .expect("address exists in the namespace");
-        assert_eq!(socket.local_addr().expect("bound").ip(), IpAddr::V4(address));
+        assert_eq!(
+            socket.local_addr().expect("bound").ip(),
+            IpAddr::V4(address)
+        );
     }
     let listener = factory.tcp_listener(bind_to).expect("address exists");
 
-    assert_eq!(listener.local_addr().expect("bound").ip(), IpAddr::V4(address));
+    assert_eq!(
+        listener.local_addr().expect("bound").ip(),
+        IpAddr::V4(address)
+    );
 }
 
 #[test]
@@ -149,7 +162,10 @@ fn missing_namespace_error_names_it() {
         .expect_err("namespace does not exist");
 
     assert!(matches!(error, NetnsError::Open { .. }), "{error:?}");
-    assert!(error.to_string().contains("rh-pxe-no-such-namespace"), "{error}");
+    assert!(
+        error.to_string().contains("rh-pxe-no-such-namespace"),
+        "{error}"
+    );
 }
 
 #[test]
