@@ -1,0 +1,460 @@
+//! The HTTP side of the Redfish driver: one authenticated JSON request at a
+//! time, and the mapping of every failure to a [`DriverError`].
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use http::Method;
+use http::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use rackhand_protocol::Secret;
+use reqwest::{Response, StatusCode, Url, redirect};
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use super::tls;
+use crate::driver::{BmcEndpoint, DriverError, ResponseProblem};
+
+/// Maximum body size read from a BMC. A ComputerSystem is a few KiB; the
+/// limit stops a broken BMC from filling memory.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Maximum length of a body excerpt or BMC message kept in an error.
+pub(crate) const EXCERPT_BYTES: usize = 512;
+
+/// Maximum redirects followed for one request. sushy-tools answers a
+/// ComputerSystem name with one 307 to its UUID path.
+const MAX_REDIRECTS: usize = 5;
+
+/// Maximum `@Message.ExtendedInfo` entries copied into an error message.
+const MAX_EXTENDED_INFO: usize = 4;
+
+/// An authenticated JSON client for one BMC.
+#[derive(Debug)]
+pub(crate) struct RedfishClient {
+    http: reqwest::Client,
+    node: String,
+    username: String,
+    password: Secret,
+    timeout: Duration,
+}
+
+/// A complete HTTP response, body read.
+struct Reply {
+    status: StatusCode,
+    content_type: Option<String>,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
+}
+
+impl RedfishClient {
+    pub fn new(endpoint: &BmcEndpoint) -> Result<Self, DriverError> {
+        let tls = tls::client_config(&endpoint.node, endpoint.ca_pem.as_deref())?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(endpoint.timeout)
+            .redirect(same_origin_redirects())
+            // BMCs sit on a management network reached directly; a proxy
+            // from the environment would receive the BMC credentials.
+            .no_proxy()
+            .build()
+            .map_err(|source| DriverError::ClientSetup {
+                node: endpoint.node.clone(),
+                source: Box::new(source),
+            })?;
+
+        Ok(RedfishClient {
+            http,
+            node: endpoint.node.clone(),
+            username: endpoint.username.clone(),
+            password: endpoint.password.clone(),
+            timeout: endpoint.timeout,
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Sends a GET and parses the success body as `T`.
+    pub async fn get_json<T: DeserializeOwned>(&self, url: &Url) -> Result<T, DriverError> {
+        let reply = self.exchange(Method::GET, url, None).await?;
+        self.check_status(&reply, &Method::GET, url)?;
+        self.parse_json(&reply, &Method::GET, url)
+    }
+
+    /// Sends a POST or PATCH with a JSON body and ignores the success body
+    /// (BMCs answer 200, 202 or 204 with varying content).
+    pub async fn send_json(
+        &self,
+        method: Method,
+        url: &Url,
+        body: &serde_json::Value,
+    ) -> Result<(), DriverError> {
+        let reply = self.exchange(method.clone(), url, Some(body)).await?;
+        self.check_status(&reply, &method, url)
+    }
+
+    /// Runs one request inside a debug span carrying `node` and `url`, with
+    /// the endpoint's timeout over the whole exchange.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Reply, DriverError> {
+        let span = tracing::debug_span!(
+            "redfish_request",
+            node = %self.node,
+            url = %url,
+            method = %method,
+        );
+        async {
+            let exchange = self.exchange_unbounded(&method, url, body);
+            let reply = match tokio::time::timeout(self.timeout, exchange).await {
+                Ok(reply) => reply?,
+                Err(_elapsed) => return Err(self.timeout_error(&method, url)),
+            };
+            tracing::debug!(
+                status = reply.status.as_u16(),
+                bytes = reply.body.len(),
+                "redfish response"
+            );
+            Ok(reply)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn exchange_unbounded(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Reply, DriverError> {
+        // TODO: log in through the Redfish SessionService and send
+        // X-Auth-Token instead of basic auth on every request; some BMCs
+        // rate-limit basic auth, and sushy-tools has no SessionService to
+        // test against.
+        let mut request = self
+            .http
+            .request(method.clone(), url.clone())
+            .basic_auth(&self.username, Some(self.password.expose()))
+            .header(ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+
+        let mut response = request
+            .send()
+            .await
+            .map_err(|error| self.transport_error(method, url, error))?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = self.read_body(&mut response, method, url).await?;
+
+        Ok(Reply {
+            status,
+            content_type,
+            retry_after,
+            body,
+        })
+    }
+
+    /// Reads the body up to [`MAX_BODY_BYTES`].
+    async fn read_body(
+        &self,
+        response: &mut Response,
+        method: &Method,
+        url: &Url,
+    ) -> Result<Vec<u8>, DriverError> {
+        let mut body = Vec::new();
+        // Ends at the end of the body, on an error or at MAX_BODY_BYTES.
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY_BYTES {
+                        return Err(self.invalid_response(
+                            method,
+                            url,
+                            ResponseProblem::TooLarge {
+                                limit: MAX_BODY_BYTES,
+                            },
+                            &body,
+                        ));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(error) if error.is_timeout() => return Err(self.timeout_error(method, url)),
+                Err(error) => {
+                    let problem = ResponseProblem::Truncated(error_chain(&error));
+                    return Err(self.invalid_response(method, url, problem, &body));
+                }
+            }
+        }
+    }
+
+    /// Turns a non-success status into the matching error.
+    fn check_status(&self, reply: &Reply, method: &Method, url: &Url) -> Result<(), DriverError> {
+        if reply.status.is_success() {
+            return Ok(());
+        }
+
+        let message = redfish_message(&reply.body).map(|message| self.redact(&message));
+        let status = reply.status.as_u16();
+        if reply.status == StatusCode::UNAUTHORIZED || reply.status == StatusCode::FORBIDDEN {
+            return Err(DriverError::Authentication {
+                node: self.node.clone(),
+                url: url.to_string(),
+                username: self.username.clone(),
+                status,
+                message,
+            });
+        }
+
+        Err(DriverError::Http {
+            node: self.node.clone(),
+            url: url.to_string(),
+            method: method.clone(),
+            status,
+            message,
+            body: self.excerpt(&reply.body),
+            retry_after: reply.retry_after,
+        })
+    }
+
+    fn parse_json<T: DeserializeOwned>(
+        &self,
+        reply: &Reply,
+        method: &Method,
+        url: &Url,
+    ) -> Result<T, DriverError> {
+        let is_html = reply
+            .content_type
+            .as_deref()
+            .is_some_and(|value| value.to_ascii_lowercase().starts_with("text/html"))
+            || reply.body.trim_ascii_start().starts_with(b"<");
+        if is_html {
+            return Err(self.invalid_response(method, url, ResponseProblem::Html, &reply.body));
+        }
+        if reply.body.trim_ascii().is_empty() {
+            let problem = ResponseProblem::InvalidJson("empty body".to_string());
+            return Err(self.invalid_response(method, url, problem, &reply.body));
+        }
+
+        serde_json::from_slice(&reply.body).map_err(|error| {
+            let detail = error.to_string();
+            let problem = match error.classify() {
+                serde_json::error::Category::Eof => ResponseProblem::Truncated(detail),
+                serde_json::error::Category::Data => ResponseProblem::UnexpectedContent(detail),
+                serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
+                    ResponseProblem::InvalidJson(detail)
+                }
+            };
+            self.invalid_response(method, url, problem, &reply.body)
+        })
+    }
+
+    pub fn invalid_response(
+        &self,
+        method: &Method,
+        url: &Url,
+        problem: ResponseProblem,
+        body: &[u8],
+    ) -> DriverError {
+        DriverError::InvalidResponse {
+            node: self.node.clone(),
+            url: url.to_string(),
+            method: method.clone(),
+            problem,
+            body: self.excerpt(body),
+        }
+    }
+
+    fn timeout_error(&self, method: &Method, url: &Url) -> DriverError {
+        DriverError::Timeout {
+            node: self.node.clone(),
+            url: url.to_string(),
+            method: method.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    fn transport_error(&self, method: &Method, url: &Url, error: reqwest::Error) -> DriverError {
+        if error.is_timeout() {
+            return self.timeout_error(method, url);
+        }
+        if is_tls_failure(&error) {
+            return DriverError::TlsHandshake {
+                node: self.node.clone(),
+                url: url.to_string(),
+                source: error,
+            };
+        }
+        if error.is_redirect() {
+            let problem = ResponseProblem::UnexpectedContent(error_chain(&error));
+            return self.invalid_response(method, url, problem, b"");
+        }
+        DriverError::Unreachable {
+            node: self.node.clone(),
+            url: url.to_string(),
+            source: error,
+        }
+    }
+
+    /// Returns at most [`EXCERPT_BYTES`] of `body` as text, password redacted.
+    fn excerpt(&self, body: &[u8]) -> String {
+        // Redact before cutting, so a password that straddles the cut
+        // cannot leave a prefix behind.
+        let window = EXCERPT_BYTES + self.password.expose().len();
+        let text = String::from_utf8_lossy(&body[..body.len().min(window)]);
+        truncate_chars(&self.redact(&text), EXCERPT_BYTES)
+    }
+
+    fn redact(&self, text: &str) -> String {
+        let password = self.password.expose();
+        if password.is_empty() {
+            text.to_string()
+        } else {
+            text.replace(password.as_str(), "[redacted]")
+        }
+    }
+}
+
+/// Follows redirects on the same scheme, host and port only, so basic-auth
+/// credentials never travel to another server.
+fn same_origin_redirects() -> redirect::Policy {
+    redirect::Policy::custom(|attempt| {
+        let same_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else if same_origin {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// Extracts the human-readable error from a Redfish error body: the
+/// `@Message.ExtendedInfo` messages, else `error.message`.
+pub(crate) fn redfish_message(body: &[u8]) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let error = json.get("error");
+    let extended = error
+        .and_then(|error| error.get("@Message.ExtendedInfo"))
+        .or_else(|| json.get("@Message.ExtendedInfo"))
+        .and_then(serde_json::Value::as_array);
+
+    let messages: Vec<&str> = extended
+        .into_iter()
+        .flatten()
+        .take(MAX_EXTENDED_INFO)
+        .filter_map(|info| info.get("Message").and_then(serde_json::Value::as_str))
+        .collect();
+    let message = if messages.is_empty() {
+        error?.get("message")?.as_str()?.to_string()
+    } else {
+        messages.join("; ")
+    };
+    Some(truncate_chars(&message, EXCERPT_BYTES))
+}
+
+/// Cuts `text` to at most `max_bytes` bytes on a character boundary.
+fn truncate_chars(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_string();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// Returns whether a rustls error (a rejected certificate, no common
+/// protocol version) is in the error's source chain.
+fn is_tls_failure(error: &reqwest::Error) -> bool {
+    let mut source = error.source();
+    // Error chains are short; the bound only guards against a cycle.
+    for _ in 0..8 {
+        let Some(cause) = source else { return false };
+        if cause.is::<rustls::Error>() {
+            return true;
+        }
+        // io::Error::source skips the error it wraps, so look inside.
+        let wrapped = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref);
+        if wrapped.is_some_and(|inner| inner.is::<rustls::Error>()) {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Formats an error and its sources as one line.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    // Error chains are short; the bound only guards against a cycle.
+    for _ in 0..8 {
+        let Some(cause) = source else { break };
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{redfish_message, truncate_chars};
+
+    #[test]
+    fn message_prefers_extended_info() {
+        let body = br#"{"error":{"code":"Base.1.8.GeneralError","message":"A general error has occurred.",
+            "@Message.ExtendedInfo":[{"MessageId":"Base.1.8.PropertyValueNotInList","Message":"Bad value."},
+            {"Message":"Second."}]}}"#;
+        assert_eq!(
+            redfish_message(body).as_deref(),
+            Some("Bad value.; Second.")
+        );
+    }
+
+    #[test]
+    fn message_falls_back_to_error_message() {
+        let body = br#"{"error":{"code":"Base.1.0.GeneralError","message":"Power state Nmi is not supported"}}"#;
+        assert_eq!(
+            redfish_message(body).as_deref(),
+            Some("Power state Nmi is not supported")
+        );
+    }
+
+    #[test]
+    fn message_absent_from_html() {
+        assert_eq!(redfish_message(b"<html>oops</html>"), None);
+    }
+
+    #[test]
+    fn truncate_respects_char_boundary() {
+        assert_eq!(truncate_chars("aé", 2), "a");
+        assert_eq!(truncate_chars("abc", 5), "abc");
+    }
+}
