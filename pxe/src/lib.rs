@@ -1,5 +1,5 @@
-//! Netboot services of a Rackhand site: a DHCPv4 server that answers only the
-//! site's known machines, a read-only TFTP server for the first-stage boot
+//! Netboot services of a Rackhand site: a DHCPv4 server that replies only to
+//! the site's known machines, a read-only TFTP server for the first-stage boot
 //! loaders, and the iPXE scripts the site agent serves over HTTP.
 //!
 //! The crate has no opinion on where the services run. The site agent creates
@@ -24,3 +24,19 @@ pub mod netns;
 pub mod tftp;
 
 pub use rackhand_protocol::MacAddr;
+
+/// Formats `error` with its `source()` chain as "error: cause: cause", for
+/// the one log line where an error is handled.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    // Error chains are a few links long; the bound only guards against a
+    // cycle.
+    for _ in 0..16 {
+        let Some(cause) = source else { break };
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -15,7 +15,7 @@
 //!   logged and the reply still goes out, so a full disk does not stop
 //!   provisioning.
 //! - No address is leased to two MACs at once. An expired lease's address
-//!   goes to another MAC only when the pool has no address that nobody held.
+//!   goes to another MAC only when every pool address has been leased before.
 //! - Declined addresses stay out of use for [`DECLINE_QUARANTINE`].
 //! - A client already running iPXE gets its script URL, never an iPXE binary
 //!   again, which would loop. PXE firmware gets the iPXE binary for its
@@ -173,7 +173,7 @@ async fn persist_leases(leases: &LeaseStore) {
     let write = tokio::task::spawn_blocking(move || lease_file::write_atomic(&path, &bytes)).await;
     let error = match write {
         Ok(Ok(())) => return,
-        Ok(Err(error)) => error.to_string() + &source_chain(&error),
+        Ok(Err(error)) => crate::error_chain(&error),
         Err(join_error) => format!("lease file writer task failed: {join_error}"),
     };
     leases.mark_changed();
@@ -204,18 +204,4 @@ fn copy_mac(chaddr: &[u8]) -> [u8; 6] {
     let len = chaddr.len().min(6);
     mac[..len].copy_from_slice(&chaddr[..len]);
     mac
-}
-
-/// Formats the `source()` chain of `error` as ": cause: cause…".
-fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut chain = String::new();
-    let mut source = error.source();
-    // Error chains are short; the bound only guards against a cycle.
-    for _ in 0..16 {
-        let Some(cause) = source else { break };
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    chain
 }
