@@ -5,7 +5,7 @@
 //!
 //! The site agent drives hardware only through [`BmcDriver`], built by
 //! [`connect`] from a [`BmcEndpoint`]. Each driver kind lives in its own
-//! module and knows one protocol:
+//! module and implements one protocol:
 //!
 //! | kind | module | state |
 //! |---|---|---|
@@ -20,9 +20,9 @@
 //! new driver plugs in are described in [`driver`].
 
 // DriverError carries the node, URL, status and body excerpt that an
-// operator needs, so it is larger than clippy's default limit. It is returned
-// at most once per BMC request, whose network round trip costs far more than
-// moving the error.
+// operator needs, so it is larger than clippy's default limit. Each one comes
+// from a BMC request, whose network round trip costs far more than moving
+// the error.
 #![allow(clippy::result_large_err)]
 
 pub mod driver;

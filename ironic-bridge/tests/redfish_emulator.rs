@@ -23,7 +23,7 @@ const POWER_CHANGE_LIMIT: Duration = Duration::from_secs(20);
 
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// A running emulator and the folder that holds its state. The peer field
+/// A running emulator and the folder that contains its state. The peer field
 /// comes first so that it stops before the folder is removed.
 struct Bmc {
     peer: Peer,
@@ -127,6 +127,19 @@ async fn fresh_system_reads_off() {
     let bmc = Bmc::start(false);
     let driver = connect(bmc.endpoint(bmc.system_url(0))).expect("connect");
 
+    let state = driver.power_state().await.expect("read power state");
+
+    assert_eq!(state, PowerState::Off);
+}
+
+#[tokio::test]
+async fn system_name_url_follows_redirect() {
+    let bmc = Bmc::start(false);
+    let name = &bmc.list("REDFISH_SYSTEM_NAMES")[0];
+    let url = format!("{}/redfish/v1/Systems/{name}", bmc.var("REDFISH_URL"));
+    let driver = connect(bmc.endpoint(url)).expect("connect");
+
+    // sushy-tools redirects a system name to its UUID path with a 307.
     let state = driver.power_state().await.expect("read power state");
 
     assert_eq!(state, PowerState::Off);

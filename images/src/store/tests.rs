@@ -342,3 +342,19 @@ async fn large_blob_spanning_many_reads_verifies() {
     assert!(verified.rehashed);
     assert_eq!(read_all(verified.file).await, data);
 }
+
+#[tokio::test]
+async fn unwritable_record_still_verifies() {
+    let fx = fixture();
+    let source = write_source(&fx.sources, "vmlinuz", KERNEL);
+    let stored = fx.store.import(&source).await.expect("import");
+
+    // A folder in place of the record: it cannot be read or replaced.
+    let record = fx.store.layout.record_path(&stored.digest);
+    fs::remove_file(&record).expect("remove record");
+    fs::create_dir(&record).expect("block the record path");
+
+    let verified = fx.store.open_verified(&stored.digest).await.expect("verify");
+    assert!(verified.rehashed);
+    assert_eq!(read_all(verified.file).await, KERNEL);
+}

@@ -81,7 +81,17 @@ pub(crate) fn verify_blocking(
 
     // The record keeps the identity seen before hashing: if the file changed
     // while it was read, its ctime moved and the next check hashes again.
-    BlobRecord::new(identity, *digest, checked_at).write(&record_path, &layout.tmp)?;
+    // The content is proven either way; a record that cannot be written
+    // (a full or read-only disk) only costs a re-hash on the next check.
+    if let Err(error) =
+        BlobRecord::new(identity, *digest, checked_at).write(&record_path, &layout.tmp)
+    {
+        tracing::warn!(
+            %digest,
+            error = &error as &dyn std::error::Error,
+            "cannot update blob record; the next check hashes the blob again"
+        );
+    }
     file.seek(SeekFrom::Start(0))
         .map_err(|error| ImageError::io("seek", &path, error))?;
     Ok(CheckedBlob {

@@ -9,7 +9,7 @@ use rackhand_protocol::{MacAddr, Secret};
 
 /// Default time limit for one BMC request, connection and body included.
 ///
-/// A choice, not a measurement: long enough for a BMC that is slow to answer
+/// A choice, not a measurement: long enough for a BMC that is slow to respond
 /// while it carries out a reset, short enough that a dead BMC fails the step
 /// quickly and the retry policy takes over.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -130,7 +130,7 @@ pub enum DriverError {
     },
 }
 
-/// What is wrong with a response body that came with a success status.
+/// The defect of a response body that came with a success status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ResponseProblem {
@@ -180,11 +180,11 @@ fn detail_or_body(message: &Option<String>, body: &str) -> String {
     if one_line.is_empty() {
         return String::new();
     }
-    let mut shown: String = one_line.chars().take(BODY_IN_MESSAGE_CHARS).collect();
-    if shown.len() < one_line.len() {
-        shown.push('…');
+    let mut excerpt: String = one_line.chars().take(BODY_IN_MESSAGE_CHARS).collect();
+    if excerpt.len() < one_line.len() {
+        excerpt.push('…');
     }
-    format!(": body {shown:?}")
+    format!(": body {excerpt:?}")
 }
 
 impl DriverError {

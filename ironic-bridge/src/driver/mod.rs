@@ -22,7 +22,7 @@
 //! - A power state is reported only as the BMC states it. Anything
 //!   unrecognised is [`PowerState::Unknown`] with the BMC's word, and a
 //!   missing one is an error.
-//! - Errors say whether a retry can help ([`DriverError::is_retryable`]) and
+//! - Errors tell whether a retry can help ([`DriverError::is_retryable`]) and
 //!   never contain the BMC password.
 //!
 //! Adding a driver: write a type implementing [`BmcDriver`] in its own

@@ -21,8 +21,8 @@ const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Maximum length of a body excerpt or BMC message kept in an error.
 pub(crate) const EXCERPT_BYTES: usize = 512;
 
-/// Maximum redirects followed for one request. sushy-tools answers a
-/// ComputerSystem name with one 307 to its UUID path.
+/// Maximum redirects followed for one request. sushy-tools 2.2.0 redirects
+/// a ComputerSystem name to its UUID path with one 307.
 const MAX_REDIRECTS: usize = 5;
 
 /// Maximum `@Message.ExtendedInfo` entries copied into an error message.
@@ -83,7 +83,7 @@ impl RedfishClient {
     }
 
     /// Sends a POST or PATCH with a JSON body and ignores the success body
-    /// (BMCs answer 200, 202 or 204 with varying content).
+    /// (BMCs respond with 200, 202 or 204 and varying content).
     pub async fn send_json(
         &self,
         method: Method,
@@ -132,9 +132,9 @@ impl RedfishClient {
         body: Option<&serde_json::Value>,
     ) -> Result<Reply, DriverError> {
         // TODO: log in through the Redfish SessionService and send
-        // X-Auth-Token instead of basic auth on every request; some BMCs
-        // rate-limit basic auth, and sushy-tools has no SessionService to
-        // test against.
+        // X-Auth-Token instead of basic auth, so the BMC checks the password
+        // once per session. sushy-tools has no SessionService, so this
+        // needs another test peer.
         let mut request = self
             .http
             .request(method.clone(), url.clone())

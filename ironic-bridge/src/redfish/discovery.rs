@@ -15,7 +15,7 @@ const MAX_SYSTEMS: usize = 512;
 /// Maximum EthernetInterfaces read for one ComputerSystem.
 const MAX_INTERFACES: usize = 64;
 
-/// What the endpoint URL names.
+/// The resource that the endpoint URL names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
     /// A ComputerSystem URL, used as it is.

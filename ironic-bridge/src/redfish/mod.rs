@@ -4,9 +4,9 @@
 //! # Design
 //!
 //! The driver speaks plain Redfish with HTTP basic auth and JSON, over HTTP
-//! or HTTPS (rustls with `ring`, trusting the public web roots plus the
-//! endpoint's PEM certificates, which also pin self-signed BMC certificates;
-//! see [`tls`]). Vendor differences stay out of this module:
+//! or HTTPS. HTTPS uses rustls with `ring` and trusts the public web roots
+//! plus the endpoint's PEM certificates, which also pin self-signed BMC
+//! certificates (see [`tls`]). Vendor differences stay out of this module:
 //! OEM extensions belong to the iDRAC and iLO drivers that will wrap it.
 //!
 //! - The ComputerSystem URL is resolved on the first call and cached. A
@@ -223,8 +223,8 @@ impl BmcDriver for RedfishDriver {
             BootPersistence::Once => "Once",
             BootPersistence::Continuous => "Continuous",
         };
-        // NOTE: no If-Match header is sent; BMCs that require the ETag on
-        // PATCH (some iLO firmware) answer 412, which surfaces as DriverError::Http.
+        // NOTE: no If-Match header is sent. A BMC that requires the ETag on
+        // PATCH rejects the request, which surfaces as DriverError::Http.
         let body = json!({
             "Boot": {
                 "BootSourceOverrideTarget": target_name,

@@ -17,7 +17,8 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Time limit for reading one request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a [`Canned::Silent`] route holds the connection without answering.
+/// How long a [`Canned::Silent`] route keeps the connection open without a
+/// response.
 const SILENT_HOLD: Duration = Duration::from_secs(10);
 
 /// A response the server sends for one route.
@@ -87,8 +88,8 @@ pub(crate) struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server answering `(method, path, response)` routes; any other
-    /// request gets a Redfish-style 404.
+    /// Starts a server that serves `(method, path, response)` routes. Any
+    /// other request gets a Redfish-style 404.
     pub async fn start(routes: Vec<(&'static str, &str, Canned)>) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -149,7 +150,7 @@ impl Drop for TestServer {
     }
 }
 
-/// Answers one request and closes the connection.
+/// Responds to one request and closes the connection.
 async fn serve(
     mut stream: TcpStream,
     routes: Arc<Vec<Route>>,

@@ -769,6 +769,60 @@ async fn link_to_other_server_is_rejected() {
     );
 }
 
+#[tokio::test]
+async fn redirect_to_other_server_is_not_followed() {
+    let canned = Canned::Full {
+        status: 307,
+        content_type: "text/plain",
+        body: String::new(),
+        headers: vec![("Location", "http://127.0.0.1:9/redfish/v1/Systems/1".into())],
+    };
+    let server = TestServer::start(vec![("GET", SYSTEM, canned)]).await;
+
+    let error = driver(&server, SYSTEM)
+        .power_state()
+        .await
+        .expect_err("foreign redirect");
+
+    assert!(
+        matches!(&error, DriverError::Http { status: 307, .. }),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable());
+}
+
+#[tokio::test]
+async fn redirect_on_same_server_is_followed() {
+    let canned = Canned::Full {
+        status: 307,
+        content_type: "text/plain",
+        body: String::new(),
+        headers: vec![("Location", SYSTEM.into())],
+    };
+    let server = TestServer::start(vec![
+        ("GET", "/redfish/v1/Systems/node-1", canned),
+        (
+            "GET",
+            SYSTEM,
+            Canned::json(200, system_json("On", None).to_string()),
+        ),
+    ])
+    .await;
+
+    let state = driver(&server, "/redfish/v1/Systems/node-1")
+        .power_state()
+        .await
+        .expect("power state");
+
+    assert_eq!(state, PowerState::On);
+    let followed = server.requests_with("GET");
+    assert_eq!(followed.len(), 2);
+    assert_eq!(
+        followed[1].header("authorization"),
+        Some("Basic YWRtaW46czNjcmV0LXB3")
+    );
+}
+
 #[test]
 fn invalid_ca_pem_is_rejected() {
     let endpoint = BmcEndpoint {

@@ -1,15 +1,15 @@
 //! TLS for BMC connections: rustls with `ring`, the public web roots, and the
 //! endpoint's own certificates as trust anchors and as pins.
 //!
-//! Most BMCs ship a self-signed certificate, usually generated with
-//! `basicConstraints CA:TRUE` (OpenSSL's default for `req -x509`). WebPKI
-//! rejects such a certificate as a server certificate (`CaUsedAsEndEntity`)
-//! even when it is a trusted root. So a certificate from the endpoint's PEM
-//! that the server presents byte for byte is accepted as pinned, without the
-//! chain, name and date checks. The pin proves that the server holds the key
-//! the operator chose to trust; BMC certificates often name a default host
-//! rather than the address used. Every other certificate goes through the
-//! normal WebPKI checks against the web roots plus the PEM certificates.
+//! BMCs commonly ship a self-signed certificate. One made with the defaults
+//! of OpenSSL's `req -x509`, as the redfish-bmc test peer makes it, carries
+//! `basicConstraints CA:TRUE`, and WebPKI rejects it as a server certificate
+//! (`CaUsedAsEndEntity`) even when it is a trusted root. So a certificate
+//! from the endpoint's PEM that the server presents byte for byte is accepted
+//! as pinned, without the chain, name and date checks. The pin already proves
+//! that the server has the private key the operator chose to trust. Every
+//! other certificate goes through the normal WebPKI checks against the web
+//! roots plus the PEM certificates.
 
 use std::sync::Arc;
 
