@@ -354,7 +354,11 @@ async fn unwritable_record_still_verifies() {
     fs::remove_file(&record).expect("remove record");
     fs::create_dir(&record).expect("block the record path");
 
-    let verified = fx.store.open_verified(&stored.digest).await.expect("verify");
+    let verified = fx
+        .store
+        .open_verified(&stored.digest)
+        .await
+        .expect("verify");
     assert!(verified.rehashed);
     assert_eq!(read_all(verified.file).await, KERNEL);
 }

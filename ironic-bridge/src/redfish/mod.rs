@@ -6,16 +6,17 @@
 //! The driver speaks plain Redfish with HTTP basic auth and JSON, over HTTP
 //! or HTTPS. HTTPS uses rustls with `ring` and trusts the public web roots
 //! plus the endpoint's PEM certificates, which also pin self-signed BMC
-//! certificates (see [`tls`]). Vendor differences stay out of this module:
-//! OEM extensions belong to the iDRAC and iLO drivers that will wrap it.
+//! certificates (see the `tls` module). Vendor differences stay out of this
+//! module: OEM extensions belong to the iDRAC and iLO drivers that will wrap
+//! it.
 //!
 //! - The ComputerSystem URL is resolved on the first call and cached. A
 //!   service root endpoint is walked through its Systems collection (see
-//!   [`discovery`]); a failed discovery is retried by the next call.
+//!   the `discovery` module). A failed discovery is retried by the next call.
 //! - `power_on` and `power_off` read the system first: they skip the reset
 //!   when the node is already in the requested state, and pick the
-//!   `ResetType` from the values the BMC allows (`ResetType@Redfish.AllowableValues`
-//!   or the action's `ActionInfo`).
+//!   `ResetType` from the values the BMC allows
+//!   (`ResetType@Redfish.AllowableValues` or the action's `ActionInfo`).
 //! - `set_next_boot` PATCHes `Boot.BootSourceOverrideTarget` and
 //!   `BootSourceOverrideEnabled`, after checking the target against the
 //!   BMC's allowed values when it lists them.
@@ -25,11 +26,11 @@
 //!   credentials go nowhere else.
 //!
 //! A BMC accepts a reset long before the power state changes (1 to 11
-//! seconds on the sushy-tools emulator, longer on real servers), so callers
+//! seconds on the sushy-tools emulator by default), so callers
 //! poll [`BmcDriver::power_state`].
 
 mod client;
-pub(crate) mod discovery;
+mod discovery;
 mod resources;
 mod tls;
 
