@@ -38,7 +38,7 @@ pub enum ImageError {
         path: PathBuf,
         expected: Sha256Digest,
         actual: Sha256Digest,
-        /// Where the blob now is, or `None` when moving it failed or another
+        /// The blob's new path, or `None` when moving it failed or another
         /// writer had already replaced it.
         quarantined: Option<PathBuf>,
     },

@@ -26,11 +26,11 @@
 //! trusted, because a write in the same tick would leave `ctime` unchanged.
 //!
 //! The check works on the open file (`fstat`, then reading that handle), so
-//! the file that was checked is the file that is served. What the store does
-//! not defend against: a process that writes the blob through a handle it
-//! opened before the check (blobs are mode 0444 to prevent that by mistake),
-//! root changing the system clock to forge a `ctime`, or anyone who can write
-//! both a blob and its record.
+//! the file that was checked is the file that is served. The store does not
+//! defend against three things. A process may write the blob through a handle
+//! it opened before the check (blobs are mode 0444 to prevent that by
+//! mistake). Root may change the system clock to forge a `ctime`. And anyone
+//! who can write both a blob and its record can make them agree.
 //!
 //! Callers must treat every error from `open_verified` as "do not boot": a
 //! [`ImageError::DigestMismatch`] means the blob was quarantined and must be
