@@ -72,6 +72,11 @@ pub struct ClaimRequest {
     /// How long the control plane may hold the request open when no task is
     /// ready; it answers 204 No Content when the time runs out.
     pub wait_seconds: u32,
+    /// Set on the agent's first claims after it starts: tasks this agent
+    /// held before a restart are handed back at once instead of after
+    /// their lease expires.
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// A phase step handed to an agent.
@@ -226,6 +231,12 @@ mod tests {
         };
         let text = serde_json::to_string(&outcome).expect("serializable");
         let back: Outcome = serde_json::from_str(&text).expect("parses");
-        assert!(matches!(back, Outcome::Failed { retryable: true, .. }));
+        assert!(matches!(
+            back,
+            Outcome::Failed {
+                retryable: true,
+                ..
+            }
+        ));
     }
 }

@@ -10,9 +10,9 @@
 //! Wire contract: fields are only ever added, never renamed or retyped,
 //! within one protocol version; a new required field needs a new version.
 
+pub mod agent;
 mod mac;
 mod secret;
-pub mod agent;
 
 pub use mac::{MacAddr, MacAddrError};
 pub use secret::Secret;

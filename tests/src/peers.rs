@@ -109,10 +109,10 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        if !self.stopped {
-            if let Err(error) = self.run(&["stop"]) {
-                eprintln!("warning: stopping peer failed: {error:#}");
-            }
+        if !self.stopped
+            && let Err(error) = self.run(&["stop"])
+        {
+            eprintln!("warning: stopping peer failed: {error:#}");
         }
     }
 }

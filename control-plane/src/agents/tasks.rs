@@ -1,0 +1,446 @@
+//! The task loop on the control plane's side: agents claim phase steps of
+//! their site, renew the lease while working, and report the result.
+//!
+//! Hand-out: a task is claimable when `pending` and due, or `claimed` with
+//! an expired lease (its agent went silent), or `claimed` by the same agent
+//! that now asks with `resume` after a restart. Each hand-out increments the
+//! attempt; the agent deduplicates by correlation key, so a re-hand-out
+//! never repeats a side effect.
+//!
+//! Result: recording a result and advancing (or failing) the order's job
+//! happen in one transaction, and a result for a task that is already final
+//! changes nothing, so an agent may resend a result it is unsure about.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rackhand_protocol::agent::{
+    BmcAccess, ClaimRequest, DriverStep, Heartbeat, HeartbeatAck, ImageSpec, ImageStep, Outcome,
+    Step, Task, TaskReport,
+};
+use rackhand_protocol::{MacAddr, Phase};
+use serde_json::json;
+
+use crate::activity::{self, Entry, Event};
+use crate::agents::Agent;
+use crate::api::error::{ApiError, Body};
+use crate::app::App;
+use crate::db::{self, Tx};
+use crate::jobs;
+use crate::orders;
+use crate::seal;
+
+/// Longest long-poll a claim may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: i64,
+    order_id: i64,
+    phase: String,
+    correlation_key: String,
+    attempt: i64,
+}
+
+/// `POST /agent/v1/tasks/claim`: the next task of the agent's site, or 204
+/// when none became ready within the requested wait.
+pub async fn claim(
+    State(app): State<Arc<App>>,
+    agent: Agent,
+    Body(request): Body<ClaimRequest>,
+) -> Result<Response, ApiError> {
+    let wait = Duration::from_secs(u64::from(request.wait_seconds)).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut resume = request.resume;
+
+    loop {
+        // Register for the wake-up before looking, so a task created between
+        // the look and the wait is not missed.
+        let notified = app.tasks_ready.notified();
+        if let Some(row) = claim_row(&app, &agent, resume).await? {
+            match build_task(&app, &row).await {
+                Ok(task) => {
+                    record_claim(&app, &agent, &row).await?;
+                    return Ok(Json(task).into_response());
+                }
+                Err(error) => {
+                    fail_task(&app, &row, &error.to_string(), None).await?;
+                    continue;
+                }
+            }
+        }
+        resume = false;
+
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(deadline.min(now + Duration::from_secs(1))) => {}
+        }
+    }
+}
+
+async fn claim_row(
+    app: &App,
+    agent: &Agent,
+    resume: bool,
+) -> Result<Option<ClaimedRow>, sqlx::Error> {
+    let now = db::now_ms();
+    let lease_ms = i64::from(app.config.agents.lease_seconds) * 1000;
+    sqlx::query_as(
+        "UPDATE agent_tasks
+         SET state = 'claimed', claimed_by = ?1, lease_expires_at = ?2, attempt = attempt + 1, updated_at = ?3
+         WHERE id = (
+             SELECT id FROM agent_tasks
+             WHERE site_id = ?4
+               AND ((state = 'pending' AND run_after <= ?3)
+                    OR (state = 'claimed' AND (lease_expires_at < ?3 OR (?5 AND claimed_by = ?1))))
+             ORDER BY id LIMIT 1)
+         RETURNING id, order_id, phase, correlation_key, attempt",
+    )
+    .bind(agent.id)
+    .bind(now + lease_ms)
+    .bind(now)
+    .bind(agent.site_id)
+    .bind(resume)
+    .fetch_optional(&app.pool)
+    .await
+}
+
+async fn record_claim(app: &App, agent: &Agent, row: &ClaimedRow) -> Result<(), sqlx::Error> {
+    let message = format!(
+        "handed to site agent {} of {} (hand-out {})",
+        agent.id, agent.site, row.attempt
+    );
+    tracing::info!(order_id = row.order_id, phase = %row.phase, correlation_key = %row.correlation_key, agent_id = agent.id, "task handed to agent");
+    activity::record(
+        &app.pool,
+        &Entry {
+            order_id: row.order_id,
+            phase: &row.phase,
+            event: Event::Progress,
+            attempt: row.attempt,
+            correlation_key: Some(&row.correlation_key),
+            message: &message,
+            payload: None,
+        },
+    )
+    .await
+}
+
+#[derive(sqlx::FromRow)]
+struct StepRow {
+    node_id: i64,
+    node_name: String,
+    boot_mac: String,
+    bmc_driver: String,
+    bmc_url: String,
+    bmc_username: String,
+    bmc_password_sealed: String,
+    hostname: String,
+    image_name: String,
+    kernel_sha256: String,
+    initrd_sha256: String,
+    kernel_args: String,
+}
+
+/// Builds the instructions of a claimed task; the BMC password is unsealed
+/// here and only travels inside the TLS connection.
+async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
+    let phase: Phase = row.phase.parse()?;
+    let step: StepRow = sqlx::query_as(
+        "SELECT n.id AS node_id, n.name AS node_name, n.boot_mac, n.bmc_driver, n.bmc_url, n.bmc_username,
+                n.bmc_password_sealed, o.hostname, i.name AS image_name, i.kernel_sha256, i.initrd_sha256,
+                i.kernel_args
+         FROM orders o
+         JOIN nodes n ON n.id = o.node_id
+         JOIN products p ON p.id = o.product_id
+         JOIN images i ON i.id = p.image_id
+         WHERE o.id = ?",
+    )
+    .bind(row.order_id)
+    .fetch_one(&app.pool)
+    .await?;
+    let boot_mac: MacAddr = step.boot_mac.parse()?;
+
+    let step = match phase {
+        Phase::Driver => {
+            let password = app.sealer.open(
+                &seal::bmc_password_context(step.node_id),
+                &step.bmc_password_sealed,
+            )?;
+            Step::Driver(DriverStep {
+                node_id: step.node_id,
+                node_name: step.node_name,
+                boot_mac,
+                bmc: BmcAccess {
+                    driver: step.bmc_driver,
+                    url: step.bmc_url,
+                    username: step.bmc_username,
+                    password,
+                },
+            })
+        }
+        Phase::Image => Step::Image(ImageStep {
+            node_id: step.node_id,
+            node_name: step.node_name,
+            boot_mac,
+            hostname: step.hostname,
+            image: ImageSpec {
+                name: step.image_name,
+                kernel_sha256: step.kernel_sha256,
+                initrd_sha256: step.initrd_sha256,
+                kernel_args: step.kernel_args,
+            },
+            callback_timeout_seconds: app.config.agents.callback_timeout_seconds,
+        }),
+        other => anyhow::bail!("phase {other} does not run on site agents"),
+    };
+    Ok(Task {
+        task_id: row.id,
+        order_id: row.order_id,
+        phase,
+        correlation_key: row.correlation_key.clone(),
+        attempt: u32::try_from(row.attempt).unwrap_or(u32::MAX),
+        lease_seconds: app.config.agents.lease_seconds,
+        step,
+    })
+}
+
+/// `POST /agent/v1/tasks/{id}/heartbeat`: extends the lease.
+pub async fn heartbeat(
+    State(app): State<Arc<App>>,
+    agent: Agent,
+    Path(task_id): Path<i64>,
+    Body(beat): Body<Heartbeat>,
+) -> Result<Json<HeartbeatAck>, ApiError> {
+    let now = db::now_ms();
+    let lease_seconds = app.config.agents.lease_seconds;
+    let previous: Option<(i64, Option<String>, i64)> = sqlx::query_as(
+        "SELECT order_id, progress, attempt FROM agent_tasks
+         WHERE id = ? AND correlation_key = ? AND state = 'claimed' AND claimed_by = ?",
+    )
+    .bind(task_id)
+    .bind(&beat.correlation_key)
+    .bind(agent.id)
+    .fetch_optional(&app.pool)
+    .await?;
+    let Some((order_id, previous_progress, attempt)) = previous else {
+        return Ok(Json(HeartbeatAck {
+            lease_seconds,
+            abandoned: true,
+        }));
+    };
+
+    sqlx::query("UPDATE agent_tasks SET lease_expires_at = ?, progress = COALESCE(?, progress), updated_at = ? WHERE id = ?")
+        .bind(now + i64::from(lease_seconds) * 1000)
+        .bind(&beat.progress)
+        .bind(now)
+        .bind(task_id)
+        .execute(&app.pool)
+        .await?;
+
+    if let Some(progress) = &beat.progress
+        && previous_progress.as_ref() != Some(progress)
+    {
+        let phase: String = sqlx::query_scalar("SELECT phase FROM agent_tasks WHERE id = ?")
+            .bind(task_id)
+            .fetch_one(&app.pool)
+            .await?;
+        activity::record(
+            &app.pool,
+            &Entry {
+                order_id,
+                phase: &phase,
+                event: Event::Progress,
+                attempt,
+                correlation_key: Some(&beat.correlation_key),
+                message: progress,
+                payload: None,
+            },
+        )
+        .await?;
+    }
+    Ok(Json(HeartbeatAck {
+        lease_seconds,
+        abandoned: false,
+    }))
+}
+
+/// `POST /agent/v1/tasks/{id}/result`: records how the step ended.
+pub async fn report(
+    State(app): State<Arc<App>>,
+    agent: Agent,
+    Path(task_id): Path<i64>,
+    Body(report): Body<TaskReport>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let row: Option<ClaimedRow> = sqlx::query_as(
+        "SELECT id, order_id, phase, correlation_key, attempt FROM agent_tasks
+         WHERE id = ? AND correlation_key = ? AND site_id = ?",
+    )
+    .bind(task_id)
+    .bind(&report.correlation_key)
+    .bind(agent.site_id)
+    .fetch_optional(&app.pool)
+    .await?;
+    let row = row.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "task {task_id} with correlation key {} not found for site {}",
+            report.correlation_key, agent.site
+        ))
+    })?;
+    if row.phase == Phase::Driver.as_str() {
+        app.failpoints.hit("cp.driver_result.before_record").await;
+    }
+
+    let recorded = match report.outcome {
+        Outcome::Succeeded { summary, payload } => {
+            record_success(&app, &row, &summary, &payload).await?
+        }
+        Outcome::Failed {
+            retryable,
+            error,
+            upstream,
+        } => {
+            if retryable && row.attempt < i64::from(app.config.worker.max_attempts) {
+                record_retry(&app, &row, &error, upstream.as_ref()).await?
+            } else {
+                let message = if retryable {
+                    format!("gave up after {} attempts: {error}", row.attempt)
+                } else {
+                    error
+                };
+                fail_task(&app, &row, &message, upstream.as_ref()).await?
+            }
+        }
+    };
+    Ok(Json(json!({ "recorded": recorded })))
+}
+
+fn entry<'a>(
+    row: &'a ClaimedRow,
+    event: Event,
+    message: &'a str,
+    payload: Option<&'a serde_json::Value>,
+) -> Entry<'a> {
+    Entry {
+        order_id: row.order_id,
+        phase: &row.phase,
+        event,
+        attempt: row.attempt,
+        correlation_key: Some(&row.correlation_key),
+        message,
+        payload,
+    }
+}
+
+/// Moves the task to `state` unless it is already final; false when it was.
+async fn finish_task(tx: &mut Tx<'_>, task_id: i64, state: &str) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE agent_tasks SET state = ?, lease_expires_at = NULL, updated_at = ?
+         WHERE id = ? AND state IN ('pending', 'claimed')",
+    )
+    .bind(state)
+    .bind(db::now_ms())
+    .bind(task_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+async fn record_success(
+    app: &App,
+    row: &ClaimedRow,
+    summary: &str,
+    payload: &serde_json::Value,
+) -> Result<bool, ApiError> {
+    let phase: Phase = row
+        .phase
+        .parse()
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
+    let mut tx = app.pool.begin().await?;
+    if !finish_task(&mut tx, row.id, "done").await? {
+        return Ok(false);
+    }
+    activity::record(
+        &mut *tx,
+        &entry(row, Event::Succeeded, summary, Some(payload)),
+    )
+    .await?;
+    let job_id: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE order_id = ?")
+        .bind(row.order_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !jobs::advance(&mut tx, job_id, None, phase.next()).await? {
+        tracing::warn!(order_id = row.order_id, phase = %phase, "agent result arrived for a job that was not waiting for it");
+    }
+    tx.commit().await?;
+    tracing::info!(order_id = row.order_id, phase = %phase, correlation_key = %row.correlation_key, "agent step succeeded");
+    app.jobs_ready.notify_waiters();
+    Ok(true)
+}
+
+async fn record_retry(
+    app: &App,
+    row: &ClaimedRow,
+    error: &str,
+    upstream: Option<&serde_json::Value>,
+) -> Result<bool, ApiError> {
+    let delay = jobs::backoff_ms(
+        row.attempt,
+        app.config.worker.backoff_base_ms,
+        app.config.worker.backoff_max_ms,
+    );
+    let message = format!("{error}; retrying in {:.1} s", delay as f64 / 1000.0);
+    let mut tx = app.pool.begin().await?;
+    let requeued = sqlx::query(
+        "UPDATE agent_tasks SET state = 'pending', run_after = ?, claimed_by = NULL, lease_expires_at = NULL,
+             updated_at = ?
+         WHERE id = ? AND state IN ('pending', 'claimed')",
+    )
+    .bind(db::now_ms() + i64::try_from(delay).unwrap_or(i64::MAX))
+    .bind(db::now_ms())
+    .bind(row.id)
+    .execute(&mut *tx)
+    .await?;
+    if requeued.rows_affected() != 1 {
+        return Ok(false);
+    }
+    activity::record(&mut *tx, &entry(row, Event::Retrying, &message, upstream)).await?;
+    tx.commit().await?;
+    tracing::warn!(order_id = row.order_id, phase = %row.phase, error, "agent step failed; will retry");
+    Ok(true)
+}
+
+/// Fails the task, its job and its order for good.
+async fn fail_task(
+    app: &App,
+    row: &ClaimedRow,
+    message: &str,
+    upstream: Option<&serde_json::Value>,
+) -> Result<bool, ApiError> {
+    let phase: Phase = row
+        .phase
+        .parse()
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
+    let mut tx = app.pool.begin().await?;
+    if !finish_task(&mut tx, row.id, "failed").await? {
+        return Ok(false);
+    }
+    activity::record(&mut *tx, &entry(row, Event::Failed, message, upstream)).await?;
+    let job_id: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE order_id = ?")
+        .bind(row.order_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    jobs::fail(&mut tx, job_id, None, message).await?;
+    orders::mark_failed(&mut tx, row.order_id, phase, message, upstream).await?;
+    tx.commit().await?;
+    tracing::error!(order_id = row.order_id, phase = %phase, error = message, "agent step failed permanently; order failed");
+    Ok(true)
+}

@@ -1,0 +1,134 @@
+//! The control plane's one HTTP error type, shared by the operator API, the
+//! webhook endpoints and the agent API.
+//!
+//! 4xx answers carry a message naming the invalid field or value and are not
+//! logged as errors. 5xx answers give the client a generic message; the full
+//! error chain goes to the log once, here.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::orders::OrderError;
+
+/// An error answer.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    Unauthorized(String),
+    Forbidden(String),
+    NotFound(String),
+    Conflict(String),
+    /// 422 with the field that failed validation.
+    Invalid {
+        field: String,
+        message: String,
+    },
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: &str, name: impl std::fmt::Display) -> ApiError {
+        ApiError::NotFound(format!("{what} {name} not found"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, json!({ "error": message })),
+            ApiError::Unauthorized(message) => {
+                (StatusCode::UNAUTHORIZED, json!({ "error": message }))
+            }
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, json!({ "error": message })),
+            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, json!({ "error": message })),
+            ApiError::Conflict(message) => (StatusCode::CONFLICT, json!({ "error": message })),
+            ApiError::Invalid { field, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "error": format!("invalid field `{field}`: {message}"), "field": field }),
+            ),
+            ApiError::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "error": "internal error; the control plane log has the details" }),
+                )
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> ApiError {
+        ApiError::Internal(error.into())
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> ApiError {
+        ApiError::Internal(error)
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(error: OrderError) -> ApiError {
+        match error {
+            OrderError::NotFound { .. } => ApiError::NotFound(error.to_string()),
+            OrderError::Invalid { field, message } => ApiError::invalid(field, message),
+            OrderError::WrongState { .. } => ApiError::Conflict(error.to_string()),
+            OrderError::Database(error) => error.into(),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        match rejection {
+            JsonRejection::JsonDataError(error) => {
+                // axum's text is "Failed to deserialize …: <path>: <serde message>".
+                let text = error.body_text();
+                let detail = text
+                    .split_once(": ")
+                    .map(|(_, rest)| rest.to_string())
+                    .unwrap_or(text);
+                let field = detail
+                    .split(':')
+                    .next()
+                    .unwrap_or("body")
+                    .trim()
+                    .to_string();
+                ApiError::Invalid {
+                    field,
+                    message: detail,
+                }
+            }
+            JsonRejection::MissingJsonContentType(_) => ApiError::BadRequest(
+                "send the body as JSON with Content-Type: application/json".to_string(),
+            ),
+            other => ApiError::BadRequest(format!("invalid JSON body: {}", other.body_text())),
+        }
+    }
+}
+
+/// A JSON request body whose rejections become [`ApiError`]s.
+#[derive(Debug, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Body<T>(pub T);
+
+/// A conflict from a unique constraint, or another database error.
+pub fn unique_violation(error: sqlx::Error, message: impl FnOnce() -> String) -> ApiError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => ApiError::Conflict(message()),
+        _ => error.into(),
+    }
+}

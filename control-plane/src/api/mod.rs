@@ -1,0 +1,56 @@
+//! The operator REST API (`/v1/…`, JSON, `Authorization: Bearer <token>`),
+//! the payment webhooks (`/webhooks/…`, authenticated by their signatures)
+//! and the health check.
+//!
+//! Handlers are thin: they extract and check the request, call the domain
+//! modules, and map results to JSON or an [`error::ApiError`]. The router is
+//! built by [`router`], so tests drive it without a socket.
+
+pub mod auth;
+pub mod error;
+pub mod inventory;
+pub mod orders;
+pub mod webhooks;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::app::SharedApp;
+
+/// Builds the operator API and webhook router.
+pub fn router(app: SharedApp) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/webhooks/stripe", post(webhooks::stripe))
+        .route("/v1/ca", get(inventory::ca))
+        .route(
+            "/v1/sites",
+            get(inventory::list_sites).post(inventory::create_site),
+        )
+        .route(
+            "/v1/sites/{site}/enrollment-tokens",
+            post(inventory::create_enrollment_token),
+        )
+        .route(
+            "/v1/subnets",
+            get(inventory::list_subnets).post(inventory::create_subnet),
+        )
+        .route(
+            "/v1/nodes",
+            get(inventory::list_nodes).post(inventory::create_node),
+        )
+        .route(
+            "/v1/images",
+            get(inventory::list_images).post(inventory::create_image),
+        )
+        .route(
+            "/v1/products",
+            get(inventory::list_products).post(inventory::create_product),
+        )
+        .route("/v1/agents", get(inventory::list_agents))
+        .route("/v1/orders", get(orders::list).post(orders::create))
+        .route("/v1/orders/{id}", get(orders::show))
+        .route("/v1/orders/{id}/retry", post(orders::retry))
+        .route("/v1/webhook-events", get(orders::webhook_events))
+        .with_state(app)
+}

@@ -1,0 +1,587 @@
+//! `rackhand`: the operator CLI over the control plane's REST API.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(name = "rackhand", version, about = "Operate a Rackhand control plane")]
+struct Cli {
+    /// Base URL of the control plane's operator API.
+    #[arg(
+        long,
+        env = "RACKHAND_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    /// API token (prefer RACKHAND_TOKEN or --token-file over the command line).
+    #[arg(long, env = "RACKHAND_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// File holding the API token.
+    #[arg(long, env = "RACKHAND_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Datacenter sites.
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Subnets that service addresses come from.
+    #[command(subcommand)]
+    Subnet(SubnetCommand),
+    /// Bare-metal nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Netboot images (kernel + initrd, by sha256).
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Products customers order.
+    #[command(subcommand)]
+    Product(ProductCommand),
+    /// Orders.
+    #[command(subcommand)]
+    Order(OrderCommand),
+    /// Enrolled site agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Payment webhook events as received (applied, ignored, rejected).
+    WebhookEvents,
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    Create {
+        name: String,
+    },
+    List,
+    /// Create a one-time enrollment token for a site agent.
+    EnrollToken {
+        site: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SubnetCommand {
+    Create(SubnetArgs),
+    List,
+}
+
+#[derive(Args)]
+struct SubnetArgs {
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    site: String,
+    /// Network in CIDR notation, such as 203.0.113.0/24.
+    #[arg(long)]
+    cidr: String,
+    #[arg(long)]
+    gateway: Option<String>,
+    /// First address handed to services (default: first host address).
+    #[arg(long)]
+    range_start: Option<String>,
+    /// Last address handed to services (default: last host address).
+    #[arg(long)]
+    range_end: Option<String>,
+    /// Reverse zone for PTR records (default: derived from the network).
+    #[arg(long)]
+    ptr_zone: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    Create(NodeArgs),
+    List {
+        #[arg(long)]
+        site: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    site: String,
+    #[arg(long)]
+    subnet: String,
+    /// MAC address of the NIC the node netboots from.
+    #[arg(long)]
+    boot_mac: String,
+    #[arg(long)]
+    cpu_cores: u32,
+    /// RAM in MiB.
+    #[arg(long)]
+    ram_mib: u32,
+    /// Disk in GB.
+    #[arg(long)]
+    disk_gb: u32,
+    #[arg(long, default_value = "redfish")]
+    bmc_driver: String,
+    /// BMC address: a Redfish service root or a ComputerSystem URL.
+    #[arg(long)]
+    bmc_url: String,
+    #[arg(long)]
+    bmc_username: String,
+    /// File holding the BMC password, or `-` for standard input.
+    #[arg(long)]
+    bmc_password_file: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    Create(ImageArgs),
+    List,
+}
+
+#[derive(Args)]
+struct ImageArgs {
+    #[arg(long)]
+    name: String,
+    /// Kernel file; its sha256 is computed locally.
+    #[arg(
+        long,
+        conflicts_with = "kernel_sha256",
+        required_unless_present = "kernel_sha256"
+    )]
+    kernel: Option<PathBuf>,
+    #[arg(long)]
+    kernel_sha256: Option<String>,
+    /// Initrd file; its sha256 is computed locally.
+    #[arg(
+        long,
+        conflicts_with = "initrd_sha256",
+        required_unless_present = "initrd_sha256"
+    )]
+    initrd: Option<PathBuf>,
+    #[arg(long)]
+    initrd_sha256: Option<String>,
+    /// Extra kernel command-line arguments.
+    #[arg(long, default_value = "")]
+    kernel_args: String,
+}
+
+#[derive(Subcommand)]
+enum ProductCommand {
+    Create(ProductArgs),
+    List,
+}
+
+#[derive(Args)]
+struct ProductArgs {
+    #[arg(long)]
+    name: String,
+    /// Price in minor units (cents).
+    #[arg(long)]
+    price_minor: u32,
+    /// ISO 4217 currency code, such as eur.
+    #[arg(long)]
+    currency: String,
+    #[arg(long)]
+    min_cpu_cores: u32,
+    #[arg(long)]
+    min_ram_mib: u32,
+    #[arg(long)]
+    min_disk_gb: u32,
+    #[arg(long)]
+    image: String,
+}
+
+#[derive(Subcommand)]
+enum OrderCommand {
+    Create {
+        #[arg(long)]
+        product: String,
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        hostname: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Print an order's state and activity log.
+    Show { id: i64 },
+    /// Requeue a failed order at the phase that failed.
+    Retry {
+        id: i64,
+        /// Allow the welcome e-mail to be sent again (it may have been delivered before).
+        #[arg(long)]
+        resend_email: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    List,
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base.trim_end_matches('/'));
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the control plane at {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let message = value
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string());
+            bail!(
+                "{} {}: {message}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            );
+        }
+        Ok(value)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => Some(read_secret(path)?),
+        (None, None) => None,
+    };
+    let client = Client {
+        http: rackhand_control_plane::http_client::build(std::time::Duration::from_secs(60))?,
+        base: cli.url.clone(),
+        token,
+    };
+    let json = cli.json;
+
+    let (value, columns): (Value, &[&str]) = match cli.command {
+        Command::Site(SiteCommand::Create { name }) => (
+            client.post("/v1/sites", json!({ "name": name })).await?,
+            &[],
+        ),
+        Command::Site(SiteCommand::List) => (
+            client.get("/v1/sites").await?,
+            &["id", "name", "nodes", "agents"],
+        ),
+        Command::Site(SiteCommand::EnrollToken { site }) => (
+            client
+                .post(&format!("/v1/sites/{site}/enrollment-tokens"), json!({}))
+                .await?,
+            &[],
+        ),
+        Command::Subnet(SubnetCommand::Create(a)) => {
+            let body = json!({ "name": a.name, "site": a.site, "cidr": a.cidr, "gateway": a.gateway,
+                "range_start": a.range_start, "range_end": a.range_end, "ptr_zone": a.ptr_zone });
+            (client.post("/v1/subnets", body).await?, &[])
+        }
+        Command::Subnet(SubnetCommand::List) => (
+            client.get("/v1/subnets").await?,
+            &["id", "name", "site", "cidr", "gateway", "ptr_zone"],
+        ),
+        Command::Node(NodeCommand::Create(a)) => {
+            let password = read_secret(&a.bmc_password_file)?;
+            let body = json!({ "name": a.name, "site": a.site, "subnet": a.subnet, "boot_mac": a.boot_mac,
+                "cpu_cores": a.cpu_cores, "ram_mib": a.ram_mib, "disk_gb": a.disk_gb,
+                "bmc": { "driver": a.bmc_driver, "url": a.bmc_url, "username": a.bmc_username, "password": password } });
+            (client.post("/v1/nodes", body).await?, &[])
+        }
+        Command::Node(NodeCommand::List { site }) => {
+            let path = match site {
+                Some(site) => format!("/v1/nodes?site={site}"),
+                None => "/v1/nodes".to_string(),
+            };
+            (
+                client.get(&path).await?,
+                &[
+                    "id",
+                    "name",
+                    "site",
+                    "boot_mac",
+                    "cpu_cores",
+                    "ram_mib",
+                    "disk_gb",
+                    "state",
+                    "bmc_url",
+                ],
+            )
+        }
+        Command::Image(ImageCommand::Create(a)) => {
+            let kernel = digest_arg(a.kernel.as_deref(), a.kernel_sha256)?;
+            let initrd = digest_arg(a.initrd.as_deref(), a.initrd_sha256)?;
+            let body = json!({ "name": a.name, "kernel_sha256": kernel, "initrd_sha256": initrd, "kernel_args": a.kernel_args });
+            (client.post("/v1/images", body).await?, &[])
+        }
+        Command::Image(ImageCommand::List) => (
+            client.get("/v1/images").await?,
+            &["id", "name", "kernel_sha256", "initrd_sha256"],
+        ),
+        Command::Product(ProductCommand::Create(a)) => {
+            let body = json!({ "name": a.name, "price_minor": a.price_minor, "currency": a.currency,
+                "min_cpu_cores": a.min_cpu_cores, "min_ram_mib": a.min_ram_mib, "min_disk_gb": a.min_disk_gb, "image": a.image });
+            (client.post("/v1/products", body).await?, &[])
+        }
+        Command::Product(ProductCommand::List) => (
+            client.get("/v1/products").await?,
+            &[
+                "id",
+                "name",
+                "price_minor",
+                "currency",
+                "min_cpu_cores",
+                "min_ram_mib",
+                "min_disk_gb",
+                "image",
+            ],
+        ),
+        Command::Order(OrderCommand::Create {
+            product,
+            site,
+            email,
+            hostname,
+        }) => {
+            let body = json!({ "product": product, "site": site, "customer_email": email, "hostname": hostname });
+            (client.post("/v1/orders", body).await?, &[])
+        }
+        Command::Order(OrderCommand::List { state }) => {
+            let path = match state {
+                Some(state) => format!("/v1/orders?state={state}"),
+                None => "/v1/orders".to_string(),
+            };
+            (
+                client.get(&path).await?,
+                &[
+                    "id", "product", "site", "hostname", "state", "phase", "node", "ipv4",
+                ],
+            )
+        }
+        Command::Order(OrderCommand::Show { id }) => {
+            let order = client.get(&format!("/v1/orders/{id}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&order)?);
+            } else {
+                print_order(&order);
+            }
+            return Ok(());
+        }
+        Command::Order(OrderCommand::Retry { id, resend_email }) => (
+            client
+                .post(
+                    &format!("/v1/orders/{id}/retry"),
+                    json!({ "resend_email": resend_email }),
+                )
+                .await?,
+            &[],
+        ),
+        Command::Agent(AgentCommand::List) => (
+            client.get("/v1/agents").await?,
+            &[
+                "id",
+                "site",
+                "agent_version",
+                "enrolled_at",
+                "last_seen_at",
+                "revoked_at",
+            ],
+        ),
+        Command::WebhookEvents => (
+            client.get("/v1/webhook-events").await?,
+            &[
+                "id",
+                "provider",
+                "event_id",
+                "event_type",
+                "outcome",
+                "invoice_id",
+                "reason",
+            ],
+        ),
+    };
+
+    if json || columns.is_empty() {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_table(&value, columns);
+    }
+    Ok(())
+}
+
+fn read_secret(path: &Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading standard input")?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    let text = text.trim().to_string();
+    anyhow::ensure!(!text.is_empty(), "{} is empty", path.display());
+    Ok(text)
+}
+
+fn digest_arg(file: Option<&Path>, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(given) = given {
+        return Ok(given);
+    }
+    let path = file.context("give a file or its sha256")?;
+    let mut reader =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = reader
+            .read(&mut buffer)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if read == 0 {
+            break;
+        }
+        context.update(&buffer[..read]);
+    }
+    Ok(hex::encode(context.finish()))
+}
+
+fn cell(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => "-".to_string(),
+        Some(Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn print_table(value: &Value, columns: &[&str]) {
+    let rows: Vec<Vec<String>> = value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| columns.iter().map(|c| cell(item.get(*c))).collect())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.len()).collect();
+    for row in &rows {
+        for (width, text) in widths.iter_mut().zip(row) {
+            *width = (*width).max(text.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(text, width)| format!("{text:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(columns.iter().map(|c| c.to_uppercase()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn print_order(order: &Value) {
+    let field = |key: &str| cell(order.get(key));
+    println!("order {}  {}", field("id"), field("uid"));
+    println!("  state:    {}", field("state"));
+    println!("  product:  {} at site {}", field("product"), field("site"));
+    println!("  customer: {}", field("customer_email"));
+    println!("  hostname: {}  address: {}", field("fqdn"), field("ipv4"));
+    println!("  node:     {}", field("node"));
+    println!(
+        "  invoice:  {} ({} {} {})",
+        field("invoice_id"),
+        field("invoice_state"),
+        field("amount_minor"),
+        field("currency")
+    );
+    if order.get("failure_error").is_some_and(|v| !v.is_null()) {
+        println!(
+            "  failed in {}: {}",
+            field("failed_phase"),
+            field("failure_error")
+        );
+        println!("  upstream: {}", field("failure_upstream"));
+    }
+    println!("activity:");
+    for row in order
+        .get("activity")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let get = |key: &str| cell(row.get(key));
+        println!(
+            "  {}  {:<8} {:<9} #{:<2} {}",
+            format_time(row.get("created_at").and_then(Value::as_i64)),
+            get("phase"),
+            get("event"),
+            get("attempt"),
+            get("message")
+        );
+    }
+}
+
+/// Formats Unix milliseconds as UTC `HH:MM:SS.mmm` (the date is in the JSON).
+fn format_time(ms: Option<i64>) -> String {
+    let Some(ms) = ms else { return "-".to_string() };
+    let day_ms = ms.rem_euclid(86_400_000);
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
+}

@@ -1,0 +1,27 @@
+//! Outbound HTTP clients (PowerDNS and other upstream APIs), all on rustls
+//! with the ring provider and the webpki root store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Builds a client with `timeout` for connect plus the whole request.
+pub fn build(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("the ring provider supports the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("rackhand/", env!("CARGO_PKG_VERSION")))
+        .build()
+}

@@ -1,0 +1,266 @@
+//! Orders and their invoices: creation, state changes and operator retry.
+//!
+//! States: `pending_payment` → `provisioning_pending` (billing) →
+//! `provisioning` (a worker picked the job up) → `active`, or `failed` with
+//! the phase, the error and the upstream's last response. An operator retry
+//! moves a failed order back to `provisioning` and requeues its job at the
+//! phase that failed.
+
+use rackhand_protocol::Phase;
+use serde_json::Value;
+
+use crate::activity::{self, Entry, Event};
+use crate::db::{self, Pool, Tx};
+use crate::names;
+use crate::phases::OrderContext;
+
+/// A request for a new order.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    pub product: String,
+    pub site: String,
+    pub customer_email: String,
+    /// The service's host name (one DNS label); `srv-<order id>` when absent.
+    pub hostname: Option<String>,
+}
+
+/// A created order with its invoice.
+#[derive(Debug, serde::Serialize)]
+pub struct CreatedOrder {
+    pub order_id: i64,
+    pub uid: String,
+    pub invoice_id: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub state: &'static str,
+}
+
+/// Why an order operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("{what} {name:?} not found")]
+    NotFound { what: &'static str, name: String },
+    #[error("invalid field `{field}`: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("order {order_id} is {state}; {action}")]
+    WrongState {
+        order_id: i64,
+        state: String,
+        action: &'static str,
+    },
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Creates an order in `pending_payment` with an open invoice for the
+/// product's price.
+pub async fn create(pool: &Pool, request: &NewOrder) -> Result<CreatedOrder, OrderError> {
+    let email = request.customer_email.trim();
+    if email.parse::<lettre::message::Mailbox>().is_err() || !email.contains('@') {
+        return Err(OrderError::Invalid {
+            field: "customer_email",
+            message: format!("{email:?} is not an e-mail address"),
+        });
+    }
+    if let Some(hostname) = &request.hostname {
+        names::check_label(hostname).map_err(|message| OrderError::Invalid {
+            field: "hostname",
+            message,
+        })?;
+    }
+
+    let mut tx = pool.begin().await?;
+    let product: Option<(i64, i64, String)> =
+        sqlx::query_as("SELECT id, price_minor, currency FROM products WHERE name = ?")
+            .bind(&request.product)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (product_id, amount_minor, currency) = product.ok_or_else(|| OrderError::NotFound {
+        what: "product",
+        name: request.product.clone(),
+    })?;
+    let site_id: Option<i64> = sqlx::query_scalar("SELECT id FROM sites WHERE name = ?")
+        .bind(&request.site)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let site_id = site_id.ok_or_else(|| OrderError::NotFound {
+        what: "site",
+        name: request.site.clone(),
+    })?;
+
+    let now = db::now_ms();
+    let uid = uuid::Uuid::new_v4().to_string();
+    let order_id: i64 = sqlx::query_scalar(
+        "INSERT INTO orders (uid, product_id, site_id, customer_email, hostname, state, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, 'pending_payment', ?, ?) RETURNING id",
+    )
+    .bind(&uid)
+    .bind(product_id)
+    .bind(site_id)
+    .bind(email)
+    .bind(request.hostname.as_deref().unwrap_or(""))
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    if request.hostname.is_none() {
+        sqlx::query("UPDATE orders SET hostname = ? WHERE id = ?")
+            .bind(format!("srv-{order_id}"))
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+
+    let invoice_id: i64 = sqlx::query_scalar(
+        "INSERT INTO invoices (order_id, amount_minor, currency, state, created_at)
+         VALUES (?, ?, ?, 'open', ?) RETURNING id",
+    )
+    .bind(order_id)
+    .bind(amount_minor)
+    .bind(&currency)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    Ok(CreatedOrder {
+        order_id,
+        uid,
+        invoice_id,
+        amount_minor,
+        currency,
+        state: "pending_payment",
+    })
+}
+
+/// Loads what the phases need about an order.
+pub async fn context(pool: &Pool, order_id: i64) -> Result<Option<OrderContext>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, uid, site_id, product_id, node_id, hostname, customer_email FROM orders WHERE id = ?",
+    )
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Moves an order from `provisioning_pending` to `provisioning`.
+pub async fn mark_provisioning(pool: &Pool, order_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE orders SET state = 'provisioning', updated_at = ?
+         WHERE id = ? AND state = 'provisioning_pending'",
+    )
+    .bind(db::now_ms())
+    .bind(order_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks an order failed at `phase`, keeping the error and upstream payload.
+pub async fn mark_failed(
+    tx: &mut Tx<'_>,
+    order_id: i64,
+    phase: Phase,
+    error: &str,
+    upstream: Option<&Value>,
+) -> Result<(), sqlx::Error> {
+    let upstream = upstream.map(|value| activity::redact(value).to_string());
+    sqlx::query(
+        "UPDATE orders SET state = 'failed', failed_phase = ?, failure_error = ?, failure_upstream = ?, updated_at = ?
+         WHERE id = ?",
+    )
+    .bind(phase.as_str())
+    .bind(error)
+    .bind(upstream)
+    .bind(db::now_ms())
+    .bind(order_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Requeues a failed order at the phase that failed. With `resend_email`,
+/// the handoff phase may send the welcome e-mail again even though an
+/// earlier attempt may have delivered it.
+pub async fn retry(pool: &Pool, order_id: i64, resend_email: bool) -> Result<(), OrderError> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT state, failed_phase FROM orders WHERE id = ?")
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (state, failed_phase) = row.ok_or_else(|| OrderError::NotFound {
+        what: "order",
+        name: order_id.to_string(),
+    })?;
+    if state != "failed" {
+        return Err(OrderError::WrongState {
+            order_id,
+            state,
+            action: "only failed orders can be retried",
+        });
+    }
+
+    let now = db::now_ms();
+    sqlx::query(
+        "UPDATE orders SET state = 'provisioning', failed_phase = NULL, failure_error = NULL,
+             failure_upstream = NULL, updated_at = ?
+         WHERE id = ?",
+    )
+    .bind(now)
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE jobs SET state = 'queued', attempt = 0, run_after = ?, last_error = NULL,
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+         WHERE order_id = ?",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE agent_tasks SET state = 'pending', attempt = 0, run_after = ?, claimed_by = NULL,
+             lease_expires_at = NULL, updated_at = ?
+         WHERE order_id = ? AND state = 'failed'",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await?;
+    if resend_email {
+        sqlx::query("UPDATE services SET email_state = NULL WHERE order_id = ?")
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+
+    let phase = failed_phase.unwrap_or_else(|| "unknown".to_string());
+    let message = if resend_email {
+        "operator retry (the welcome e-mail may be sent again)"
+    } else {
+        "operator retry"
+    };
+    activity::record(
+        &mut *tx,
+        &Entry {
+            order_id,
+            phase: &phase,
+            event: Event::Progress,
+            attempt: 0,
+            correlation_key: None,
+            message,
+            payload: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The phases a worker runs for an order, after `billing`: `allocate`,
+//! `driver` and `image` (handed to the site agent), `network` and `handoff`.
+//!
+//! Each phase function is idempotent: it first looks for what an earlier
+//! attempt created (the order's node, the task row, the service's address,
+//! the sealed password, the e-mail state) and continues from there.
+
+pub mod agent;
+pub mod allocate;
+pub mod handoff;
+pub mod network;
+
+use rackhand_protocol::Phase;
+use serde_json::Value;
+
+use crate::app::App;
+use crate::jobs::ClaimedJob;
+
+/// How a phase run ended when it did not fail.
+#[derive(Debug)]
+pub enum PhaseOutcome {
+    /// The phase is complete; the job moves on.
+    Done {
+        summary: String,
+        payload: Option<Value>,
+    },
+    /// The phase was handed to the site agent; its result advances the job.
+    Dispatched { summary: String },
+}
+
+/// Whether a failed phase may succeed when tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    Transient,
+    Permanent,
+}
+
+/// A failed phase run. `message` must never contain a secret.
+#[derive(Debug)]
+pub struct PhaseError {
+    pub retry: Retry,
+    pub message: String,
+    /// The upstream's last response, secrets removed before storing.
+    pub upstream: Option<Value>,
+}
+
+impl PhaseError {
+    pub fn transient(message: impl Into<String>) -> PhaseError {
+        PhaseError {
+            retry: Retry::Transient,
+            message: message.into(),
+            upstream: None,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> PhaseError {
+        PhaseError {
+            retry: Retry::Permanent,
+            message: message.into(),
+            upstream: None,
+        }
+    }
+
+    pub fn with_upstream(mut self, upstream: Option<Value>) -> PhaseError {
+        self.upstream = upstream;
+        self
+    }
+}
+
+impl From<sqlx::Error> for PhaseError {
+    fn from(error: sqlx::Error) -> PhaseError {
+        // A database error is retried: most are lock timeouts or a restart
+        // of the database, and a real schema problem exhausts the attempts.
+        PhaseError::transient(format!("database error: {error}"))
+    }
+}
+
+/// What a phase needs to know about its order.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderContext {
+    pub id: i64,
+    pub uid: String,
+    pub site_id: i64,
+    pub product_id: i64,
+    pub node_id: Option<i64>,
+    pub hostname: String,
+    pub customer_email: String,
+}
+
+/// Returns the correlation key of an order's phase: stable across attempts,
+/// restarts and re-hand-outs, and unique across databases because the
+/// order's uid is random.
+pub fn correlation_key(order_uid: &str, phase: Phase) -> String {
+    format!("{order_uid}/{phase}")
+}
+
+/// Runs one attempt of the job's current phase.
+pub async fn run(
+    app: &App,
+    job: &ClaimedJob,
+    owner: &str,
+    order: &OrderContext,
+) -> Result<PhaseOutcome, PhaseError> {
+    let key = correlation_key(&order.uid, job.phase);
+    match job.phase {
+        Phase::Billing => Err(PhaseError::permanent(
+            "billing runs in the webhook handler, not in a worker",
+        )),
+        Phase::Allocate => allocate::run(app, order).await,
+        Phase::Driver | Phase::Image => agent::dispatch(app, job, owner, order, &key).await,
+        Phase::Network => network::run(app, order, &key).await,
+        Phase::Handoff => handoff::run(app, order, &key).await,
+    }
+}

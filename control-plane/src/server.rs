@@ -1,0 +1,135 @@
+//! Starting the control plane: open the database, load or create the keys
+//! and the CA, bind both listeners, start the workers, and stop cleanly on
+//! SIGINT or SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::dns::Dns;
+use crate::failpoint::Failpoints;
+use crate::mail::Mailer;
+use crate::pki::Ca;
+use crate::seal::Sealer;
+use crate::{agents, api, db, jobs};
+
+/// Builds the shared state from a checked configuration.
+pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+    let pool = db::open(&config.database_url)
+        .await
+        .with_context(|| format!("cannot open database {}", config.database_url))?;
+    let sealer = load_sealer(&config, &pool).await?;
+    let ca = Ca::load_or_create(&config.state_dir.join("pki"))?;
+    let dns = Dns::from_config(&config.dns)?;
+    let mailer = Mailer::new(&config.handoff, config.smtp.as_ref())?;
+    Ok(Arc::new(App {
+        pool,
+        config,
+        sealer,
+        dns,
+        mailer,
+        ca,
+        failpoints: Failpoints::from_env(),
+        jobs_ready: Notify::new(),
+        tasks_ready: Notify::new(),
+    }))
+}
+
+/// Loads the sealing key, creating it only for a database that holds no
+/// sealed value yet: a missing key for existing secrets is an error, never
+/// a silent new key that would make them unreadable.
+async fn load_sealer(config: &Config, pool: &db::Pool) -> anyhow::Result<Sealer> {
+    let path = &config.sealing_key_file;
+    if path.exists() {
+        return Ok(Sealer::load(path)?);
+    }
+    let sealed: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM nodes) + (SELECT COUNT(*) FROM services WHERE root_password_sealed IS NOT NULL)",
+    )
+    .fetch_one(pool)
+    .await?;
+    if sealed > 0 {
+        anyhow::bail!(
+            "sealing key file {} is missing but the database holds sealed secrets; restore the key file",
+            path.display()
+        );
+    }
+    let sealer = Sealer::generate(path)?;
+    tracing::warn!(path = %path.display(), "created a new sealing key; back it up, sealed secrets cannot be read without it");
+    Ok(sealer)
+}
+
+/// Runs the control plane until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = build_app(config).await?;
+    let shutdown = CancellationToken::new();
+
+    let armed = app.failpoints.armed();
+    if !armed.is_empty() {
+        tracing::warn!(failpoints = ?armed, "failpoints are armed; this process is under test");
+    }
+
+    let api_listener = TcpListener::bind(app.config.api.listen)
+        .await
+        .with_context(|| format!("cannot bind api.listen {}", app.config.api.listen))?;
+    let agent_listener = TcpListener::bind(app.config.agents.listen)
+        .await
+        .with_context(|| format!("cannot bind agents.listen {}", app.config.agents.listen))?;
+    let tls_config = Arc::new(app.ca.server_config(&app.config.agents.server_names)?);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        api = %api_listener.local_addr()?,
+        agents = %agent_listener.local_addr()?,
+        ca_fingerprint = %app.ca.fingerprint,
+        "control plane started"
+    );
+    if app.config.api.tokens.is_empty() {
+        tracing::warn!("no [[api.tokens]] configured; every operator API request will be refused");
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..app.config.worker.concurrency {
+        tasks.spawn(jobs::worker::run(app.clone(), index, shutdown.clone()));
+    }
+    tasks.spawn(agents::tls::serve(
+        agent_listener,
+        tls_config,
+        agents::router(app.clone()),
+        shutdown.clone(),
+    ));
+    let api_shutdown = shutdown.clone();
+    let api_router = api::router(app.clone());
+    tasks.spawn(async move {
+        let result = axum::serve(api_listener, api_router)
+            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+            .await;
+        if let Err(error) = result {
+            tracing::error!(error = %error, "operator API server failed");
+        }
+    });
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    app.pool.close().await;
+    tracing::info!("control plane stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
