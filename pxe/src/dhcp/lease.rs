@@ -1,4 +1,4 @@
-//! Leases: which MAC holds which address, until when, and how addresses are
+//! Leases: the address each MAC has and until when, and how addresses are
 //! picked from the pool.
 //!
 //! Invariants, kept by [`LeaseTable::insert`] and checked when the lease file
@@ -231,8 +231,11 @@ impl LeaseTable {
 
         if let Some(lease) = self.by_mac.get(&mac).cloned() {
             if config.is_assignable(lease.ip) && !self.is_quarantined(lease.ip, now) {
-                let still_bound = lease.state == LeaseState::Bound && lease.expires_at > now;
-                if !still_bound {
+                // A live lease or offer stays as it is, so a client that
+                // repeats its DHCPDISCOVER causes no lease file write.
+                let live = matches!(lease.state, LeaseState::Bound | LeaseState::Offered)
+                    && lease.expires_at > now;
+                if !live {
                     self.insert(Lease {
                         state: LeaseState::Offered,
                         expires_at: hold_until,

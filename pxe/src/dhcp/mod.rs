@@ -31,7 +31,7 @@
 //! provisioning interface, for example through
 //! [`SocketFactory::udp`](crate::netns::SocketFactory::udp). Replies leave
 //! through the same socket. Packets are handled one at a time by
-//! [`handler::Responder`], which does no I/O.
+//! the packet handler in `handler.rs`, which does no I/O.
 
 mod boot;
 mod config;
@@ -98,7 +98,7 @@ impl DhcpServer {
     /// Serves until `shutdown` is cancelled.
     ///
     /// Returns an error only when the socket cannot be used with tokio or
-    /// fails to receive [`MAX_CONSECUTIVE_RECEIVE_ERRORS`] times in a row.
+    /// fails to receive 100 times in a row.
     /// Send errors and lease file errors are logged and serving goes on.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), DhcpError> {
         let local_addr = self.socket.local_addr().map_err(DhcpError::Socket)?;

@@ -209,7 +209,7 @@ impl TftpServer {
     /// Serves until `shutdown` is cancelled, then stops running transfers.
     ///
     /// Returns an error only when the socket cannot be used with tokio or
-    /// fails to receive [`MAX_CONSECUTIVE_RECEIVE_ERRORS`] times in a row.
+    /// fails to receive 100 times in a row.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), TftpError> {
         let Self { context, socket } = self;
         let local_addr = socket.local_addr().map_err(TftpError::Socket)?;

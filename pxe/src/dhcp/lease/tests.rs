@@ -70,6 +70,33 @@ fn offer_to_bound_client_keeps_lease_expiry() {
 }
 
 #[test]
+fn repeated_offer_changes_nothing() {
+    let config = sample_config();
+    let mut table = LeaseTable::default();
+    let first = table.offer(mac(1), None, &config, NOW);
+    table.changed = false;
+
+    let second = table.offer(mac(1), None, &config, NOW + 5);
+
+    assert_eq!(first, second);
+    assert!(!table.changed);
+}
+
+#[test]
+fn expired_offer_is_renewed_with_same_address() {
+    let config = sample_config();
+    let mut table = LeaseTable::default();
+    let first = table.offer(mac(1), None, &config, NOW);
+
+    let later = NOW + OFFER_HOLD.as_secs() + 1;
+    let second = table.offer(mac(1), None, &config, later);
+
+    assert_eq!(first, second);
+    let lease = table.by_mac.get(&mac(1)).expect("offer recorded");
+    assert_eq!(lease.expires_at, later + OFFER_HOLD.as_secs());
+}
+
+#[test]
 fn unclaimed_address_is_preferred_over_expired_lease() {
     let config = sample_config();
     let mut table = LeaseTable::default();
