@@ -66,7 +66,7 @@ spawn() {
   rm -f "$pidfile"
   # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner bash.
   setsid bash -c 'echo "$$" >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
-    </dev/null >>"$logfile" 2>&1 9>&- &
+    </dev/null >>"$logfile" 2>&1 7>&- 8>&- 9>&- &
   for ((i = 0; i < 100; i++)); do
     [[ -s $pidfile ]] && return 0
     sleep 0.05
@@ -74,28 +74,29 @@ spawn() {
   die "the process for $pidfile did not start within 5 s"
 }
 
-# Stops the process in PIDFILE if its command line contains MARKER: TERM, then
-# KILL after 5 s. Removes PIDFILE. Never touches a PID that was reused.
+# Stops process PID if its command line contains MARKER: TERM, then KILL
+# after 5 s. A PID that now belongs to another program is left alone.
+stop_pid() {
+  local pid=$1 marker=$2 i
+  pid_alive "$pid" "$marker" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    pid_alive "$pid" "$marker" || return 0
+    sleep 0.1
+  done
+  log "pid $pid ignored TERM for 5 s; sending KILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 30; i++)); do
+    pid_alive "$pid" "$marker" || return 0
+    sleep 0.1
+  done
+  die "pid $pid did not stop"
+}
+
+# Stops the process in PIDFILE (see stop_pid) and removes PIDFILE.
 stop_pidfile() {
-  local pidfile=$1 marker=$2 pid i
-  pid=$(read_pid "$pidfile")
-  if pid_alive "$pid" "$marker"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-      pid_alive "$pid" "$marker" || break
-      sleep 0.1
-    done
-    if pid_alive "$pid" "$marker"; then
-      log "pid $pid ignored TERM for 5 s; sending KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      for ((i = 0; i < 30; i++)); do
-        pid_alive "$pid" "$marker" || break
-        sleep 0.1
-      done
-    fi
-    pid_alive "$pid" "$marker" && die "pid $pid did not stop"
-  fi
-  rm -f "$pidfile"
+  stop_pid "$(read_pid "$1")" "$2"
+  rm -f "$1"
 }
 
 # Prints a port that is free on 127.0.0.1 for TCP, or for TCP and UDP with the
