@@ -53,7 +53,9 @@ pid_alive() {
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 1
   [[ -n $state && $state != Z && $state != X ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker"
+  # grep reads all input: with -q it could exit early and fail the pipeline
+  # through SIGPIPE under pipefail.
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -F -- "$marker" >/dev/null
 }
 
 # Starts CMD detached in its own session with all file descriptors redirected,
@@ -137,7 +139,7 @@ tcp_port_free() {
 pid_listens() {
   local pid=$1 port=$2 flags=-Hltnp
   [[ ${3:-tcp} == udp ]] && flags=-Hlunp
-  ss "$flags" "sport = :$port" 2>/dev/null | grep -q "pid=$pid,"
+  ss "$flags" "sport = :$port" 2>/dev/null | grep "pid=$pid," >/dev/null
 }
 
 # Validates that VALUE (named NAME in messages) is a TCP/UDP port number.
