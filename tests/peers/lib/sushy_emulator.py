@@ -39,7 +39,7 @@ def set_power_delay(seconds):
 def add_request_log(path):
     from werkzeug import serving
 
-    # werkzeug wraps non-2xx request lines in ANSI colour codes on POSIX.
+    # On POSIX, werkzeug wraps the request lines of every status but 200 in ANSI colour codes.
     serving._log_add_style = False
 
     def is_request_line(record):
