@@ -1,1 +1,151 @@
-//! placeholder
+//! Rackhand's site agent: sits beside the racks, enrolls once with the
+//! control plane, then runs the bare-metal steps of its site's orders
+//! (`driver`: BMC boot override and power-on; `image`: verified netboot and
+//! callback) and the PXE services they need.
+//!
+//! Design note. The agent always dials out: it long-polls the control plane
+//! for tasks over mutual TLS, so datacenters need no inbound rule. Every
+//! side effect is recorded in the local SQLite state under its correlation
+//! key before it happens, and every result is stored until acknowledged, so
+//! a task handed out again after a crash of either side is answered from
+//! the records instead of being repeated. The PXE services answer only the
+//! MACs of the site's nodes, refreshed from the control plane.
+
+pub mod boot_server;
+pub mod client;
+pub mod config;
+pub mod driver_step;
+pub mod enroll;
+pub mod failpoint;
+pub mod image_step;
+pub mod pxe_services;
+pub mod state;
+pub mod tasks;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rackhand_images::ImageStore;
+use rackhand_pxe::dhcp::KnownMacs;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::boot_server::BootContext;
+use crate::client::ControlPlane;
+use crate::config::Config;
+use crate::driver_step::DriverSettings;
+use crate::failpoint::Failpoints;
+use crate::state::State;
+
+/// How often the node list is refreshed from the control plane.
+const SITE_REFRESH: Duration = Duration::from_secs(15);
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let failpoints = Failpoints::from_env();
+    if !failpoints.armed().is_empty() {
+        tracing::warn!(failpoints = ?failpoints.armed(), "failpoints are armed; this process is under test");
+    }
+    let state = State::open(&config.state_dir)
+        .await
+        .with_context(|| format!("cannot open the agent state in {}", config.state_dir.display()))?;
+    let store = ImageStore::open(&config.image_store)?;
+    let identity = enroll::ensure_identity(&config.state_dir, &config.control_plane).await?;
+    let control_plane = ControlPlane::new(&config.control_plane.url, &identity)?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        site = %identity.site,
+        control_plane = %config.control_plane.url,
+        "site agent started"
+    );
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let callbacks = Arc::new(Notify::new());
+    let known = KnownMacs::new();
+
+    let boot = Arc::new(BootContext {
+        state: state.clone(),
+        store: store.clone(),
+        base_url: config.pxe.as_ref().map(|p| p.http_base()).unwrap_or_default(),
+        nodes: RwLock::new(HashMap::new()),
+        callbacks: callbacks.clone(),
+        access_log: Mutex::new(open_access_log(&config)),
+    });
+
+    // Learn the site's nodes before answering DHCP, so the first netboot
+    // after a restart is not turned away.
+    refresh_site(&control_plane, &known, &boot).await;
+    if let Some(pxe) = &config.pxe {
+        pxe_services::start(pxe, &config.state_dir, known.clone(), boot.clone(), &mut tasks, shutdown.clone())?;
+    } else {
+        tracing::warn!("no [pxe] section: this agent serves no DHCP, TFTP or boot HTTP");
+    }
+
+    let sync_plane = control_plane.clone();
+    let sync_shutdown = shutdown.clone();
+    let sync_boot = boot.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SITE_REFRESH) => refresh_site(&sync_plane, &known, &sync_boot).await,
+                _ = sync_shutdown.cancelled() => return,
+            }
+        }
+    });
+
+    let runner = Arc::new(tasks::Runner::new(
+        control_plane,
+        state,
+        store,
+        failpoints,
+        DriverSettings {
+            bmc_timeout: config.bmc.timeout,
+            power_on_grace: config.bmc.power_on_grace,
+        },
+        callbacks,
+    ));
+    tasks.spawn(tasks::run(runner, shutdown.clone()));
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    tracing::info!("site agent stopped");
+    Ok(())
+}
+
+fn open_access_log(config: &Config) -> Option<std::fs::File> {
+    let path = config.state_dir.join("access.log");
+    match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        Ok(file) => Some(file),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), error = %error, "cannot open the access log; requests are not logged to a file");
+            None
+        }
+    }
+}
+
+async fn refresh_site(control_plane: &ControlPlane, known: &KnownMacs, boot: &BootContext) {
+    match control_plane.site().await {
+        Ok(site) => {
+            known.replace(site.nodes.iter().map(|n| n.boot_mac));
+            if let Ok(mut nodes) = boot.nodes.write() {
+                *nodes = site.nodes.into_iter().map(|n| (n.boot_mac, n.name)).collect();
+            }
+        }
+        Err(error) => tracing::warn!(error = format!("{error:#}"), "refreshing the site's nodes failed"),
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

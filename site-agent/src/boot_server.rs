@@ -1,0 +1,258 @@
+//! The boot HTTP server on the provisioning network: per-MAC iPXE scripts,
+//! the verified kernel and initrd, and the booted system's callback.
+//!
+//! - `GET /boot/<mac>.ipxe`: the boot script while a boot is armed for the
+//!   MAC (after verifying both files again), a wait-and-retry script while
+//!   none is armed yet, and an `exit` script (the firmware tries its next
+//!   boot device) once the boot succeeded or failed.
+//! - `GET|HEAD /images/<sha256>/<name>`: a blob of the image store, served
+//!   from the very file handle that was verified.
+//! - `GET /callback/<token>?mac=…&ip=…`: completes the armed boot whose
+//!   one-time token matches.
+//!
+//! Every request is written to the access log (`state_dir/access.log`),
+//! with callback tokens masked.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, Request, State as AxumState};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rackhand_images::{ImageStore, Sha256Digest};
+use rackhand_protocol::MacAddr;
+use rackhand_pxe::ipxe;
+use tokio::sync::Notify;
+use tokio_util::io::ReaderStream;
+
+use crate::image_step::verify_image;
+use crate::state::State;
+
+/// Seconds a node waits before asking for its script again while no boot
+/// is armed for it.
+const RETRY_SECONDS: u32 = 5;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct BootContext {
+    pub state: State,
+    pub store: ImageStore,
+    /// `http://<server_ip>:<port>`, as the netbooting machines reach us.
+    pub base_url: String,
+    /// Names of the site's nodes by boot MAC, refreshed from the control plane.
+    pub nodes: RwLock<HashMap<MacAddr, String>>,
+    pub callbacks: Arc<Notify>,
+    pub access_log: Mutex<Option<std::fs::File>>,
+}
+
+type Shared = Arc<BootContext>;
+
+/// Builds the router.
+pub fn router(context: Shared) -> Router {
+    Router::new()
+        .route("/boot/{file}", get(script))
+        .route("/images/{digest}/{name}", get(blob))
+        .route("/callback/{token}", get(callback))
+        .layer(middleware::from_fn_with_state(context.clone(), access_log))
+        .with_state(context)
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn script_response(result: Result<String, ipxe::IpxeError>) -> Response {
+    match result {
+        Ok(script) => text(StatusCode::OK, script),
+        Err(error) => {
+            tracing::error!(error = %error, "cannot render an iPXE script");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "#!ipxe\nexit 1\n".to_string())
+        }
+    }
+}
+
+async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>) -> Response {
+    let Some(mac) = file.strip_suffix(".ipxe").and_then(|m| m.parse::<MacAddr>().ok()) else {
+        return text(StatusCode::NOT_FOUND, format!("{file:?} is not <mac>.ipxe\n"));
+    };
+    let node = context.nodes.read().ok().and_then(|nodes| nodes.get(&mac).cloned());
+    let boot = match context.state.latest_boot_for(mac).await {
+        Ok(boot) => boot,
+        Err(error) => {
+            tracing::error!(mac = %mac, error = %error, "reading the boot record failed");
+            return script_response(ipxe::retry_script(&script_url(&context, mac), RETRY_SECONDS, "agent state unavailable; retrying"));
+        }
+    };
+
+    let Some(boot) = boot else {
+        if node.is_none() {
+            return text(StatusCode::NOT_FOUND, format!("MAC {mac} is not a node of this site\n"));
+        }
+        let message = format!("Rackhand: no boot armed for {mac} yet; retrying in {RETRY_SECONDS} s");
+        return script_response(ipxe::retry_script(&script_url(&context, mac), RETRY_SECONDS, &message));
+    };
+
+    match boot.state.as_str() {
+        "armed" => {}
+        "called_back" => {
+            return script_response(ipxe::exit_script(&format!(
+                "Rackhand: {} is installed; trying the next boot device",
+                boot.node_name
+            )));
+        }
+        _ => {
+            return script_response(ipxe::exit_script(&format!(
+                "Rackhand: the last boot of {} failed; nothing to boot",
+                boot.node_name
+            )));
+        }
+    }
+
+    // Verify again right before this boot.
+    if let Err(message) = verify_image(&context.store, &boot.image_name, &boot.kernel_sha256, &boot.initrd_sha256).await {
+        tracing::error!(mac = %mac, node = %boot.node_name, error = %message, "image failed verification before boot; not booting it");
+        match context.state.finish_boot(&boot.correlation_key, "failed", Some(&message), None).await {
+            Ok(_) => context.callbacks.notify_waiters(),
+            Err(error) => tracing::error!(error = %error, "recording the failed boot failed"),
+        }
+        return script_response(ipxe::exit_script("Rackhand: the image failed verification; not booting it"));
+    }
+
+    let callback = format!("{}/callback/{}", context.base_url, boot.token);
+    let mut cmdline = boot.kernel_args.trim().to_string();
+    if !cmdline.is_empty() {
+        cmdline.push(' ');
+    }
+    cmdline.push_str(&format!("rackhand.callback={callback} rackhand.hostname={}", boot.hostname));
+    tracing::info!(mac = %mac, node = %boot.node_name, image = %boot.image_name, "serving boot script");
+    script_response(ipxe::boot_script(&ipxe::BootScript {
+        kernel_url: format!("{}/images/{}/vmlinuz", context.base_url, boot.kernel_sha256),
+        initrds: vec![(
+            "initrd.img".to_string(),
+            format!("{}/images/{}/initrd.img", context.base_url, boot.initrd_sha256),
+        )],
+        cmdline,
+    }))
+}
+
+fn script_url(context: &BootContext, mac: MacAddr) -> String {
+    format!("{}/boot/{}.ipxe", context.base_url, mac.to_hyphenated())
+}
+
+async fn blob(AxumState(context): AxumState<Shared>, Path((digest, _name)): Path<(String, String)>) -> Response {
+    let Ok(digest) = digest.parse::<Sha256Digest>() else {
+        return text(StatusCode::NOT_FOUND, format!("{digest:?} is not a sha256\n"));
+    };
+    match context.store.open_verified(&digest).await {
+        Ok(verified) => {
+            let mut response = Body::from_stream(ReaderStream::with_capacity(verified.file, 256 * 1024)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(verified.size));
+            if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+                headers.insert(header::ETAG, etag);
+            }
+            response
+        }
+        Err(error) => {
+            tracing::error!(digest = %digest, error = %error, "refusing to serve an image file");
+            text(StatusCode::NOT_FOUND, format!("image file {digest} is not available\n"))
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct CallbackQuery {
+    ip: Option<String>,
+}
+
+async fn callback(
+    AxumState(context): AxumState<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
+    let boot = match context.state.boot_by_token(&token).await {
+        Ok(Some(boot)) => boot,
+        Ok(None) => return text(StatusCode::NOT_FOUND, "unknown callback token\n".to_string()),
+        Err(error) => {
+            tracing::error!(error = %error, "reading the boot record failed");
+            return text(StatusCode::SERVICE_UNAVAILABLE, "try again\n".to_string());
+        }
+    };
+    let ip = query.ip.unwrap_or_else(|| peer.ip().to_string());
+    match context.state.finish_boot(&boot.correlation_key, "called_back", None, Some(&ip)).await {
+        Ok(true) => {
+            tracing::info!(node = %boot.node_name, mac = %boot.mac, ip = %ip, correlation_key = %boot.correlation_key, "booted system called back");
+            context.callbacks.notify_waiters();
+            text(StatusCode::OK, "ok\n".to_string())
+        }
+        Ok(false) if boot.state == "called_back" => text(StatusCode::OK, "ok (already recorded)\n".to_string()),
+        Ok(false) => text(StatusCode::GONE, format!("this boot already ended as {}\n", boot.state)),
+        Err(error) => {
+            tracing::error!(error = %error, "recording the callback failed");
+            text(StatusCode::SERVICE_UNAVAILABLE, "try again\n".to_string())
+        }
+    }
+}
+
+/// Writes one access log line per request: time, client, method, path
+/// (callback tokens masked), status, bytes announced, duration.
+async fn access_log(AxumState(context): AxumState<Shared>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = mask_token(request.uri().path());
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.to_string())
+        .unwrap_or_else(|| "-".to_string());
+    let response = next.run(request).await;
+
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let line = format!(
+        "{} {peer} {method} {path} {} {bytes} {}ms\n",
+        crate::state::now_ms(),
+        response.status().as_u16(),
+        started.elapsed().as_millis()
+    );
+    if let Ok(mut guard) = context.access_log.lock()
+        && let Some(file) = guard.as_mut()
+    {
+        use std::io::Write as _;
+        if let Err(error) = file.write_all(line.as_bytes()) {
+            tracing::warn!(error = %error, "writing the access log failed");
+        }
+    }
+    tracing::debug!(target: "rackhand::access", peer = %peer, method = %method, path = %path, status = response.status().as_u16(), "boot request");
+    response
+}
+
+fn mask_token(path: &str) -> String {
+    match path.strip_prefix("/callback/") {
+        Some(_) => "/callback/[token]".to_string(),
+        None => path.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_token;
+
+    #[test]
+    fn callback_tokens_are_masked() {
+        assert_eq!(mask_token("/callback/abc123"), "/callback/[token]");
+        assert_eq!(mask_token("/boot/52-54-00-00-00-01.ipxe"), "/boot/52-54-00-00-00-01.ipxe");
+    }
+}

@@ -1,0 +1,110 @@
+//! The agent's client of the control plane's agent API, over mutual TLS.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use rackhand_protocol::agent::{
+    self as wire, ClaimRequest, Heartbeat, HeartbeatAck, SiteState, Task, TaskReport,
+};
+use rackhand_protocol::{PROTOCOL_HEADER, PROTOCOL_VERSION};
+use reqwest::StatusCode;
+
+use crate::enroll::Identity;
+
+/// A connection to the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// Seconds a claim may stay open waiting for a task.
+pub const CLAIM_WAIT_SECONDS: u32 = 20;
+
+impl ControlPlane {
+    pub fn new(base: &str, identity: &Identity) -> anyhow::Result<ControlPlane> {
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(identity.tls.clone())
+            .connect_timeout(Duration::from_secs(10))
+            // Long enough for a claim's long poll plus slack.
+            .timeout(Duration::from_secs(u64::from(CLAIM_WAIT_SECONDS) + 20))
+            .build()?;
+        Ok(ControlPlane {
+            http,
+            base: base.to_string(),
+        })
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+    }
+
+    async fn check(response: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.text().await.unwrap_or_default();
+        bail!("control plane refused {what}: {status}: {body}")
+    }
+
+    /// Fetches the site's nodes.
+    pub async fn site(&self) -> anyhow::Result<SiteState> {
+        let response = self
+            .http
+            .get(format!("{}{}", self.base, wire::SITE_PATH))
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+            .send()
+            .await
+            .context("fetching the site state")?;
+        Ok(Self::check(response, "the site state request").await?.json().await?)
+    }
+
+    /// Long-polls for the next task; `None` when none came in time.
+    pub async fn claim(&self, resume: bool) -> anyhow::Result<Option<Task>> {
+        let response = self
+            .post(wire::CLAIM_PATH)
+            .json(&ClaimRequest {
+                wait_seconds: CLAIM_WAIT_SECONDS,
+                resume,
+            })
+            .send()
+            .await
+            .context("claiming a task")?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        Ok(Some(Self::check(response, "the claim").await?.json().await?))
+    }
+
+    /// Extends a task's lease.
+    pub async fn heartbeat(&self, task_id: i64, beat: &Heartbeat) -> anyhow::Result<HeartbeatAck> {
+        let response = self
+            .post(&wire::heartbeat_path(task_id))
+            .json(beat)
+            .send()
+            .await
+            .context("sending a heartbeat")?;
+        Ok(Self::check(response, "the heartbeat").await?.json().await?)
+    }
+
+    /// Reports a task's result (JSON body of a [`TaskReport`]).
+    pub async fn report(&self, task_id: i64, body: &str) -> anyhow::Result<()> {
+        let response = self
+            .post(&wire::result_path(task_id))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .context("reporting a result")?;
+        Self::check(response, "the result").await?;
+        Ok(())
+    }
+}
+
+/// Serializes a report for storage and sending.
+pub fn encode_report(report: &TaskReport) -> String {
+    serde_json::to_string(report).expect("a task report always serializes")
+}

@@ -1,0 +1,171 @@
+//! The `image` step: verify the image, arm the node's netboot, and wait for
+//! the booted system's callback.
+//!
+//! Verification runs twice: here, before the boot is armed, and again in
+//! the boot HTTP server each time the node asks for its script or a file.
+//! Either failure names the image and both hashes, quarantines the file
+//! (the image store's doing) and fails the step; a file that does not match
+//! is never served.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rackhand_images::{ImageError, ImageStore, Sha256Digest};
+use rackhand_protocol::agent::{ImageStep, Outcome};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+
+use crate::state::{NewBoot, State, now_ms};
+
+/// Longest sleep between looks at the boot record when no callback wakes
+/// the step.
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Checks that both files of an image are in the store and unchanged.
+/// Returns a message naming the image and what is wrong.
+pub async fn verify_image(
+    store: &ImageStore,
+    image: &str,
+    kernel: &str,
+    initrd: &str,
+) -> Result<(), String> {
+    for (role, digest) in [("kernel", kernel), ("initrd", initrd)] {
+        let parsed: Sha256Digest = digest
+            .parse()
+            .map_err(|e| format!("image {image}: {role} digest is invalid: {e}"))?;
+        match store.open_verified(&parsed).await {
+            Ok(_) => {}
+            Err(ImageError::NotFound { .. }) => {
+                return Err(format!(
+                    "image {image}: {role} sha256 {digest} is not in this agent's image store; import it with `rackhand-site-agent image import`"
+                ));
+            }
+            Err(ImageError::DigestMismatch { path, expected, actual, .. }) => {
+                return Err(format!(
+                    "image {image}: {role} {} has sha256 {actual}, expected {expected}; it was quarantined and will not be served",
+                    path.display()
+                ));
+            }
+            Err(other) => return Err(format!("image {image}: {role}: {other}")),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the step. `progress` carries a line for the control plane's
+/// activity log; `callbacks` is notified by the boot server.
+pub async fn run(
+    state: &State,
+    store: &ImageStore,
+    callbacks: &Arc<Notify>,
+    progress: &watch::Sender<Option<String>>,
+    key: &str,
+    step: &ImageStep,
+) -> Outcome {
+    match arm_and_wait(state, store, callbacks, progress, key, step).await {
+        Ok(outcome) => outcome,
+        Err(error) => Outcome::Failed {
+            retryable: true,
+            error: format!("agent state database error: {error}"),
+            upstream: None,
+        },
+    }
+}
+
+async fn arm_and_wait(
+    state: &State,
+    store: &ImageStore,
+    callbacks: &Arc<Notify>,
+    progress: &watch::Sender<Option<String>>,
+    key: &str,
+    step: &ImageStep,
+) -> Result<Outcome, sqlx::Error> {
+    let image = &step.image;
+    if state.boot(key).await?.is_none() {
+        if let Err(message) = verify_image(store, &image.name, &image.kernel_sha256, &image.initrd_sha256).await {
+            tracing::error!(node = %step.node_name, correlation_key = key, error = %message, "image verification failed");
+            return Ok(failed(message));
+        }
+        let token = new_token();
+        let deadline_at = now_ms() + i64::from(step.callback_timeout_seconds) * 1000;
+        state
+            .arm_boot(&NewBoot {
+                correlation_key: key,
+                mac: step.boot_mac,
+                node_id: step.node_id,
+                node_name: &step.node_name,
+                image_name: &image.name,
+                kernel_sha256: &image.kernel_sha256,
+                initrd_sha256: &image.initrd_sha256,
+                kernel_args: &image.kernel_args,
+                hostname: &step.hostname,
+                token: &token,
+                deadline_at,
+            })
+            .await?;
+        tracing::info!(node = %step.node_name, mac = %step.boot_mac, image = %image.name, correlation_key = key, "netboot armed");
+    }
+    progress.send_replace(Some(format!(
+        "image {} verified; netboot armed for {}; waiting for its callback",
+        image.name, step.boot_mac
+    )));
+
+    loop {
+        let notified = callbacks.notified();
+        let Some(boot) = state.boot(key).await? else {
+            return Ok(failed("the armed boot vanished from the agent's state".to_string()));
+        };
+        match boot.state.as_str() {
+            "called_back" => {
+                let ip = boot.callback_ip.unwrap_or_default();
+                return Ok(Outcome::Succeeded {
+                    summary: format!("{} booted image {} and called back from {ip}", step.node_name, image.name),
+                    payload: json!({
+                        "node": step.node_name,
+                        "mac": step.boot_mac,
+                        "image": image.name,
+                        "kernel_sha256": image.kernel_sha256,
+                        "initrd_sha256": image.initrd_sha256,
+                        "callback_ip": ip,
+                    }),
+                });
+            }
+            "failed" | "expired" => {
+                return Ok(failed(boot.error.unwrap_or_else(|| format!("boot ended as {}", boot.state))));
+            }
+            _ => {}
+        }
+        if now_ms() > boot.deadline_at {
+            let message = format!(
+                "no callback from {} ({}) within {} s of arming its netboot; check its console",
+                step.node_name, step.boot_mac, step.callback_timeout_seconds
+            );
+            if state.finish_boot(key, "expired", Some(&message), None).await? {
+                return Ok(failed(message));
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+    }
+}
+
+fn failed(error: String) -> Outcome {
+    Outcome::Failed {
+        retryable: false,
+        error,
+        upstream: None,
+    }
+}
+
+/// A one-time callback token: 128 random bits, hex.
+fn new_token() -> String {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random generator works");
+    hex::encode(bytes)
+}
