@@ -32,6 +32,16 @@ pub async fn open(url: &str) -> anyhow::Result<Pool> {
     Ok(pool)
 }
 
+/// Begins a write transaction.
+///
+/// `BEGIN IMMEDIATE` takes SQLite's write lock up front, waiting up to the
+/// busy timeout. A deferred transaction that reads first and writes later
+/// fails at once with `database is locked` when another connection wrote in
+/// between, because SQLite cannot upgrade its stale read snapshot.
+pub async fn begin(pool: &Pool) -> Result<Tx<'static>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
 /// Returns the current time in Unix milliseconds, the unit of every time column.
 pub fn now_ms() -> i64 {
     let since_epoch = SystemTime::now()

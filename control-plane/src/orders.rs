@@ -73,7 +73,7 @@ pub async fn create(pool: &Pool, request: &NewOrder) -> Result<CreatedOrder, Ord
         })?;
     }
 
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool).await?;
     let product: Option<(i64, i64, String)> =
         sqlx::query_as("SELECT id, price_minor, currency FROM products WHERE name = ?")
             .bind(&request.product)
@@ -187,7 +187,7 @@ pub async fn mark_failed(
 /// the handoff phase may send the welcome e-mail again even though an
 /// earlier attempt may have delivered it.
 pub async fn retry(pool: &Pool, order_id: i64, resend_email: bool) -> Result<(), OrderError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool).await?;
     let row: Option<(String, Option<String>)> =
         sqlx::query_as("SELECT state, failed_phase FROM orders WHERE id = ?")
             .bind(order_id)

@@ -70,7 +70,12 @@ pub async fn run(runner: Arc<Runner>, shutdown: CancellationToken) {
         match claimed {
             Ok(Some(task)) => {
                 failures = 0;
-                start(&runner, task, &shutdown);
+                // A resumed claim hands back the tasks this agent held before
+                // it restarted, one per call; once one comes back that is
+                // already running here, every held task has been resumed.
+                if !start(&runner, task, &shutdown) {
+                    resume = false;
+                }
             }
             Ok(None) => {
                 failures = 0;
@@ -93,13 +98,15 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
 }
 
-fn start(runner: &Arc<Runner>, task: Task, shutdown: &CancellationToken) {
+/// Spawns the task unless a task with its key already runs here; returns
+/// whether it was spawned.
+fn start(runner: &Arc<Runner>, task: Task, shutdown: &CancellationToken) -> bool {
     let key = task.correlation_key.clone();
     {
         let mut running = runner.running.lock().expect("the running-task set is never poisoned");
         if !running.insert(key.clone()) {
             tracing::debug!(correlation_key = %key, "task handed out again while still running here; ignored");
-            return;
+            return false;
         }
     }
     let span = tracing::info_span!(
@@ -119,6 +126,7 @@ fn start(runner: &Arc<Runner>, task: Task, shutdown: &CancellationToken) {
         }
         .instrument(span),
     );
+    true
 }
 
 async fn run_task(runner: &Runner, task: &Task, shutdown: &CancellationToken) {

@@ -29,7 +29,7 @@ pub async fn enroll(
 ) -> Result<Json<EnrollResponse>, ApiError> {
     let now = db::now_ms();
     let hash = token_hash(request.token.expose());
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
 
     let token: Option<(i64, i64, String)> = sqlx::query_as(
         "SELECT t.id, t.site_id, s.name FROM enrollment_tokens t JOIN sites s ON s.id = t.site_id

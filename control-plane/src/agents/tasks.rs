@@ -364,7 +364,7 @@ async fn record_success(
         .phase
         .parse()
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     if !finish_task(&mut tx, row.id, "done").await? {
         return Ok(false);
     }
@@ -398,7 +398,7 @@ async fn record_retry(
         app.config.worker.backoff_max_ms,
     );
     let message = format!("{error}; retrying in {:.1} s", delay as f64 / 1000.0);
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let requeued = sqlx::query(
         "UPDATE agent_tasks SET state = 'pending', run_after = ?, claimed_by = NULL, lease_expires_at = NULL,
              updated_at = ?
@@ -429,7 +429,7 @@ async fn fail_task(
         .phase
         .parse()
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     if !finish_task(&mut tx, row.id, "failed").await? {
         return Ok(false);
     }

@@ -331,7 +331,7 @@ pub async fn create_node(
         ));
     }
 
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO nodes (site_id, subnet_id, name, bmc_driver, bmc_url, bmc_username, bmc_password_sealed,
                             boot_mac, cpu_cores, ram_mib, disk_gb, created_at)

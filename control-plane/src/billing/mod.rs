@@ -42,7 +42,7 @@ pub async fn apply_stripe_event(
     event: &stripe::Event,
     raw: &Value,
 ) -> Result<Applied, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool).await?;
     let now = db::now_ms();
 
     // Claim the event id first: a concurrent or later delivery of the same

@@ -100,7 +100,7 @@ async fn run_job(
     match result {
         Ok(PhaseOutcome::Done { summary, payload }) => {
             tracing::info!(summary = %summary, "phase succeeded");
-            let mut tx = app.pool.begin().await?;
+            let mut tx = db::begin(&app.pool).await?;
             activity::record(
                 &mut *tx,
                 &entry(job, &key, Event::Succeeded, &summary, payload.as_ref()),
@@ -133,7 +133,7 @@ async fn record_failure(
 ) -> anyhow::Result<()> {
     let max_attempts = i64::from(app.config.worker.max_attempts);
     let exhausted = job.attempt >= max_attempts;
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
 
     if error.retry == Retry::Transient && !exhausted {
         let delay = jobs::backoff_ms(

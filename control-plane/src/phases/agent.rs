@@ -27,7 +27,7 @@ pub async fn dispatch(
     }
 
     let now = db::now_ms();
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     sqlx::query(
         "INSERT INTO agent_tasks
             (order_id, site_id, phase, correlation_key, state, attempt, run_after, created_at, updated_at)

@@ -153,7 +153,7 @@ pub async fn allocate(
 /// Reserves `node_id` for `order_id` in one transaction; false when another
 /// order reserved it first.
 async fn reserve(pool: &Pool, order_id: i64, node_id: i64) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool).await?;
     let reserved = sqlx::query(
         "UPDATE nodes SET state = 'reserved', reserved_by_order = ?
          WHERE id = ? AND state = 'available'",

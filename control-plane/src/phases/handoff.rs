@@ -50,7 +50,7 @@ pub async fn run(app: &App, order: &OrderContext, key: &str) -> Result<PhaseOutc
     let delivery = deliver_once(app, order, &service, &message_id, &password).await?;
 
     let now = db::now_ms();
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     sqlx::query("UPDATE services SET state = 'active', activated_at = ? WHERE order_id = ?")
         .bind(now)
         .bind(order.id)
