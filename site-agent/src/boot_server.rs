@@ -64,7 +64,12 @@ pub fn router(context: Shared) -> Router {
 }
 
 fn text(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 fn script_response(result: Result<String, ipxe::IpxeError>) -> Response {
@@ -72,30 +77,55 @@ fn script_response(result: Result<String, ipxe::IpxeError>) -> Response {
         Ok(script) => text(StatusCode::OK, script),
         Err(error) => {
             tracing::error!(error = %error, "cannot render an iPXE script");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "#!ipxe\nexit 1\n".to_string())
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "#!ipxe\nexit 1\n".to_string(),
+            )
         }
     }
 }
 
 async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>) -> Response {
-    let Some(mac) = file.strip_suffix(".ipxe").and_then(|m| m.parse::<MacAddr>().ok()) else {
-        return text(StatusCode::NOT_FOUND, format!("{file:?} is not <mac>.ipxe\n"));
+    let Some(mac) = file
+        .strip_suffix(".ipxe")
+        .and_then(|m| m.parse::<MacAddr>().ok())
+    else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{file:?} is not <mac>.ipxe\n"),
+        );
     };
-    let node = context.nodes.read().ok().and_then(|nodes| nodes.get(&mac).cloned());
+    let node = context
+        .nodes
+        .read()
+        .ok()
+        .and_then(|nodes| nodes.get(&mac).cloned());
     let boot = match context.state.latest_boot_for(mac).await {
         Ok(boot) => boot,
         Err(error) => {
             tracing::error!(mac = %mac, error = %error, "reading the boot record failed");
-            return script_response(ipxe::retry_script(&script_url(&context, mac), RETRY_SECONDS, "agent state unavailable; retrying"));
+            return script_response(ipxe::retry_script(
+                &script_url(&context, mac),
+                RETRY_SECONDS,
+                "agent state unavailable; retrying",
+            ));
         }
     };
 
     let Some(boot) = boot else {
         if node.is_none() {
-            return text(StatusCode::NOT_FOUND, format!("MAC {mac} is not a node of this site\n"));
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("MAC {mac} is not a node of this site\n"),
+            );
         }
-        let message = format!("Rackhand: no boot armed for {mac} yet; retrying in {RETRY_SECONDS} s");
-        return script_response(ipxe::retry_script(&script_url(&context, mac), RETRY_SECONDS, &message));
+        let message =
+            format!("Rackhand: no boot armed for {mac} yet; retrying in {RETRY_SECONDS} s");
+        return script_response(ipxe::retry_script(
+            &script_url(&context, mac),
+            RETRY_SECONDS,
+            &message,
+        ));
     };
 
     match boot.state.as_str() {
@@ -115,13 +145,26 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
     }
 
     // Verify again right before this boot.
-    if let Err(message) = verify_image(&context.store, &boot.image_name, &boot.kernel_sha256, &boot.initrd_sha256).await {
+    if let Err(message) = verify_image(
+        &context.store,
+        &boot.image_name,
+        &boot.kernel_sha256,
+        &boot.initrd_sha256,
+    )
+    .await
+    {
         tracing::error!(mac = %mac, node = %boot.node_name, error = %message, "image failed verification before boot; not booting it");
-        match context.state.finish_boot(&boot.correlation_key, "failed", Some(&message), None).await {
+        match context
+            .state
+            .finish_boot(&boot.correlation_key, "failed", Some(&message), None)
+            .await
+        {
             Ok(_) => context.callbacks.notify_waiters(),
             Err(error) => tracing::error!(error = %error, "recording the failed boot failed"),
         }
-        return script_response(ipxe::exit_script("Rackhand: the image failed verification; not booting it"));
+        return script_response(ipxe::exit_script(
+            "Rackhand: the image failed verification; not booting it",
+        ));
     }
 
     let callback = format!("{}/callback/{}", context.base_url, boot.token);
@@ -129,13 +172,19 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
     if !cmdline.is_empty() {
         cmdline.push(' ');
     }
-    cmdline.push_str(&format!("rackhand.callback={callback} rackhand.hostname={}", boot.hostname));
+    cmdline.push_str(&format!(
+        "rackhand.callback={callback} rackhand.hostname={}",
+        boot.hostname
+    ));
     tracing::info!(mac = %mac, node = %boot.node_name, image = %boot.image_name, "serving boot script");
     script_response(ipxe::boot_script(&ipxe::BootScript {
         kernel_url: format!("{}/images/{}/vmlinuz", context.base_url, boot.kernel_sha256),
         initrds: vec![(
             "initrd.img".to_string(),
-            format!("{}/images/{}/initrd.img", context.base_url, boot.initrd_sha256),
+            format!(
+                "{}/images/{}/initrd.img",
+                context.base_url, boot.initrd_sha256
+            ),
         )],
         cmdline,
     }))
@@ -145,15 +194,26 @@ fn script_url(context: &BootContext, mac: MacAddr) -> String {
     format!("{}/boot/{}.ipxe", context.base_url, mac.to_hyphenated())
 }
 
-async fn blob(AxumState(context): AxumState<Shared>, Path((digest, _name)): Path<(String, String)>) -> Response {
+async fn blob(
+    AxumState(context): AxumState<Shared>,
+    Path((digest, _name)): Path<(String, String)>,
+) -> Response {
     let Ok(digest) = digest.parse::<Sha256Digest>() else {
-        return text(StatusCode::NOT_FOUND, format!("{digest:?} is not a sha256\n"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{digest:?} is not a sha256\n"),
+        );
     };
     match context.store.open_verified(&digest).await {
         Ok(verified) => {
-            let mut response = Body::from_stream(ReaderStream::with_capacity(verified.file, 256 * 1024)).into_response();
+            let mut response =
+                Body::from_stream(ReaderStream::with_capacity(verified.file, 256 * 1024))
+                    .into_response();
             let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(verified.size));
             if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
                 headers.insert(header::ETAG, etag);
@@ -162,7 +222,10 @@ async fn blob(AxumState(context): AxumState<Shared>, Path((digest, _name)): Path
         }
         Err(error) => {
             tracing::error!(digest = %digest, error = %error, "refusing to serve an image file");
-            text(StatusCode::NOT_FOUND, format!("image file {digest} is not available\n"))
+            text(
+                StatusCode::NOT_FOUND,
+                format!("image file {digest} is not available\n"),
+            )
         }
     }
 }
@@ -180,21 +243,35 @@ async fn callback(
 ) -> Response {
     let boot = match context.state.boot_by_token(&token).await {
         Ok(Some(boot)) => boot,
-        Ok(None) => return text(StatusCode::NOT_FOUND, "unknown callback token\n".to_string()),
+        Ok(None) => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "unknown callback token\n".to_string(),
+            );
+        }
         Err(error) => {
             tracing::error!(error = %error, "reading the boot record failed");
             return text(StatusCode::SERVICE_UNAVAILABLE, "try again\n".to_string());
         }
     };
     let ip = query.ip.unwrap_or_else(|| peer.ip().to_string());
-    match context.state.finish_boot(&boot.correlation_key, "called_back", None, Some(&ip)).await {
+    match context
+        .state
+        .finish_boot(&boot.correlation_key, "called_back", None, Some(&ip))
+        .await
+    {
         Ok(true) => {
             tracing::info!(node = %boot.node_name, mac = %boot.mac, ip = %ip, correlation_key = %boot.correlation_key, "booted system called back");
             context.callbacks.notify_waiters();
             text(StatusCode::OK, "ok\n".to_string())
         }
-        Ok(false) if boot.state == "called_back" => text(StatusCode::OK, "ok (already recorded)\n".to_string()),
-        Ok(false) => text(StatusCode::GONE, format!("this boot already ended as {}\n", boot.state)),
+        Ok(false) if boot.state == "called_back" => {
+            text(StatusCode::OK, "ok (already recorded)\n".to_string())
+        }
+        Ok(false) => text(
+            StatusCode::GONE,
+            format!("this boot already ended as {}\n", boot.state),
+        ),
         Err(error) => {
             tracing::error!(error = %error, "recording the callback failed");
             text(StatusCode::SERVICE_UNAVAILABLE, "try again\n".to_string())
@@ -204,7 +281,11 @@ async fn callback(
 
 /// Writes one access log line per request: time, client, method, path
 /// (callback tokens masked), status, bytes announced, duration.
-async fn access_log(AxumState(context): AxumState<Shared>, request: Request, next: Next) -> Response {
+async fn access_log(
+    AxumState(context): AxumState<Shared>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = mask_token(request.uri().path());
@@ -253,6 +334,9 @@ mod tests {
     #[test]
     fn callback_tokens_are_masked() {
         assert_eq!(mask_token("/callback/abc123"), "/callback/[token]");
-        assert_eq!(mask_token("/boot/52-54-00-00-00-01.ipxe"), "/boot/52-54-00-00-00-01.ipxe");
+        assert_eq!(
+            mask_token("/boot/52-54-00-00-00-01.ipxe"),
+            "/boot/52-54-00-00-00-01.ipxe"
+        );
     }
 }

@@ -59,7 +59,10 @@ impl ControlPlane {
             .send()
             .await
             .context("fetching the site state")?;
-        Ok(Self::check(response, "the site state request").await?.json().await?)
+        Ok(Self::check(response, "the site state request")
+            .await?
+            .json()
+            .await?)
     }
 
     /// Long-polls for the next task; `None` when none came in time.
@@ -76,7 +79,9 @@ impl ControlPlane {
         if response.status() == StatusCode::NO_CONTENT {
             return Ok(None);
         }
-        Ok(Some(Self::check(response, "the claim").await?.json().await?))
+        Ok(Some(
+            Self::check(response, "the claim").await?.json().await?,
+        ))
     }
 
     /// Extends a task's lease.

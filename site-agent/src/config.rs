@@ -163,14 +163,23 @@ impl Config {
             message,
         };
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
 
         let state_dir = resolve(&raw.state_dir);
         let json_logs = match raw.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
             Some(other) => {
-                return Err(invalid("log_format", format!("{other:?} is not a log format; use \"text\" or \"json\"")));
+                return Err(invalid(
+                    "log_format",
+                    format!("{other:?} is not a log format; use \"text\" or \"json\""),
+                ));
             }
         };
 
@@ -178,10 +187,17 @@ impl Config {
         if !cp.url.starts_with("https://") {
             return Err(invalid(
                 "control_plane.url",
-                format!("{:?} must be an https:// URL of the control plane's agent listener", cp.url),
+                format!(
+                    "{:?} must be an https:// URL of the control plane's agent listener",
+                    cp.url
+                ),
             ));
         }
-        let fingerprint = cp.ca_fingerprint.trim().trim_start_matches("sha256:").to_ascii_lowercase();
+        let fingerprint = cp
+            .ca_fingerprint
+            .trim()
+            .trim_start_matches("sha256:")
+            .to_ascii_lowercase();
         if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid(
                 "control_plane.ca_fingerprint",
@@ -199,7 +215,10 @@ impl Config {
             (None, Some(file)) => {
                 let file = resolve(&file);
                 let text = std::fs::read_to_string(&file).map_err(|e| {
-                    invalid("control_plane.enrollment_token_file", format!("cannot read {}: {e}", file.display()))
+                    invalid(
+                        "control_plane.enrollment_token_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
                 })?;
                 Some(Secret::new(text.trim().to_string()))
             }
@@ -211,7 +230,10 @@ impl Config {
             .and_then(|i| i.store)
             .map(|p| resolve(&p))
             .unwrap_or_else(|| state_dir.join("images"));
-        let pxe = raw.pxe.map(|p| check_pxe(p, &resolve, &invalid)).transpose()?;
+        let pxe = raw
+            .pxe
+            .map(|p| check_pxe(p, &resolve, &invalid))
+            .transpose()?;
         let bmc = raw.bmc.unwrap_or(RawBmc {
             timeout_seconds: None,
             power_on_grace_seconds: None,
@@ -242,7 +264,10 @@ fn check_pxe(
     invalid: &dyn Fn(&'static str, String) -> ConfigError,
 ) -> Result<PxeConfig, ConfigError> {
     if raw.prefix_len == 0 || raw.prefix_len > 30 {
-        return Err(invalid("pxe.prefix_len", format!("{} must be between 1 and 30", raw.prefix_len)));
+        return Err(invalid(
+            "pxe.prefix_len",
+            format!("{} must be between 1 and 30", raw.prefix_len),
+        ));
     }
     if raw.pool_start > raw.pool_end {
         return Err(invalid(
@@ -267,8 +292,12 @@ fn check_pxe(
         http_port: raw.http_port.unwrap_or(8080),
         tftp: raw.tftp.unwrap_or(true),
         tftp_root,
-        bios_boot_file: raw.bios_boot_file.unwrap_or_else(|| "undionly.kpxe".to_string()),
-        uefi_boot_file: raw.uefi_boot_file.unwrap_or_else(|| "snponly.efi".to_string()),
+        bios_boot_file: raw
+            .bios_boot_file
+            .unwrap_or_else(|| "undionly.kpxe".to_string()),
+        uefi_boot_file: raw
+            .uefi_boot_file
+            .unwrap_or_else(|| "snponly.efi".to_string()),
     })
 }
 
@@ -290,20 +319,27 @@ ca_fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000
     #[test]
     fn minimal_config_gets_defaults() {
         let config = parse(MINIMAL).expect("valid");
-        assert_eq!(config.image_store, Path::new("/var/lib/rackhand-agent/images"));
+        assert_eq!(
+            config.image_store,
+            Path::new("/var/lib/rackhand-agent/images")
+        );
         assert!(config.pxe.is_none());
         assert_eq!(config.bmc.timeout, Duration::from_secs(30));
     }
 
     #[test]
     fn plain_http_control_plane_is_rejected() {
-        let error = parse(&MINIMAL.replace("https://", "http://")).expect_err("http").to_string();
+        let error = parse(&MINIMAL.replace("https://", "http://"))
+            .expect_err("http")
+            .to_string();
         assert!(error.contains("control_plane.url"), "{error}");
     }
 
     #[test]
     fn bad_fingerprint_is_rejected() {
-        let error = parse(&MINIMAL.replace("sha256:0000", "sha256:zz00")).expect_err("bad").to_string();
+        let error = parse(&MINIMAL.replace("sha256:0000", "sha256:zz00"))
+            .expect_err("bad")
+            .to_string();
         assert!(error.contains("ca_fingerprint"), "{error}");
     }
 

@@ -17,7 +17,9 @@
 
 use std::time::Duration;
 
-use rackhand_ironic_bridge::{BmcDriver, BmcEndpoint, BootPersistence, BootTarget, DriverError, PowerState, connect};
+use rackhand_ironic_bridge::{
+    BmcDriver, BmcEndpoint, BootPersistence, BootTarget, DriverError, PowerState, connect,
+};
 use rackhand_protocol::agent::{DriverStep, Outcome};
 use serde_json::json;
 
@@ -85,10 +87,13 @@ async fn power_on_once(
     key: &str,
     step: &DriverStep,
 ) -> Result<Outcome, StepError> {
-    let mut endpoint = BmcEndpoint::from_access(&step.bmc, step.node_name.clone()).map_err(|e| StepError::Other {
-        message: e.to_string(),
-        retryable: false,
-    })?;
+    let mut endpoint =
+        BmcEndpoint::from_access(&step.bmc, step.node_name.clone()).map_err(|e| {
+            StepError::Other {
+                message: e.to_string(),
+                retryable: false,
+            }
+        })?;
     endpoint.timeout = settings.bmc_timeout;
     endpoint.boot_mac = Some(step.boot_mac);
     let driver = connect(endpoint)?;
@@ -101,7 +106,9 @@ async fn power_on_once(
             driver.power_off(true).await?;
             wait_for(&driver, PowerState::Off, POWER_OFF_WAIT).await?;
         }
-        driver.set_next_boot(BootTarget::Pxe, BootPersistence::Once).await?;
+        driver
+            .set_next_boot(BootTarget::Pxe, BootPersistence::Once)
+            .await?;
         send_power_on(state, failpoints, &driver, key, &step.node_name).await?;
         record = state.side_effect(key).await?;
     }
@@ -110,7 +117,10 @@ async fn power_on_once(
         retryable: true,
     })?;
     if record.state == "done" {
-        return Ok(succeeded(step, "powered on earlier under this correlation key"));
+        return Ok(succeeded(
+            step,
+            "powered on earlier under this correlation key",
+        ));
     }
 
     // Poll until On. The grace period counts from the last send.
@@ -137,7 +147,9 @@ async fn power_on_once(
                 });
             }
             tracing::warn!(node = %step.node_name, power = %power, "power-on did not take effect within the grace period; sending it once more");
-            driver.set_next_boot(BootTarget::Pxe, BootPersistence::Once).await?;
+            driver
+                .set_next_boot(BootTarget::Pxe, BootPersistence::Once)
+                .await?;
             send_power_on(state, failpoints, &driver, key, &step.node_name).await?;
             sends += 1;
             grace_ends = now_ms().saturating_add(grace_ms);
@@ -161,7 +173,11 @@ async fn send_power_on(
     Ok(())
 }
 
-async fn wait_for(driver: &impl BmcDriver, wanted: PowerState, limit: Duration) -> Result<(), StepError> {
+async fn wait_for(
+    driver: &impl BmcDriver,
+    wanted: PowerState,
+    limit: Duration,
+) -> Result<(), StepError> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let power = driver.power_state().await?;
@@ -170,7 +186,10 @@ async fn wait_for(driver: &impl BmcDriver, wanted: PowerState, limit: Duration) 
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(StepError::Other {
-                message: format!("node did not reach {wanted} within {} s (reads {power})", limit.as_secs()),
+                message: format!(
+                    "node did not reach {wanted} within {} s (reads {power})",
+                    limit.as_secs()
+                ),
                 retryable: true,
             });
         }

@@ -16,8 +16,8 @@ use rackhand_protocol::agent::{ENROLL_PATH, EnrollRequest, EnrollResponse};
 use rackhand_protocol::{PROTOCOL_HEADER, PROTOCOL_VERSION, Secret};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use ring::digest;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
@@ -62,7 +62,10 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Enrolls if needed, then loads the identity.
-pub async fn ensure_identity(state_dir: &Path, control_plane: &ControlPlaneConfig) -> anyhow::Result<Identity> {
+pub async fn ensure_identity(
+    state_dir: &Path,
+    control_plane: &ControlPlaneConfig,
+) -> anyhow::Result<Identity> {
     let files = IdentityFiles::in_dir(state_dir);
     if !files.exist() {
         let token = control_plane.enrollment_token.as_ref().context(
@@ -73,7 +76,11 @@ pub async fn ensure_identity(state_dir: &Path, control_plane: &ControlPlaneConfi
     load(&files, &control_plane.ca_fingerprint)
 }
 
-async fn enroll(files: &IdentityFiles, control_plane: &ControlPlaneConfig, token: &Secret) -> anyhow::Result<()> {
+async fn enroll(
+    files: &IdentityFiles,
+    control_plane: &ControlPlaneConfig,
+    token: &Secret,
+) -> anyhow::Result<()> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
@@ -84,7 +91,9 @@ async fn enroll(files: &IdentityFiles, control_plane: &ControlPlaneConfig, token
     let tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier::new(&control_plane.ca_fingerprint)))
+        .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier::new(
+            &control_plane.ca_fingerprint,
+        )))
         .with_no_client_auth();
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
@@ -109,13 +118,17 @@ async fn enroll(files: &IdentityFiles, control_plane: &ControlPlaneConfig, token
     }
     let enrolled: EnrollResponse = response.json().await.context("invalid enrollment answer")?;
 
-    let ca_der = CertificateDer::from_pem_slice(enrolled.ca_pem.as_bytes()).context("invalid CA in the enrollment answer")?;
+    let ca_der = CertificateDer::from_pem_slice(enrolled.ca_pem.as_bytes())
+        .context("invalid CA in the enrollment answer")?;
     let fingerprint = hex::encode(digest::digest(&digest::SHA256, &ca_der));
     if fingerprint != control_plane.ca_fingerprint {
         bail!("the control plane sent a CA (sha256:{fingerprint}) other than the pinned one");
     }
 
-    let dir = files.key.parent().context("identity files live in a folder")?;
+    let dir = files
+        .key
+        .parent()
+        .context("identity files live in a folder")?;
     std::fs::create_dir_all(dir)?;
     write_private(&files.key, key.serialize_pem().as_bytes())?;
     std::fs::write(&files.certificate, &enrolled.certificate_pem)?;
@@ -139,20 +152,30 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn load(files: &IdentityFiles, fingerprint: &str) -> anyhow::Result<Identity> {
-    let ca = CertificateDer::from_pem_file(&files.ca).with_context(|| format!("cannot read {}", files.ca.display()))?;
+    let ca = CertificateDer::from_pem_file(&files.ca)
+        .with_context(|| format!("cannot read {}", files.ca.display()))?;
     let actual = hex::encode(digest::digest(&digest::SHA256, &ca));
     if actual != fingerprint {
         bail!(
             "{} holds CA sha256:{actual} but control_plane.ca_fingerprint pins sha256:{fingerprint}; remove {} to enroll again",
             files.ca.display(),
-            files.key.parent().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+            files
+                .key
+                .parent()
+                .map(Path::display)
+                .map(|d| d.to_string())
+                .unwrap_or_default()
         );
     }
     let certificates = CertificateDer::pem_file_iter(&files.certificate)
         .with_context(|| format!("cannot read {}", files.certificate.display()))?
         .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).with_context(|| format!("cannot read {}", files.key.display()))?;
-    let site = std::fs::read_to_string(&files.site).unwrap_or_default().trim().to_string();
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("cannot read {}", files.key.display()))?;
+    let site = std::fs::read_to_string(&files.site)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
 
     let mut roots = RootCertStore::empty();
     roots.add(ca)?;

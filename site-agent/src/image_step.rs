@@ -41,7 +41,12 @@ pub async fn verify_image(
                     "image {image}: {role} sha256 {digest} is not in this agent's image store; import it with `rackhand-site-agent image import`"
                 ));
             }
-            Err(ImageError::DigestMismatch { path, expected, actual, .. }) => {
+            Err(ImageError::DigestMismatch {
+                path,
+                expected,
+                actual,
+                ..
+            }) => {
                 return Err(format!(
                     "image {image}: {role} {} has sha256 {actual}, expected {expected}; it was quarantined and will not be served",
                     path.display()
@@ -83,7 +88,14 @@ async fn arm_and_wait(
 ) -> Result<Outcome, sqlx::Error> {
     let image = &step.image;
     if state.boot(key).await?.is_none() {
-        if let Err(message) = verify_image(store, &image.name, &image.kernel_sha256, &image.initrd_sha256).await {
+        if let Err(message) = verify_image(
+            store,
+            &image.name,
+            &image.kernel_sha256,
+            &image.initrd_sha256,
+        )
+        .await
+        {
             tracing::error!(node = %step.node_name, correlation_key = key, error = %message, "image verification failed");
             return Ok(failed(message));
         }
@@ -114,13 +126,18 @@ async fn arm_and_wait(
     loop {
         let notified = callbacks.notified();
         let Some(boot) = state.boot(key).await? else {
-            return Ok(failed("the armed boot vanished from the agent's state".to_string()));
+            return Ok(failed(
+                "the armed boot vanished from the agent's state".to_string(),
+            ));
         };
         match boot.state.as_str() {
             "called_back" => {
                 let ip = boot.callback_ip.unwrap_or_default();
                 return Ok(Outcome::Succeeded {
-                    summary: format!("{} booted image {} and called back from {ip}", step.node_name, image.name),
+                    summary: format!(
+                        "{} booted image {} and called back from {ip}",
+                        step.node_name, image.name
+                    ),
                     payload: json!({
                         "node": step.node_name,
                         "mac": step.boot_mac,
@@ -132,7 +149,10 @@ async fn arm_and_wait(
                 });
             }
             "failed" | "expired" => {
-                return Ok(failed(boot.error.unwrap_or_else(|| format!("boot ended as {}", boot.state))));
+                return Ok(failed(
+                    boot.error
+                        .unwrap_or_else(|| format!("boot ended as {}", boot.state)),
+                ));
             }
             _ => {}
         }
@@ -141,7 +161,10 @@ async fn arm_and_wait(
                 "no callback from {} ({}) within {} s of arming its netboot; check its console",
                 step.node_name, step.boot_mac, step.callback_timeout_seconds
             );
-            if state.finish_boot(key, "expired", Some(&message), None).await? {
+            if state
+                .finish_boot(key, "expired", Some(&message), None)
+                .await?
+            {
                 return Ok(failed(message));
             }
             continue;

@@ -48,9 +48,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !failpoints.armed().is_empty() {
         tracing::warn!(failpoints = ?failpoints.armed(), "failpoints are armed; this process is under test");
     }
-    let state = State::open(&config.state_dir)
-        .await
-        .with_context(|| format!("cannot open the agent state in {}", config.state_dir.display()))?;
+    let state = State::open(&config.state_dir).await.with_context(|| {
+        format!(
+            "cannot open the agent state in {}",
+            config.state_dir.display()
+        )
+    })?;
     let store = ImageStore::open(&config.image_store)?;
     let identity = enroll::ensure_identity(&config.state_dir, &config.control_plane).await?;
     let control_plane = ControlPlane::new(&config.control_plane.url, &identity)?;
@@ -69,7 +72,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let boot = Arc::new(BootContext {
         state: state.clone(),
         store: store.clone(),
-        base_url: config.pxe.as_ref().map(|p| p.http_base()).unwrap_or_default(),
+        base_url: config
+            .pxe
+            .as_ref()
+            .map(|p| p.http_base())
+            .unwrap_or_default(),
         nodes: RwLock::new(HashMap::new()),
         callbacks: callbacks.clone(),
         access_log: Mutex::new(open_access_log(&config)),
@@ -79,7 +86,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // after a restart is not turned away.
     refresh_site(&control_plane, &known, &boot).await;
     if let Some(pxe) = &config.pxe {
-        pxe_services::start(pxe, &config.state_dir, known.clone(), boot.clone(), &mut tasks, shutdown.clone())?;
+        pxe_services::start(
+            pxe,
+            &config.state_dir,
+            known.clone(),
+            boot.clone(),
+            &mut tasks,
+            shutdown.clone(),
+        )?;
     } else {
         tracing::warn!("no [pxe] section: this agent serves no DHCP, TFTP or boot HTTP");
     }
@@ -112,14 +126,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     wait_for_signal().await?;
     tracing::info!("shutting down");
     shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     tracing::info!("site agent stopped");
     Ok(())
 }
 
 fn open_access_log(config: &Config) -> Option<std::fs::File> {
     let path = config.state_dir.join("access.log");
-    match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
         Ok(file) => Some(file),
         Err(error) => {
             tracing::warn!(path = %path.display(), error = %error, "cannot open the access log; requests are not logged to a file");
@@ -133,10 +154,17 @@ async fn refresh_site(control_plane: &ControlPlane, known: &KnownMacs, boot: &Bo
         Ok(site) => {
             known.replace(site.nodes.iter().map(|n| n.boot_mac));
             if let Ok(mut nodes) = boot.nodes.write() {
-                *nodes = site.nodes.into_iter().map(|n| (n.boot_mac, n.name)).collect();
+                *nodes = site
+                    .nodes
+                    .into_iter()
+                    .map(|n| (n.boot_mac, n.name))
+                    .collect();
             }
         }
-        Err(error) => tracing::warn!(error = format!("{error:#}"), "refreshing the site's nodes failed"),
+        Err(error) => tracing::warn!(
+            error = format!("{error:#}"),
+            "refreshing the site's nodes failed"
+        ),
     }
 }
 

@@ -82,8 +82,13 @@ pub fn start(
                 },
             )
             .with_context(|| format!("cannot open the TFTP socket on {}:69", config.server_ip))?;
-        let tftp = TftpServer::new(config.tftp_root.clone(), tftp_socket, factory.clone(), TftpOptions::default())
-            .with_context(|| format!("cannot serve TFTP from {}", config.tftp_root.display()))?;
+        let tftp = TftpServer::new(
+            config.tftp_root.clone(),
+            tftp_socket,
+            factory.clone(),
+            TftpOptions::default(),
+        )
+        .with_context(|| format!("cannot serve TFTP from {}", config.tftp_root.display()))?;
         let tftp_shutdown = shutdown.clone();
         tasks.spawn(async move {
             if let Err(error) = tftp.run(tftp_shutdown).await {
@@ -99,9 +104,12 @@ pub fn start(
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let router = boot_server::router(boot);
     tasks.spawn(async move {
-        let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
         if let Err(error) = served {
             tracing::error!(error = %error, "boot HTTP server stopped");
         }

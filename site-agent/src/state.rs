@@ -84,7 +84,10 @@ impl State {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(State { pool })
     }
@@ -116,7 +119,12 @@ impl State {
     }
 
     /// Moves the side effect under `key` to `state` (`sent`, `done`).
-    pub async fn mark_side_effect(&self, key: &str, state: &str, detail: Option<&str>) -> Result<(), sqlx::Error> {
+    pub async fn mark_side_effect(
+        &self,
+        key: &str,
+        state: &str,
+        detail: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE side_effects SET state = ?, detail = COALESCE(?, detail), updated_at = ? WHERE correlation_key = ?")
             .bind(state)
             .bind(detail)
@@ -200,7 +208,12 @@ impl State {
     }
 
     /// Stores a result until the control plane acknowledges it.
-    pub async fn save_report(&self, key: &str, task_id: i64, body: &str) -> Result<(), sqlx::Error> {
+    pub async fn save_report(
+        &self,
+        key: &str,
+        task_id: i64,
+        body: &str,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO pending_reports (correlation_key, task_id, body, created_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (correlation_key) DO UPDATE SET task_id = excluded.task_id, body = excluded.body",
@@ -216,9 +229,11 @@ impl State {
 
     /// Returns every unacknowledged result as (key, task id, body).
     pub async fn pending_reports(&self) -> Result<Vec<(String, i64, String)>, sqlx::Error> {
-        sqlx::query_as("SELECT correlation_key, task_id, body FROM pending_reports ORDER BY created_at")
-            .fetch_all(&self.pool)
-            .await
+        sqlx::query_as(
+            "SELECT correlation_key, task_id, body FROM pending_reports ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Returns the stored result for `key`, if one awaits delivery.
@@ -247,9 +262,19 @@ mod tests {
     async fn request_record_counts_sends() {
         let dir = tempfile::tempdir().expect("temp dir");
         let state = State::open(dir.path()).await.expect("opens");
-        state.record_request("o/driver", "power_on").await.expect("records");
-        state.record_request("o/driver", "power_on").await.expect("records");
-        let effect = state.side_effect("o/driver").await.expect("reads").expect("present");
+        state
+            .record_request("o/driver", "power_on")
+            .await
+            .expect("records");
+        state
+            .record_request("o/driver", "power_on")
+            .await
+            .expect("records");
+        let effect = state
+            .side_effect("o/driver")
+            .await
+            .expect("reads")
+            .expect("present");
         assert_eq!(effect.sends, 2);
         assert_eq!(effect.state, "requested");
     }
@@ -272,9 +297,23 @@ mod tests {
             deadline_at: now_ms() + 1000,
         };
         state.arm_boot(&boot).await.expect("arms");
-        assert!(state.finish_boot("o/image", "called_back", None, Some("10.0.0.5")).await.expect("finishes"));
-        assert!(!state.finish_boot("o/image", "expired", None, None).await.expect("runs"));
-        let stored = state.boot_by_token("t").await.expect("reads").expect("present");
+        assert!(
+            state
+                .finish_boot("o/image", "called_back", None, Some("10.0.0.5"))
+                .await
+                .expect("finishes")
+        );
+        assert!(
+            !state
+                .finish_boot("o/image", "expired", None, None)
+                .await
+                .expect("runs")
+        );
+        let stored = state
+            .boot_by_token("t")
+            .await
+            .expect("reads")
+            .expect("present");
         assert_eq!(stored.state, "called_back");
     }
 }

@@ -84,7 +84,11 @@ pub async fn run(runner: Arc<Runner>, shutdown: CancellationToken) {
             Err(error) => {
                 failures = failures.saturating_add(1);
                 let delay = backoff(failures);
-                tracing::warn!(error = format!("{error:#}"), retry_in_s = delay.as_secs(), "claiming a task failed");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    retry_in_s = delay.as_secs(),
+                    "claiming a task failed"
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => return,
@@ -103,7 +107,10 @@ fn backoff(failures: u32) -> Duration {
 fn start(runner: &Arc<Runner>, task: Task, shutdown: &CancellationToken) -> bool {
     let key = task.correlation_key.clone();
     {
-        let mut running = runner.running.lock().expect("the running-task set is never poisoned");
+        let mut running = runner
+            .running
+            .lock()
+            .expect("the running-task set is never poisoned");
         if !running.insert(key.clone()) {
             tracing::debug!(correlation_key = %key, "task handed out again while still running here; ignored");
             return false;
@@ -122,7 +129,11 @@ fn start(runner: &Arc<Runner>, task: Task, shutdown: &CancellationToken) -> bool
     tokio::spawn(
         async move {
             run_task(&runner, &task, &shutdown).await;
-            runner.running.lock().expect("the running-task set is never poisoned").remove(&task.correlation_key);
+            runner
+                .running
+                .lock()
+                .expect("the running-task set is never poisoned")
+                .remove(&task.correlation_key);
         }
         .instrument(span),
     );
@@ -155,9 +166,19 @@ async fn run_task(runner: &Runner, task: &Task, shutdown: &CancellationToken) {
 
     let step = async {
         match &task.step {
-            Step::Driver(step) => driver_step::run(&runner.state, &runner.failpoints, &runner.driver, key, step).await,
+            Step::Driver(step) => {
+                driver_step::run(&runner.state, &runner.failpoints, &runner.driver, key, step).await
+            }
             Step::Image(step) => {
-                image_step::run(&runner.state, &runner.store, &runner.callbacks, &progress_tx, key, step).await
+                image_step::run(
+                    &runner.state,
+                    &runner.store,
+                    &runner.callbacks,
+                    &progress_tx,
+                    key,
+                    step,
+                )
+                .await
             }
         }
     };
@@ -174,7 +195,9 @@ async fn run_task(runner: &Runner, task: &Task, shutdown: &CancellationToken) {
 
     match &outcome {
         Outcome::Succeeded { summary, .. } => tracing::info!(summary = %summary, "task succeeded"),
-        Outcome::Failed { error, retryable, .. } => tracing::warn!(error = %error, retryable, "task failed"),
+        Outcome::Failed {
+            error, retryable, ..
+        } => tracing::warn!(error = %error, retryable, "task failed"),
     }
     let body = encode_report(&TaskReport {
         correlation_key: key.clone(),
@@ -187,7 +210,13 @@ async fn run_task(runner: &Runner, task: &Task, shutdown: &CancellationToken) {
 }
 
 /// Sends a stored result until the control plane takes it or `shutdown`.
-async fn deliver(runner: &Runner, task_id: i64, key: &str, body: &str, shutdown: &CancellationToken) {
+async fn deliver(
+    runner: &Runner,
+    task_id: i64,
+    key: &str,
+    body: &str,
+    shutdown: &CancellationToken,
+) {
     let mut failures: u32 = 0;
     loop {
         match runner.control_plane.report(task_id, body).await {
@@ -201,7 +230,11 @@ async fn deliver(runner: &Runner, task_id: i64, key: &str, body: &str, shutdown:
             Err(error) => {
                 failures = failures.saturating_add(1);
                 let delay = backoff(failures);
-                tracing::warn!(error = format!("{error:#}"), retry_in_s = delay.as_secs(), "delivering a result failed");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    retry_in_s = delay.as_secs(),
+                    "delivering a result failed"
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => return,

@@ -3,4 +3,5 @@
 //! and finds the workspace's binaries.
 
 pub mod peers;
+pub mod stack;
 pub mod workspace;

@@ -1,0 +1,392 @@
+//! End-to-end tests: a paid order becomes an active bare-metal server, with
+//! the control plane and the site agent as real processes and real peers
+//! (a libvirt VM behind sushy-tools' Redfish emulator, PowerDNS, an SMTP
+//! sink, the official Stripe library).
+//!
+//! Tests in `vm` boot a VM and share the machine's one libvirt lab, so the
+//! nextest profile runs them one at a time (test group `vm`). They need root.
+
+mod vm {
+    use std::time::Duration;
+
+    use rackhand_e2e::stack::{Stack, StackOptions, random_suffix, sha256_file};
+    use serde_json::Value;
+
+    /// Time for a TCG VM to power on, netboot and call back, with slack for a
+    /// loaded 2-core machine.
+    const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+
+    fn activity_events(order: &Value) -> Vec<(String, String)> {
+        order["activity"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        (
+                            r["phase"].as_str().unwrap_or("").to_string(),
+                            r["event"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn succeeded_phases(order: &Value) -> Vec<String> {
+        activity_events(order)
+            .into_iter()
+            .filter(|(_, event)| event == "succeeded")
+            .map(|(phase, _)| phase)
+            .collect()
+    }
+
+    /// Reads every file under `dir` (recursively) as bytes.
+    fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut found = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(path) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&path) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    found.push((path, bytes));
+                }
+            }
+        }
+        found
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paid_order_becomes_active_server() -> anyhow::Result<()> {
+        let bmc_password = format!("Planted-Bmc-{}", random_suffix());
+        let mut options = StackOptions::new("rhe-main", "10.98.11");
+        options.bmc_password = bmc_password.clone();
+        options.dns = true;
+        options.smtp = true;
+        options.log_filter = "trace".to_string();
+        let mut stack = Stack::start(options, "", "").await?;
+        stack.create_inventory().await?;
+
+        // TFTP through the agent, with two real clients, inside the lab namespace.
+        let ns = stack.lab.var("SERVER_NS").to_string();
+        let server_ip = stack.lab.var("SERVER_IP").to_string();
+        let reference = std::fs::read("/usr/lib/ipxe/undionly.kpxe")?;
+        let hpa_copy = stack.dir.join("tftp-hpa.kpxe");
+        let status = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "timeout",
+                "30",
+                "tftp",
+                "-m",
+                "binary",
+                &server_ip,
+                "-c",
+                "get",
+                "undionly.kpxe",
+            ])
+            .arg(&hpa_copy)
+            .status()?;
+        assert!(status.success(), "tftp-hpa get failed: {status}");
+        assert_eq!(
+            std::fs::read(&hpa_copy)?,
+            reference,
+            "tftp-hpa copy differs"
+        );
+        let atftp_copy = stack.dir.join("atftp.kpxe");
+        let status = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "timeout",
+                "30",
+                "atftp",
+                "--option",
+                "blksize 1468",
+                "-g",
+                "-r",
+                "undionly.kpxe",
+                "-l",
+            ])
+            .arg(&atftp_copy)
+            .arg(&server_ip)
+            .status()?;
+        assert!(status.success(), "atftp get failed: {status}");
+        assert_eq!(std::fs::read(&atftp_copy)?, reference, "atftp copy differs");
+
+        let order = stack.place_order("web1").await?;
+        let (status, _) = stack.pay(order.invoice_id).await?;
+        assert_eq!(status, 200);
+        let active = stack
+            .wait_for_order(order.id, &["active", "failed"], ORDER_TIMEOUT)
+            .await?;
+        assert_eq!(active["state"], "active", "order: {active:#}");
+        assert_eq!(
+            succeeded_phases(&active),
+            [
+                "billing", "allocate", "driver", "image", "network", "handoff"
+            ],
+            "each phase succeeds once, in order"
+        );
+        assert_eq!(stack.reset_posts()?, 1, "the BMC received one power-on");
+        assert_eq!(stack.vm_starts()?, 1, "the VM started once");
+
+        // PowerDNS answers the PTR.
+        let ip = active["ipv4"].as_str().unwrap_or_default().to_string();
+        let pdns = stack.pdns.as_ref().expect("dns is on");
+        let dig = std::process::Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                pdns.var("PDNS_DNS_PORT"),
+                "+short",
+                "-x",
+                &ip,
+            ])
+            .output()?;
+        assert_eq!(
+            String::from_utf8_lossy(&dig.stdout).trim(),
+            "web1.e2e.test."
+        );
+
+        // Exactly one e-mail, whose password matches the sealed copy.
+        let smtp = stack.smtp.as_ref().expect("smtp is on");
+        let index = std::fs::read_to_string(smtp.var("SMTP_INDEX"))?;
+        assert_eq!(index.lines().count(), 1, "one e-mail: {index}");
+        let mail_files = files_under(std::path::Path::new(smtp.var("SMTP_MAILDIR")));
+        let mail =
+            String::from_utf8_lossy(&mail_files.first().expect("one maildir file").1).to_string();
+        let password = mail
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Password:"))
+            .map(|p| p.trim().to_string())
+            .expect("the e-mail carries the password");
+        assert_eq!(password.len(), 20);
+
+        let pool = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            stack.cp_state.join("rackhand.db").display()
+        ))
+        .await?;
+        let sealed: String =
+            sqlx::query_scalar("SELECT root_password_sealed FROM services WHERE order_id = ?")
+                .bind(order.id)
+                .fetch_one(&pool)
+                .await?;
+        pool.close().await;
+        let sealer =
+            rackhand_control_plane::seal::Sealer::load(&stack.cp_state.join("sealing.key"))?;
+        let opened = sealer.open(
+            &rackhand_control_plane::seal::root_password_context(order.id),
+            &sealed,
+        )?;
+        assert_eq!(opened.expose(), &password);
+
+        // Neither secret appears in any log line, API answer, activity row or
+        // database file, with logging at trace.
+        stack.agent.stop();
+        stack.control_plane.stop();
+        let nodes = serde_json::to_string(&active)?;
+        let mut places = files_under(&stack.cp_state);
+        places.extend(files_under(&stack.agent_state));
+        places.push((
+            stack.control_plane.log.clone(),
+            std::fs::read(&stack.control_plane.log)?,
+        ));
+        places.push((stack.agent.log.clone(), std::fs::read(&stack.agent.log)?));
+        places.push(("order API answer".into(), nodes.into_bytes()));
+        assert!(
+            places.iter().any(|(p, _)| p.ends_with("rackhand.db")),
+            "the database was scanned"
+        );
+        for (path, bytes) in &places {
+            assert!(
+                !contains(bytes, &bmc_password),
+                "BMC password found in {}",
+                path.display()
+            );
+            assert!(
+                !contains(bytes, &password),
+                "root password found in {}",
+                path.display()
+            );
+            assert!(
+                !contains(bytes, "panicked"),
+                "a panic is logged in {}",
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn agent_killed_after_power_on_resumes_without_second_power_on() -> anyhow::Result<()> {
+        let options = StackOptions::new("rhe-kagent", "10.98.12");
+        let mut stack = Stack::start(options, "", "agent.driver.after_power_on").await?;
+        stack.create_inventory().await?;
+        let order = stack.place_order("web2").await?;
+        stack.pay(order.invoice_id).await?;
+
+        stack.agent.wait_for_log(
+            "FAILPOINT agent.driver.after_power_on",
+            Duration::from_secs(120),
+        )?;
+        stack.agent.kill9();
+        stack.start_agent("")?;
+
+        let active = stack
+            .wait_for_order(order.id, &["active", "failed"], ORDER_TIMEOUT)
+            .await?;
+        assert_eq!(active["state"], "active", "order: {active:#}");
+        assert_eq!(stack.reset_posts()?, 1, "the BMC received one power-on");
+        assert_eq!(stack.vm_starts()?, 1, "the VM started once");
+        // Without SMTP the welcome e-mail is written to the outbox.
+        let outbox = files_under(&stack.cp_state.join("outbox"));
+        assert_eq!(outbox.len(), 1, "one .eml in the outbox");
+        assert!(outbox[0].0.extension().is_some_and(|e| e == "eml"));
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn control_plane_killed_before_driver_result_resumes() -> anyhow::Result<()> {
+        let options = StackOptions::new("rhe-kcp", "10.98.13");
+        let mut stack = Stack::start(options, "cp.driver_result.before_record", "").await?;
+        stack.create_inventory().await?;
+        let order = stack.place_order("web3").await?;
+        stack.pay(order.invoice_id).await?;
+
+        stack.control_plane.wait_for_log(
+            "FAILPOINT cp.driver_result.before_record",
+            Duration::from_secs(120),
+        )?;
+        stack.control_plane.kill9();
+        stack.start_control_plane("").await?;
+
+        let active = stack
+            .wait_for_order(order.id, &["active", "failed"], ORDER_TIMEOUT)
+            .await?;
+        assert_eq!(active["state"], "active", "order: {active:#}");
+        assert_eq!(stack.reset_posts()?, 1, "the BMC received one power-on");
+        assert_eq!(stack.vm_starts()?, 1, "the VM started once");
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tampered_image_is_never_served() -> anyhow::Result<()> {
+        let options = StackOptions::new("rhe-tamper", "10.98.14");
+        let mut stack = Stack::start(options, "", "").await?;
+        stack.create_inventory().await?;
+
+        // Change one byte of the stored kernel, keep its size, restore its mtime.
+        let kernel_hex = sha256_file(&stack.vmlinuz)?;
+        let blob = stack
+            .agent_state
+            .join("images")
+            .join("blobs")
+            .join(&kernel_hex);
+        let modified = std::fs::metadata(&blob)?.modified()?;
+        let mut bytes = std::fs::read(&blob)?;
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        let mut permissions = std::fs::metadata(&blob)?.permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        permissions.set_readonly(false);
+        std::fs::set_permissions(&blob, permissions)?;
+        std::fs::write(&blob, &bytes)?;
+        std::fs::File::options()
+            .write(true)
+            .open(&blob)?
+            .set_modified(modified)?;
+        assert_eq!(std::fs::metadata(&blob)?.len(), bytes.len() as u64);
+
+        // Record the lab network while the node boots.
+        let capture = stack.dir.join("lab.pcap");
+        let mut tcpdump = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                stack.lab.var("SERVER_NS"),
+                "timeout",
+                "600",
+                "tcpdump",
+                "-i",
+            ])
+            .arg(stack.lab.var("SERVER_IF"))
+            .args(["-U", "-s", "0", "-w"])
+            .arg(&capture)
+            .arg("tcp port 8080")
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        let order = stack.place_order("web4").await?;
+        stack.pay(order.invoice_id).await?;
+        let failed = stack
+            .wait_for_order(order.id, &["active", "failed"], ORDER_TIMEOUT)
+            .await?;
+        assert_eq!(failed["state"], "failed", "order: {failed:#}");
+        assert_eq!(failed["failed_phase"], "image");
+        let error = failed["failure_error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&kernel_hex),
+            "error names the expected hash: {error}"
+        );
+        assert!(
+            error.contains("expected"),
+            "error names both hashes: {error}"
+        );
+
+        // The node did netboot and ask for its script (so the check below
+        // means something), and never fetched an image file.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !stack.access_log().contains("/boot/") && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let access = stack.access_log();
+        assert!(
+            access.contains("/boot/"),
+            "the node asked for its boot script:\n{access}"
+        );
+        assert!(
+            !access.contains("/images/"),
+            "an image file was requested:\n{access}"
+        );
+
+        let _ = std::process::Command::new("kill")
+            .arg("-INT")
+            .arg(tcpdump.id().to_string())
+            .status();
+        let _ = tcpdump.wait();
+        let decoded = std::process::Command::new("tcpdump")
+            .args(["-nn", "-A", "-r"])
+            .arg(&capture)
+            .output()?;
+        let text = String::from_utf8_lossy(&decoded.stdout);
+        assert!(
+            text.contains("GET /boot/"),
+            "the capture shows the script request"
+        );
+        assert!(
+            !text.contains("GET /images/"),
+            "the capture shows an image request"
+        );
+        assert!(
+            !text.contains("application/octet-stream"),
+            "the capture shows an image response"
+        );
+        Ok(())
+    }
+}
