@@ -100,7 +100,32 @@ pub struct ControlPlaneConfig {
     /// Lowercase hex sha256 of the control plane's CA certificate.
     pub ca_fingerprint: String,
     /// Needed only until the agent has enrolled.
-    pub enrollment_token: Option<Secret>,
+    pub enrollment_token: Option<EnrollmentToken>,
+}
+
+/// Where the one-time enrollment token comes from. The file is read only
+/// when the agent actually enrolls, so it can be deleted afterwards.
+#[derive(Debug, Clone)]
+pub enum EnrollmentToken {
+    Inline(Secret),
+    File(PathBuf),
+}
+
+impl EnrollmentToken {
+    /// Returns the token, reading the file if it comes from one.
+    pub fn read(&self) -> Result<Secret, String> {
+        match self {
+            EnrollmentToken::Inline(token) => Ok(token.clone()),
+            EnrollmentToken::File(path) => std::fs::read_to_string(path)
+                .map(|text| Secret::new(text.trim().to_string()))
+                .map_err(|e| {
+                    format!(
+                        "cannot read control_plane.enrollment_token_file {}: {e}",
+                        path.display()
+                    )
+                }),
+        }
+    }
 }
 
 /// The provisioning network the PXE services serve.
@@ -211,17 +236,8 @@ impl Config {
                     "set enrollment_token or enrollment_token_file, not both".to_string(),
                 ));
             }
-            (Some(token), None) => Some(Secret::new(token)),
-            (None, Some(file)) => {
-                let file = resolve(&file);
-                let text = std::fs::read_to_string(&file).map_err(|e| {
-                    invalid(
-                        "control_plane.enrollment_token_file",
-                        format!("cannot read {}: {e}", file.display()),
-                    )
-                })?;
-                Some(Secret::new(text.trim().to_string()))
-            }
+            (Some(token), None) => Some(EnrollmentToken::Inline(Secret::new(token))),
+            (None, Some(file)) => Some(EnrollmentToken::File(resolve(&file))),
             (None, None) => None,
         };
 
@@ -314,6 +330,14 @@ ca_fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("/etc/rackhand/agent.toml"), text)
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/site-agent.toml");
+        let text = std::fs::read_to_string(&path).expect("the example config exists");
+        let config = Config::parse(&path, &text).expect("the example config is valid");
+        assert!(config.pxe.is_some());
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub async fn ensure_identity(
         let token = control_plane.enrollment_token.as_ref().context(
             "this agent is not enrolled yet: set control_plane.enrollment_token (or enrollment_token_file) to a token from `rackhand site enroll-token SITE`",
         )?;
-        enroll(&files, control_plane, token).await?;
+        let token = token.read().map_err(anyhow::Error::msg)?;
+        enroll(&files, control_plane, &token).await?;
     }
     load(&files, &control_plane.ca_fingerprint)
 }
