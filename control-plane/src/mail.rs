@@ -122,7 +122,9 @@ impl Mailer {
         let mut templates = Handlebars::new();
         templates.set_strict_mode(true);
         templates.register_escape_fn(handlebars::no_escape);
-        templates.register_template_string("subject", &handoff.subject)?;
+        templates
+            .register_template_string("subject", &handoff.subject)
+            .map_err(|e| anyhow::anyhow!("invalid handoff.subject template: {e}"))?;
         let body = match &handoff.template_file {
             Some(path) => std::fs::read_to_string(path).map_err(|e| {
                 anyhow::anyhow!("cannot read handoff.template_file {}: {e}", path.display())
@@ -132,6 +134,7 @@ impl Mailer {
         templates
             .register_template_string("body", body)
             .map_err(|e| anyhow::anyhow!("invalid welcome e-mail template: {e}"))?;
+        check_variables(&templates)?;
 
         let transport = smtp.map(build_transport).transpose()?;
         Ok(Mailer {
@@ -219,6 +222,30 @@ impl Mailer {
             }
         }
     }
+}
+
+/// Renders both templates once with sample values. Strict mode reports a
+/// variable that [`WelcomeEmail`] lacks only when rendering, and a handoff
+/// that fails there would fail every order after its server was installed.
+fn check_variables(templates: &Handlebars<'static>) -> anyhow::Result<()> {
+    let sample = WelcomeEmail {
+        hostname: "srv-1",
+        fqdn: "srv-1.servers.invalid",
+        ipv4: "192.0.2.1",
+        username: "root",
+        password: "sample",
+    };
+    for (name, key) in [
+        ("subject", "handoff.subject"),
+        ("body", "handoff.template_file"),
+    ] {
+        templates.render(name, &sample).map_err(|e| {
+            anyhow::anyhow!(
+                "welcome e-mail template ({key}) failed to render with sample values (templates may use hostname, fqdn, ipv4, username and password): {e}"
+            )
+        })?;
+    }
+    Ok(())
 }
 
 async fn deliver_smtp(

@@ -13,8 +13,8 @@ use crate::api::error::ApiError;
 use crate::app::SharedApp;
 use crate::config::Role;
 
-/// An authenticated operator; extracting it enforces the token and, for
-/// methods other than GET, the `admin` role.
+/// An authenticated operator. Extracting it checks the token and, for
+/// methods other than GET and HEAD, requires the `admin` role.
 #[derive(Debug, Clone)]
 pub struct Operator {
     pub token_name: String,
@@ -34,9 +34,14 @@ impl FromRequestParts<SharedApp> for Operator {
                     "missing Authorization header; send `Authorization: Bearer <token>`".into(),
                 )
             })?;
-        let token = header.strip_prefix("Bearer ").ok_or_else(|| {
-            ApiError::Unauthorized("Authorization header must use the Bearer scheme".into())
-        })?;
+        // The scheme name is case-insensitive (RFC 9110, section 11.1).
+        let token = header
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("Authorization header must use the Bearer scheme".into())
+            })?;
 
         let hash = digest::digest(&digest::SHA256, token.trim().as_bytes());
         let found = app
@@ -49,7 +54,8 @@ impl FromRequestParts<SharedApp> for Operator {
             return Err(ApiError::Unauthorized("invalid API token".into()));
         };
 
-        if parts.method != Method::GET && configured.role != Role::Admin {
+        let reads = parts.method == Method::GET || parts.method == Method::HEAD;
+        if !reads && configured.role != Role::Admin {
             return Err(ApiError::Forbidden(format!(
                 "token {:?} has the viewer role and may only read; use an admin token",
                 configured.name

@@ -95,20 +95,14 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> ApiError {
         match rejection {
             JsonRejection::JsonDataError(error) => {
-                // axum's text is "Failed to deserialize …: <path>: <serde message>".
+                // axum's text is "Failed to deserialize …: [<path>: ]<serde message>".
                 let text = error.body_text();
                 let detail = text
                     .split_once(": ")
                     .map(|(_, rest)| rest.to_string())
                     .unwrap_or(text);
-                let field = detail
-                    .split(':')
-                    .next()
-                    .unwrap_or("body")
-                    .trim()
-                    .to_string();
                 ApiError::Invalid {
-                    field,
+                    field: invalid_field(&detail),
                     message: detail,
                 }
             }
@@ -117,6 +111,33 @@ impl From<JsonRejection> for ApiError {
             ),
             other => ApiError::BadRequest(format!("invalid JSON body: {}", other.body_text())),
         }
+    }
+}
+
+/// Returns the field a serde data error is about, from its text
+/// `[<path>: ]<message>`. The path is absent for errors at the top level,
+/// where a missing field names itself in the message and anything else is
+/// about the whole `body`.
+fn invalid_field(detail: &str) -> String {
+    let is_path = |text: &str| {
+        !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.[]?".contains(c))
+    };
+    let (path, message) = match detail.split_once(": ") {
+        Some((path, message)) if is_path(path) => (Some(path), message),
+        _ => (None, detail),
+    };
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    match (path, missing) {
+        (Some(path), Some(name)) => format!("{path}.{name}"),
+        (Some(path), None) => path.to_string(),
+        (None, Some(name)) => name.to_string(),
+        (None, None) => "body".to_string(),
     }
 }
 
@@ -130,5 +151,34 @@ pub fn unique_violation(error: sqlx::Error, message: impl FnOnce() -> String) ->
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => ApiError::Conflict(message()),
         _ => error.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::invalid_field;
+
+    #[test]
+    fn nested_path_is_the_field() {
+        let detail = "boot_mac: invalid MAC address \"zz\" at line 1 column 9";
+        assert_eq!(invalid_field(detail), "boot_mac");
+    }
+
+    #[test]
+    fn top_level_missing_field_names_itself() {
+        let detail = "missing field `name` at line 1 column 2";
+        assert_eq!(invalid_field(detail), "name");
+    }
+
+    #[test]
+    fn nested_missing_field_joins_path() {
+        let detail = "bmc: missing field `password` at line 1 column 80";
+        assert_eq!(invalid_field(detail), "bmc.password");
+    }
+
+    #[test]
+    fn top_level_type_error_is_about_body() {
+        let detail = "invalid type: sequence, expected struct NewSite at line 1 column 0";
+        assert_eq!(invalid_field(detail), "body");
     }
 }

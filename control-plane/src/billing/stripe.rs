@@ -66,7 +66,9 @@ pub fn verify_signature(
     if signatures.is_empty() {
         return Err(SignatureError::NoV1Signature);
     }
-    if (now - timestamp).abs() > tolerance {
+    // `abs_diff`, because `now - timestamp` overflows when the sender's t
+    // is near i64::MIN.
+    if now.abs_diff(timestamp) > tolerance.unsigned_abs() {
         return Err(SignatureError::OutsideTolerance {
             timestamp,
             now,

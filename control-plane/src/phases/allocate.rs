@@ -137,22 +137,43 @@ pub async fn allocate(
             hook.after_select(node_id).await;
         }
 
-        if reserve(pool, order_id, node_id).await? {
-            tracing::info!(order_id, node_id, node = %node_name, "node reserved");
-            return Ok(Allocation { node_id, node_name });
+        match reserve(pool, order_id, node_id).await? {
+            Reservation::Reserved => {
+                tracing::info!(order_id, node_id, node = %node_name, "node reserved");
+                return Ok(Allocation { node_id, node_name });
+            }
+            Reservation::OrderHasNode(node_id) => {
+                let node_name: String = sqlx::query_scalar("SELECT name FROM nodes WHERE id = ?")
+                    .bind(node_id)
+                    .fetch_one(pool)
+                    .await?;
+                return Ok(Allocation { node_id, node_name });
+            }
+            Reservation::OrderGone => return Err(AllocateError::OrderNotFound(order_id)),
+            Reservation::NodeTaken => tracing::debug!(
+                order_id,
+                node_id,
+                "lost the reservation race; selecting again"
+            ),
         }
-        tracing::debug!(
-            order_id,
-            node_id,
-            "lost the reservation race; selecting again"
-        );
     }
     Err(AllocateError::Contention(MAX_RACES))
 }
 
-/// Reserves `node_id` for `order_id` in one transaction; false when another
-/// order reserved it first.
-async fn reserve(pool: &Pool, order_id: i64, node_id: i64) -> Result<bool, sqlx::Error> {
+/// What a reservation attempt found.
+enum Reservation {
+    Reserved,
+    /// Another order reserved the node first.
+    NodeTaken,
+    /// The order already has this node, reserved by another run of its phase.
+    OrderHasNode(i64),
+    /// The order no longer exists.
+    OrderGone,
+}
+
+/// Reserves `node_id` for `order_id` in one transaction, unless the node or
+/// the order was taken in the meantime.
+async fn reserve(pool: &Pool, order_id: i64, node_id: i64) -> Result<Reservation, sqlx::Error> {
     let mut tx = db::begin(pool).await?;
     let reserved = sqlx::query(
         "UPDATE nodes SET state = 'reserved', reserved_by_order = ?
@@ -164,17 +185,34 @@ async fn reserve(pool: &Pool, order_id: i64, node_id: i64) -> Result<bool, sqlx:
     .await?;
     if reserved.rows_affected() != 1 {
         tx.rollback().await?;
-        return Ok(false);
+        return Ok(Reservation::NodeTaken);
     }
 
-    sqlx::query("UPDATE orders SET node_id = ?, updated_at = ? WHERE id = ? AND node_id IS NULL")
-        .bind(node_id)
-        .bind(db::now_ms())
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?;
+    // Two runs of one order's phase may each reserve a node when a worker
+    // takes over a lease while the first run still works. Only the first
+    // reservation stays, so the second run releases its node.
+    let assigned = sqlx::query(
+        "UPDATE orders SET node_id = ?, updated_at = ? WHERE id = ? AND node_id IS NULL",
+    )
+    .bind(node_id)
+    .bind(db::now_ms())
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await?;
+    if assigned.rows_affected() != 1 {
+        let existing: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT node_id FROM orders WHERE id = ?")
+                .bind(order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.rollback().await?;
+        return Ok(match existing.flatten() {
+            Some(node_id) => Reservation::OrderHasNode(node_id),
+            None => Reservation::OrderGone,
+        });
+    }
     tx.commit().await?;
-    Ok(true)
+    Ok(Reservation::Reserved)
 }
 
 async fn no_capacity(pool: &Pool, requirement: &Requirement) -> AllocateError {
