@@ -1,0 +1,19 @@
+//! The control plane's integration tests: the operator API and the Stripe
+//! webhook driven through the router without a socket, the allocator under
+//! a forced race, the job queue's leases, the e-mail outbox and the example
+//! configs.
+
+#[path = "control_plane/allocate.rs"]
+mod allocate;
+#[path = "control_plane/api.rs"]
+mod api;
+#[path = "control_plane/billing.rs"]
+mod billing;
+#[path = "control_plane/config.rs"]
+mod config;
+#[path = "control_plane/harness.rs"]
+mod harness;
+#[path = "control_plane/jobs.rs"]
+mod jobs;
+#[path = "control_plane/mail.rs"]
+mod mail;
