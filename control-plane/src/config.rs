@@ -419,12 +419,26 @@ impl Checker<'_> {
         if !(5..=3600).contains(&lease_seconds) {
             return Err(self.invalid("agents.lease_seconds", "must be between 5 and 3600"));
         }
+        let enrollment_token_ttl_seconds = raw.enrollment_token_ttl_seconds.unwrap_or(3600);
+        if enrollment_token_ttl_seconds < 60 {
+            return Err(self.invalid(
+                "agents.enrollment_token_ttl_seconds",
+                "must be at least 60",
+            ));
+        }
+        let callback_timeout_seconds = raw.callback_timeout_seconds.unwrap_or(900);
+        if callback_timeout_seconds < 30 {
+            return Err(self.invalid(
+                "agents.callback_timeout_seconds",
+                "must be at least 30; a netboot takes longer than that",
+            ));
+        }
         Ok(AgentsConfig {
             listen,
             server_names,
             lease_seconds,
-            enrollment_token_ttl_seconds: raw.enrollment_token_ttl_seconds.unwrap_or(3600),
-            callback_timeout_seconds: raw.callback_timeout_seconds.unwrap_or(900),
+            enrollment_token_ttl_seconds,
+            callback_timeout_seconds,
         })
     }
 

@@ -102,6 +102,8 @@ async fn claim_row(
                AND ((state = 'pending' AND run_after <= ?3)
                     OR (state = 'claimed' AND (lease_expires_at < ?3 OR (?5 AND claimed_by = ?1))))
              ORDER BY id LIMIT 1)
+           AND ((state = 'pending' AND run_after <= ?3)
+                OR (state = 'claimed' AND (lease_expires_at < ?3 OR (?5 AND claimed_by = ?1))))
          RETURNING id, order_id, phase, correlation_key, attempt",
     )
     .bind(agent.id)
