@@ -176,7 +176,7 @@ pub struct ApiToken {
     pub sha256: [u8; 32],
 }
 
-/// What a token may do: `viewer` reads, `admin` also changes things.
+/// The permission of a token: `viewer` reads, `admin` also changes things.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Viewer,
@@ -421,10 +421,7 @@ impl Checker<'_> {
         }
         let enrollment_token_ttl_seconds = raw.enrollment_token_ttl_seconds.unwrap_or(3600);
         if enrollment_token_ttl_seconds < 60 {
-            return Err(self.invalid(
-                "agents.enrollment_token_ttl_seconds",
-                "must be at least 60",
-            ));
+            return Err(self.invalid("agents.enrollment_token_ttl_seconds", "must be at least 60"));
         }
         let callback_timeout_seconds = raw.callback_timeout_seconds.unwrap_or(900);
         if callback_timeout_seconds < 30 {

@@ -52,7 +52,7 @@ impl std::fmt::Debug for WelcomeEmail<'_> {
 }
 
 /// A failure to build or deliver the e-mail. Messages never include the
-/// rendered body (which holds the password).
+/// rendered body (which contains the password).
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("cannot render the welcome e-mail: {0}")]
@@ -76,12 +76,12 @@ pub enum SendError {
 }
 
 impl SendError {
-    /// Whether the message may have reached the server despite the error.
+    /// Returns whether the message may have reached the server despite the error.
     pub fn delivery_unknown(&self) -> bool {
         matches!(self, SendError::Interrupted { .. })
     }
 
-    /// Whether a later attempt may succeed.
+    /// Returns whether a later attempt may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
             SendError::Unreachable { .. } | SendError::Outbox { .. } => true,
@@ -91,7 +91,7 @@ impl SendError {
     }
 }
 
-/// Where a message went.
+/// The destination a message was delivered to.
 #[derive(Debug)]
 pub enum Delivery {
     Smtp { server: String, response: String },
@@ -160,7 +160,7 @@ impl Mailer {
         self.outbox_dir.join(format!("{name}.eml"))
     }
 
-    /// Whether a message id already sits in the outbox.
+    /// Returns whether a message id is already in the outbox.
     pub fn in_outbox(&self, message_id: &str) -> bool {
         self.transport.is_none() && self.outbox_path(message_id).exists()
     }

@@ -16,4 +16,4 @@
 
 mod provider;
 
-pub use provider::{ProvisionRequest, ProvisionedService, Provider, ProviderError};
+pub use provider::{Provider, ProviderError, ProvisionRequest, ProvisionedService};

@@ -6,7 +6,7 @@ use std::future::Future;
 use rackhand_protocol::Secret;
 use serde::{Deserialize, Serialize};
 
-/// What the `driver` phase asks a provider to create.
+/// The service the `driver` phase requests from a provider.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProvisionRequest {
     /// Stable across retries; the provider stores it as the panel's external
@@ -19,7 +19,7 @@ pub struct ProvisionRequest {
     pub parameters: BTreeMap<String, String>,
 }
 
-/// What a provider created (or found from an earlier attempt).
+/// A service a provider created (or found from an earlier attempt).
 #[derive(Debug, Clone)]
 pub struct ProvisionedService {
     /// The panel's own id of the service.
@@ -28,7 +28,7 @@ pub struct ProvisionedService {
     pub created: bool,
     pub username: Option<String>,
     pub password: Option<Secret>,
-    /// The panel's last answer, secrets removed, for the activity log.
+    /// The panel's last response, secrets removed, for the activity log.
     pub upstream: serde_json::Value,
 }
 
@@ -42,7 +42,7 @@ pub enum ProviderError {
         call: String,
         message: String,
     },
-    /// Validation errors and most 4xx answers: retrying cannot help.
+    /// Validation errors and most 4xx responses: retrying cannot help.
     #[error("provider {provider} call {call} was refused: {message}")]
     Permanent {
         provider: String,
@@ -52,7 +52,7 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    /// Whether a later attempt may succeed.
+    /// Returns whether a later attempt may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, ProviderError::Transient { .. })
     }
@@ -60,7 +60,7 @@ impl ProviderError {
 
 /// A panel provider as the pipeline uses it.
 pub trait Provider: Send + Sync {
-    /// The provider's name as products reference it (`pterodactyl`, …).
+    /// Returns the provider's name as products reference it (`pterodactyl`, …).
     fn name(&self) -> &str;
 
     /// Creates the service for an order, or returns the one an earlier

@@ -103,7 +103,7 @@ pub struct ControlPlaneConfig {
     pub enrollment_token: Option<EnrollmentToken>,
 }
 
-/// Where the one-time enrollment token comes from. The file is read only
+/// The source of the one-time enrollment token. The file is read only
 /// when the agent actually enrolls, so it can be deleted afterwards.
 #[derive(Debug, Clone)]
 pub enum EnrollmentToken {
@@ -151,7 +151,7 @@ pub struct PxeConfig {
 }
 
 impl PxeConfig {
-    /// The base URL of the boot HTTP server as netbooting machines reach it.
+    /// Returns the base URL of the boot HTTP server as netbooting machines reach it.
     pub fn http_base(&self) -> String {
         format!("http://{}:{}", self.server_ip, self.http_port)
     }

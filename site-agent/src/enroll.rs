@@ -115,12 +115,15 @@ async fn enroll(
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
-        bail!("enrollment refused by {url}: {status}: {body}");
+        bail!("enrollment rejected by {url}: {status}: {body}");
     }
-    let enrolled: EnrollResponse = response.json().await.context("invalid enrollment answer")?;
+    let enrolled: EnrollResponse = response
+        .json()
+        .await
+        .context("invalid enrollment response")?;
 
     let ca_der = CertificateDer::from_pem_slice(enrolled.ca_pem.as_bytes())
-        .context("invalid CA in the enrollment answer")?;
+        .context("invalid CA certificate in the enrollment response")?;
     let fingerprint = hex::encode(digest::digest(&digest::SHA256, &ca_der));
     if fingerprint != control_plane.ca_fingerprint {
         bail!("the control plane sent a CA (sha256:{fingerprint}) other than the pinned one");
@@ -158,7 +161,7 @@ fn load(files: &IdentityFiles, fingerprint: &str) -> anyhow::Result<Identity> {
     let actual = hex::encode(digest::digest(&digest::SHA256, &ca));
     if actual != fingerprint {
         bail!(
-            "{} holds CA sha256:{actual} but control_plane.ca_fingerprint pins sha256:{fingerprint}; remove {} to enroll again",
+            "{} contains CA sha256:{actual} but control_plane.ca_fingerprint pins sha256:{fingerprint}; remove {} to enroll again",
             files.ca.display(),
             files
                 .key

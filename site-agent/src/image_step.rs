@@ -18,7 +18,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::state::{NewBoot, State, now_ms};
 
-/// Longest sleep between looks at the boot record when no callback wakes
+/// Maximum sleep between reads of the boot record when no callback wakes
 /// the step.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
 

@@ -58,7 +58,7 @@ pub struct Boot {
     pub deadline_at: i64,
 }
 
-/// What to arm.
+/// A netboot to arm.
 #[derive(Debug)]
 pub struct NewBoot<'a> {
     pub correlation_key: &'a str,

@@ -23,7 +23,7 @@ use crate::failpoint::Failpoints;
 use crate::image_step;
 use crate::state::State;
 
-/// What the task loop needs.
+/// The shared state of the task loop.
 #[derive(Debug)]
 pub struct Runner {
     pub control_plane: ControlPlane,

@@ -80,7 +80,7 @@ impl Process {
         let _ = child.wait();
     }
 
-    /// Whether the process is still running.
+    /// Returns whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(child) => matches!(child.try_wait(), Ok(None)),
@@ -444,7 +444,7 @@ impl Stack {
         ))
     }
 
-    /// POSTs and requires a 2xx answer.
+    /// Sends a POST and requires a 2xx response.
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let (status, value) = self.call(reqwest::Method::POST, path, Some(body)).await?;
         if !(200..300).contains(&status) {
@@ -453,7 +453,7 @@ impl Stack {
         Ok(value)
     }
 
-    /// GETs and requires a 2xx answer.
+    /// Sends a GET and requires a 2xx response.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let (status, value) = self.call(reqwest::Method::GET, path, None).await?;
         if !(200..300).contains(&status) {
@@ -583,12 +583,12 @@ impl Stack {
             .count())
     }
 
-    /// How many times the lab started VM 0.
+    /// Returns how many times the lab started VM 0.
     pub fn vm_starts(&self) -> anyhow::Result<usize> {
         Ok(self.lab.run(&["starts", "0"])?.trim().parse()?)
     }
 
-    /// The agent's boot HTTP access log.
+    /// Returns the agent's boot HTTP access log.
     pub fn access_log(&self) -> String {
         fs::read_to_string(self.agent_state.join("access.log")).unwrap_or_default()
     }

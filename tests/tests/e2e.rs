@@ -195,7 +195,7 @@ mod vm {
         )?;
         assert_eq!(opened.expose(), &password);
 
-        // Neither secret appears in any log line, API answer, activity row or
+        // Neither secret appears in any log line, API response, activity row or
         // database file, with logging at trace.
         stack.agent.stop();
         stack.control_plane.stop();
@@ -233,7 +233,7 @@ mod vm {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn agent_killed_after_power_on_resumes_without_second_power_on() -> anyhow::Result<()> {
+    async fn agent_killed_after_power_on_resumes() -> anyhow::Result<()> {
         let options = StackOptions::new("rhe-kagent", "10.98.12");
         let mut stack = Stack::start(options, "", "agent.driver.after_power_on").await?;
         stack.create_inventory().await?;

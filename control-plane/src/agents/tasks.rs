@@ -34,7 +34,7 @@ use crate::jobs;
 use crate::orders;
 use crate::seal;
 
-/// Longest long-poll a claim may ask for.
+/// Maximum long-poll time of a claim.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(sqlx::FromRow)]

@@ -12,7 +12,7 @@ use ring::hmac;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Why a signature was rejected. None of the messages contains the secret.
+/// A rejected signature. None of the messages contains the secret.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {
     #[error("missing Stripe-Signature header")]
@@ -113,7 +113,7 @@ pub struct Payment {
     pub currency: String,
 }
 
-/// What an event means for billing.
+/// The meaning of an event for billing.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Meaning {
     /// A completed payment naming one of our invoices.
