@@ -1,7 +1,7 @@
 //! The control plane's integration tests: the operator API and the Stripe
 //! webhook driven through the router without a socket, the allocator under
-//! a forced race, the job queue's leases, the e-mail outbox and the example
-//! configs.
+//! a forced race, the job queue's leases, the network and handoff phases run
+//! twice and failed midway, the e-mail outbox and the example configs.
 
 #[path = "control_plane/allocate.rs"]
 mod allocate;
@@ -17,3 +17,5 @@ mod harness;
 mod jobs;
 #[path = "control_plane/mail.rs"]
 mod mail;
+#[path = "control_plane/phases.rs"]
+mod phases;
