@@ -12,9 +12,11 @@ use rackhand_site_agent::driver_step::{self, DriverSettings};
 use rackhand_site_agent::failpoint::Failpoints;
 use rackhand_site_agent::state::State;
 
+/// The peer comes before its state folder, so that it is stopped (by the
+/// PID file in that folder) before the folder is removed.
 struct Bench {
-    _dir: tempfile::TempDir,
     peer: Peer,
+    _dir: tempfile::TempDir,
     state: State,
     step: DriverStep,
 }
@@ -48,8 +50,8 @@ async fn bench(power_delay: &str) -> anyhow::Result<Bench> {
         },
     };
     Ok(Bench {
-        _dir: dir,
         peer,
+        _dir: dir,
         state,
         step,
     })
