@@ -46,6 +46,8 @@ pub enum OrderError {
         field: &'static str,
         message: String,
     },
+    #[error("{0}")]
+    Conflict(String),
     #[error("order {order_id} is {state}; {action}")]
     WrongState {
         order_id: i64,
@@ -92,6 +94,28 @@ pub async fn create(pool: &Pool, request: &NewOrder) -> Result<CreatedOrder, Ord
         name: request.site.clone(),
     })?;
 
+    check_capacity(
+        &mut tx,
+        &request.product,
+        &request.site,
+        product_id,
+        site_id,
+    )
+    .await?;
+    if let Some(hostname) = &request.hostname {
+        let taken: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM orders WHERE hostname = ? AND state != 'failed' LIMIT 1",
+        )
+        .bind(hostname)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(other) = taken {
+            return Err(OrderError::Conflict(format!(
+                "host name {hostname:?} is already used by order {other}; choose another"
+            )));
+        }
+    }
+
     let now = db::now_ms();
     let uid = uuid::Uuid::new_v4().to_string();
     let order_id: i64 = sqlx::query_scalar(
@@ -135,6 +159,41 @@ pub async fn create(pool: &Pool, request: &NewOrder) -> Result<CreatedOrder, Ord
         currency,
         state: "pending_payment",
     })
+}
+
+/// Refuses an order that no node of the site could ever fill (422), or that
+/// no node could fill right now (409), before the customer pays for it.
+async fn check_capacity(
+    tx: &mut Tx<'_>,
+    product: &str,
+    site: &str,
+    product_id: i64,
+    site_id: i64,
+) -> Result<(), OrderError> {
+    let (fitting, free): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN n.state = 'available' THEN 1 ELSE 0 END), 0)
+         FROM nodes n, products p
+         WHERE p.id = ? AND n.site_id = ?
+           AND n.cpu_cores >= p.min_cpu_cores AND n.ram_mib >= p.min_ram_mib AND n.disk_gb >= p.min_disk_gb",
+    )
+    .bind(product_id)
+    .bind(site_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if fitting == 0 {
+        return Err(OrderError::Invalid {
+            field: "site",
+            message: format!(
+                "no node at site {site:?} meets the minimums of product {product:?}; add one first"
+            ),
+        });
+    }
+    if free == 0 {
+        return Err(OrderError::Conflict(format!(
+            "all {fitting} nodes at site {site:?} that fit product {product:?} are reserved; try again later"
+        )));
+    }
+    Ok(())
 }
 
 /// Loads what the phases need about an order.

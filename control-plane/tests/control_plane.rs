@@ -13,6 +13,8 @@ mod billing;
 mod config;
 #[path = "control_plane/harness.rs"]
 mod harness;
+#[path = "control_plane/inventory.rs"]
+mod inventory;
 #[path = "control_plane/jobs.rs"]
 mod jobs;
 #[path = "control_plane/mail.rs"]

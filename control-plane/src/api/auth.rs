@@ -34,6 +34,11 @@ impl FromRequestParts<SharedApp> for Operator {
                     "missing Authorization header; send `Authorization: Bearer <token>`".into(),
                 )
             })?;
+        if header.trim().eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::Unauthorized(
+                "missing token after `Bearer`; set RACKHAND_TOKEN or pass --token-file".into(),
+            ));
+        }
         // The scheme name is case-insensitive (RFC 9110, section 11.1).
         let token = header
             .split_once(' ')

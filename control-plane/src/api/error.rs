@@ -85,7 +85,9 @@ impl From<OrderError> for ApiError {
         match error {
             OrderError::NotFound { .. } => ApiError::NotFound(error.to_string()),
             OrderError::Invalid { field, message } => ApiError::invalid(field, message),
-            OrderError::WrongState { .. } => ApiError::Conflict(error.to_string()),
+            OrderError::WrongState { .. } | OrderError::Conflict(_) => {
+                ApiError::Conflict(error.to_string())
+            }
             OrderError::Database(error) => error.into(),
         }
     }

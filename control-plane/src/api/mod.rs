@@ -9,11 +9,13 @@
 pub mod auth;
 pub mod error;
 pub mod inventory;
+pub mod nodes;
 pub mod orders;
+pub mod subnets;
 pub mod webhooks;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 
 use crate::app::SharedApp;
 
@@ -33,12 +35,10 @@ pub fn router(app: SharedApp) -> Router {
         )
         .route(
             "/v1/subnets",
-            get(inventory::list_subnets).post(inventory::create_subnet),
+            get(subnets::list_subnets).post(subnets::create_subnet),
         )
-        .route(
-            "/v1/nodes",
-            get(inventory::list_nodes).post(inventory::create_node),
-        )
+        .route("/v1/nodes", get(nodes::list_nodes).post(nodes::create_node))
+        .route("/v1/nodes/{name}", patch(nodes::update_node))
         .route(
             "/v1/images",
             get(inventory::list_images).post(inventory::create_image),

@@ -72,6 +72,24 @@ pub async fn list(
     _operator: Operator,
     Query(filter): Query<OrderFilter>,
 ) -> Result<Json<Vec<OrderRow>>, ApiError> {
+    const STATES: [&str; 5] = [
+        "pending_payment",
+        "provisioning_pending",
+        "provisioning",
+        "active",
+        "failed",
+    ];
+    if let Some(state) = &filter.state
+        && !STATES.contains(&state.as_str())
+    {
+        return Err(ApiError::invalid(
+            "state",
+            format!(
+                "{state:?} is not an order state; use one of {}",
+                STATES.join(", ")
+            ),
+        ));
+    }
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{ORDER_SELECT} WHERE ?1 IS NULL OR o.state = ?1 ORDER BY o.id"
     )))

@@ -59,6 +59,19 @@ pub async fn apply_stripe_event(
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
+        let stored: Option<String> = sqlx::query_scalar(
+            "SELECT payload FROM webhook_events WHERE provider = 'stripe' AND event_id = ?",
+        )
+        .bind(&event.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if stored
+            .is_some_and(|stored| serde_json::from_str::<Value>(&stored).ok().as_ref() != Some(raw))
+        {
+            // Stripe resends an event byte for byte; the same id with another
+            // body is a bug or a forgery that happens to verify.
+            tracing::warn!(event_id = %event.id, "stripe event id seen before with a different body; ignored");
+        }
         return Ok(Applied::Duplicate);
     }
 

@@ -187,14 +187,45 @@ outbox_dir = "outbox"
             .expect("a created node has an integer id")
     }
 
-    /// Places an order for the product and returns the created order (its
-    /// `order_id`, `invoice_id`, `amount_minor` and `currency`).
+    /// Inserts an order for the product with its open invoice, as the API
+    /// would, but without the API's capacity check, so that allocator and
+    /// billing tests control the nodes themselves. Returns the order's
+    /// `order_id`, `invoice_id`, `amount_minor` and `currency`.
     pub async fn create_order(&self) -> Value {
-        self.create(
-            "/v1/orders",
-            &json!({ "product": PRODUCT, "site": SITE, "customer_email": "customer@example.com" }),
+        let pool = &self.app.pool;
+        let now = rackhand_control_plane::db::now_ms();
+        let order_id: i64 = sqlx::query_scalar(
+            "INSERT INTO orders (uid, product_id, site_id, customer_email, hostname, state, created_at, updated_at)
+             SELECT ?, p.id, s.id, 'customer@example.com', 'srv', 'pending_payment', ?, ?
+             FROM products p, sites s WHERE p.name = ? AND s.name = ?
+             RETURNING id",
         )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(now)
+        .bind(now)
+        .bind(PRODUCT)
+        .bind(SITE)
+        .fetch_one(pool)
         .await
+        .expect("the catalog is seeded");
+        sqlx::query("UPDATE orders SET hostname = ? WHERE id = ?")
+            .bind(format!("srv-{order_id}"))
+            .bind(order_id)
+            .execute(pool)
+            .await
+            .expect("the order exists");
+        let invoice_id: i64 = sqlx::query_scalar(
+            "INSERT INTO invoices (order_id, amount_minor, currency, state, created_at)
+             VALUES (?, ?, ?, 'open', ?) RETURNING id",
+        )
+        .bind(order_id)
+        .bind(PRICE_MINOR)
+        .bind(CURRENCY)
+        .bind(now)
+        .fetch_one(pool)
+        .await
+        .expect("the invoice inserts");
+        json!({ "order_id": order_id, "invoice_id": invoice_id, "amount_minor": PRICE_MINOR, "currency": CURRENCY })
     }
 
     /// Returns the result of a `SELECT COUNT(*)` statement.
@@ -238,7 +269,7 @@ pub fn node_body(name: &str, mac: &str, bmc_password: &str) -> Value {
         "ram_mib": 16384,
         "disk_gb": 240,
         "bmc": {
-            "url": "https://127.0.0.1:1/redfish/v1/Systems/1",
+            "url": format!("https://127.0.0.1:1/redfish/v1/Systems/{name}"),
             "username": "root",
             "password": bmc_password,
         },

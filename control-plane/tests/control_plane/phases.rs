@@ -80,26 +80,34 @@ async fn network_gives_next_order_next_address() {
 async fn network_without_free_address_fails_permanently() {
     let plane = TestPlane::start().await;
     plane.seed_catalog().await;
+    // One usable address besides the gateway: the first order takes it.
     plane
         .create(
             "/v1/subnets",
-            &json!({ "name": "tiny", "site": "dc1", "cidr": "198.51.100.0/30", "gateway": "198.51.100.1",
-                     "range_start": "198.51.100.1", "range_end": "198.51.100.1" }),
+            &json!({ "name": "tiny", "site": "dc1", "cidr": "198.51.100.0/30", "gateway": "198.51.100.1" }),
         )
         .await;
-    let mut body = crate::harness::node_body("n1", "52:54:00:00:10:01", "pw");
-    body["subnet"] = json!("tiny");
-    plane.create("/v1/nodes", &body).await;
-    let order_id = id_of(&plane.create_order().await, "order_id");
-    phases::allocate::allocate(&plane.app.pool, order_id, None)
-        .await
-        .expect("allocates");
-    let order = orders::context(&plane.app.pool, order_id)
-        .await
-        .expect("reads")
-        .expect("exists");
+    let mut orders_in_tiny = Vec::new();
+    for (name, mac) in [("n1", "52:54:00:00:10:01"), ("n2", "52:54:00:00:10:02")] {
+        let mut body = crate::harness::node_body(name, mac, "pw");
+        body["subnet"] = json!("tiny");
+        plane.create("/v1/nodes", &body).await;
+        let order_id = id_of(&plane.create_order().await, "order_id");
+        phases::allocate::allocate(&plane.app.pool, order_id, None)
+            .await
+            .expect("allocates");
+        let order = orders::context(&plane.app.pool, order_id)
+            .await
+            .expect("reads")
+            .expect("exists");
+        orders_in_tiny.push(order);
+    }
 
-    let error = phases::network::run(&plane.app, &order, "k")
+    let first = phases::network::run(&plane.app, &orders_in_tiny[0], "a")
+        .await
+        .expect("one address is free");
+    assert_eq!(payload_ipv4(&first), "198.51.100.2");
+    let error = phases::network::run(&plane.app, &orders_in_tiny[1], "b")
         .await
         .expect_err("no address");
     assert_eq!(error.retry, Retry::Permanent);
@@ -108,7 +116,7 @@ async fn network_without_free_address_fails_permanently() {
         "{}",
         error.message
     );
-    assert_eq!(plane.count("SELECT COUNT(*) FROM services").await, 0);
+    assert_eq!(plane.count("SELECT COUNT(*) FROM services").await, 1);
 }
 
 #[tokio::test]

@@ -1,0 +1,245 @@
+//! Inventory rules that keep two customers from sharing a machine or an
+//! address: overlapping subnets, shared BMCs, impossible orders, reused host
+//! names; and BMC access updates.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{PRODUCT, SITE, TestPlane, node_body};
+
+fn assert_status(reply: &crate::harness::Reply, status: StatusCode) {
+    assert_eq!(reply.status, status, "{}", reply.text);
+}
+
+fn error_text(reply: &crate::harness::Reply) -> String {
+    reply.json["error"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn overlapping_subnet_is_rejected() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+
+    let reply = plane
+        .post(
+            "/v1/subnets",
+            &json!({ "name": "inner", "site": SITE, "cidr": "192.0.2.0/25" }),
+        )
+        .await;
+
+    assert_status(&reply, StatusCode::CONFLICT);
+    assert!(error_text(&reply).contains("dc1-public"), "{}", reply.text);
+    assert_eq!(plane.count("SELECT COUNT(*) FROM subnets").await, 1);
+}
+
+#[tokio::test]
+async fn subnet_range_must_avoid_network_and_broadcast() {
+    let plane = TestPlane::start().await;
+    plane.create("/v1/sites", &json!({ "name": SITE })).await;
+
+    let reply = plane
+        .post(
+            "/v1/subnets",
+            &json!({ "name": "s", "site": SITE, "cidr": "203.0.113.0/24", "range_start": "203.0.113.0" }),
+        )
+        .await;
+
+    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.json["field"], "range_start");
+}
+
+#[tokio::test]
+async fn ptr_zone_outside_subnet_is_rejected() {
+    let plane = TestPlane::start().await;
+    plane.create("/v1/sites", &json!({ "name": SITE })).await;
+
+    let reply = plane
+        .post(
+            "/v1/subnets",
+            &json!({ "name": "s", "site": SITE, "cidr": "203.0.113.0/24", "ptr_zone": "example.com" }),
+        )
+        .await;
+
+    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.json["field"], "ptr_zone");
+}
+
+#[tokio::test]
+async fn second_node_on_same_bmc_is_rejected() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+    plane.create_node("n1", "52:54:00:00:20:01").await;
+
+    let mut body = node_body("n2", "52:54:00:00:20:02", "pw");
+    // Same BMC as n1, written differently (case, trailing slash).
+    body["bmc"]["url"] = json!("HTTPS://127.0.0.1:1/redfish/v1/Systems/n1/");
+    let reply = plane.post("/v1/nodes", &body).await;
+
+    assert_status(&reply, StatusCode::CONFLICT);
+    assert!(error_text(&reply).contains("\"n1\""), "{}", reply.text);
+    assert_eq!(plane.count("SELECT COUNT(*) FROM nodes").await, 1);
+}
+
+#[tokio::test]
+async fn bad_node_values_name_their_field() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+    let cases: [(&str, Value, &str); 4] = [
+        ("boot_mac", json!("ff:ff:ff:ff:ff:ff"), "boot_mac"),
+        ("disk_gb", json!(0), "disk_gb"),
+        (
+            "bmc.url",
+            json!("https://admin:secret@bmc.example/redfish/v1"),
+            "bmc.url",
+        ),
+        ("bmc.password", json!(""), "bmc.password"),
+    ];
+    for (key, value, field) in cases {
+        let mut body = node_body("n1", "52:54:00:00:20:01", "pw");
+        match key.split_once('.') {
+            Some((outer, inner)) => body[outer][inner] = value,
+            None => body[key] = value,
+        }
+        let reply = plane.post("/v1/nodes", &body).await;
+        assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(reply.json["field"], field, "{}", reply.text);
+        assert!(
+            !reply.text.contains("secret"),
+            "the URL's password is not echoed: {}",
+            reply.text
+        );
+    }
+    assert_eq!(plane.count("SELECT COUNT(*) FROM nodes").await, 0);
+}
+
+#[tokio::test]
+async fn free_product_is_rejected() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+
+    let reply = plane
+        .post(
+            "/v1/products",
+            &json!({ "name": "free", "price_minor": 0, "currency": "eur", "min_cpu_cores": 1,
+                     "min_ram_mib": 1, "min_disk_gb": 1, "image": "debian-12" }),
+        )
+        .await;
+
+    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.json["field"], "price_minor");
+}
+
+fn order_body(hostname: &str) -> Value {
+    json!({ "product": PRODUCT, "site": SITE, "customer_email": "c@example.com", "hostname": hostname })
+}
+
+#[tokio::test]
+async fn order_without_fitting_node_is_rejected() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+
+    let reply = plane.post("/v1/orders", &order_body("web1")).await;
+
+    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.json["field"], "site");
+    assert_eq!(plane.count("SELECT COUNT(*) FROM orders").await, 0);
+    assert_eq!(plane.count("SELECT COUNT(*) FROM invoices").await, 0);
+}
+
+#[tokio::test]
+async fn order_when_all_nodes_reserved_is_conflict() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+    plane.create_node("n1", "52:54:00:00:20:01").await;
+    sqlx::query("UPDATE nodes SET state = 'reserved'")
+        .execute(&plane.app.pool)
+        .await
+        .expect("updates");
+
+    let reply = plane.post("/v1/orders", &order_body("web1")).await;
+
+    assert_status(&reply, StatusCode::CONFLICT);
+    assert_eq!(plane.count("SELECT COUNT(*) FROM orders").await, 0);
+}
+
+#[tokio::test]
+async fn reused_hostname_is_conflict() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+    plane.create_node("n1", "52:54:00:00:20:01").await;
+    plane.create_node("n2", "52:54:00:00:20:02").await;
+    plane.create("/v1/orders", &order_body("web1")).await;
+
+    let reply = plane.post("/v1/orders", &order_body("web1")).await;
+
+    assert_status(&reply, StatusCode::CONFLICT);
+    assert!(error_text(&reply).contains("web1"), "{}", reply.text);
+    assert_eq!(plane.count("SELECT COUNT(*) FROM orders").await, 1);
+}
+
+#[tokio::test]
+async fn unknown_order_state_filter_is_rejected() {
+    let plane = TestPlane::start().await;
+
+    let reply = plane.get("/v1/orders?state=bogus").await;
+
+    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.json["field"], "state");
+}
+
+#[tokio::test]
+async fn node_bmc_update_replaces_url_and_password() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+    let id = plane.create_node("n1", "52:54:00:00:20:01").await;
+    let before: String = sqlx::query_scalar("SELECT bmc_password_sealed FROM nodes WHERE id = ?")
+        .bind(id)
+        .fetch_one(&plane.app.pool)
+        .await
+        .expect("reads");
+
+    let reply = plane
+        .call(
+            "PATCH",
+            "/v1/nodes/n1",
+            Some(crate::harness::ADMIN_TOKEN),
+            Some(&json!({ "bmc": { "url": "https://bmc-new.example/redfish/v1", "password": "New-Password-1" } })),
+        )
+        .await;
+
+    assert_status(&reply, StatusCode::OK);
+    let (url, after): (String, String) =
+        sqlx::query_as("SELECT bmc_url, bmc_password_sealed FROM nodes WHERE id = ?")
+            .bind(id)
+            .fetch_one(&plane.app.pool)
+            .await
+            .expect("reads");
+    assert_eq!(url, "https://bmc-new.example/redfish/v1");
+    assert_ne!(after, before, "the sealed password changed");
+    let opened = plane
+        .app
+        .sealer
+        .open(
+            &rackhand_control_plane::seal::bmc_password_context(id),
+            &after,
+        )
+        .expect("opens");
+    assert_eq!(opened.expose(), "New-Password-1");
+    assert!(!reply.text.contains("New-Password-1"));
+}
+
+#[tokio::test]
+async fn node_update_for_unknown_node_is_not_found() {
+    let plane = TestPlane::start().await;
+
+    let reply = plane
+        .call(
+            "PATCH",
+            "/v1/nodes/ghost",
+            Some(crate::harness::ADMIN_TOKEN),
+            Some(&json!({ "bmc": { "username": "root" } })),
+        )
+        .await;
+
+    assert_status(&reply, StatusCode::NOT_FOUND);
+}
