@@ -333,12 +333,23 @@ impl Checker<'_> {
             .unwrap_or_else(|| state_dir.join("sealing.key"));
 
         let handoff = self.check_handoff(raw.handoff, &state_dir)?;
+        let api = self.check_api(raw.api)?;
+        let agents = self.check_agents(raw.agents)?;
+        if api.listen.port() != 0 && api.listen == agents.listen {
+            return Err(self.invalid(
+                "agents.listen",
+                format!(
+                    "{} is also api.listen; the agent listener needs its own port",
+                    agents.listen
+                ),
+            ));
+        }
         Ok(Config {
             path: self.path.to_path_buf(),
             database_url,
             log_format,
-            api: self.check_api(raw.api)?,
-            agents: self.check_agents(raw.agents)?,
+            api,
+            agents,
             stripe: raw.stripe.map(|s| self.check_stripe(s)).transpose()?,
             worker: self.check_worker(raw.worker)?,
             network: self.check_network(raw.network)?,
@@ -382,6 +393,21 @@ impl Checker<'_> {
                     ),
                 )
             })?;
+            if tokens.iter().any(|t: &ApiToken| t.sha256 == sha256) {
+                return Err(self.invalid(
+                    "api.tokens.sha256",
+                    format!("token {:?} repeats the hash of another token; each token needs its own value", token.name),
+                ));
+            }
+            if tokens.iter().any(|t: &ApiToken| t.name == token.name) {
+                return Err(self.invalid(
+                    "api.tokens.name",
+                    format!(
+                        "{:?} names two tokens; names appear in logs and must tell tokens apart",
+                        token.name
+                    ),
+                ));
+            }
             tokens.push(ApiToken {
                 name: token.name,
                 role,
@@ -522,13 +548,30 @@ impl Checker<'_> {
                     .ok_or_else(|| {
                         self.invalid("dns.api_key", "missing; set api_key or api_key_file")
                     })?;
+                if !(api_url.starts_with("http://") || api_url.starts_with("https://")) {
+                    return Err(self.invalid(
+                        "dns.api_url",
+                        format!("{api_url:?} must start with http:// or https://"),
+                    ));
+                }
+                let mut nameservers = Vec::new();
+                for name in raw.nameservers.unwrap_or_default() {
+                    let bare = name.trim_end_matches('.').to_ascii_lowercase();
+                    if crate::names::check_fqdn(&bare).is_err() {
+                        return Err(self.invalid(
+                            "dns.nameservers",
+                            format!("{name:?} is not a host name such as ns1.example.net"),
+                        ));
+                    }
+                    nameservers.push(format!("{bare}."));
+                }
                 Ok(DnsConfig::PowerDns(PowerDnsConfig {
                     api_url: api_url.trim_end_matches('/').to_string(),
                     api_key,
                     server_id: raw.server_id.unwrap_or_else(|| "localhost".to_string()),
                     create_zones: raw.create_zones.unwrap_or(true),
                     ttl: raw.ttl.unwrap_or(3600),
-                    nameservers: raw.nameservers.unwrap_or_default(),
+                    nameservers,
                 }))
             }
             other => Err(self.invalid(
@@ -692,6 +735,32 @@ listen = "127.0.0.1:8080"
         let text = format!("{MINIMAL}[dns]\ndriver = \"powerdns\"\napi_url = \"http://x\"\n");
         let error = parse(&text).expect_err("missing key").to_string();
         assert!(error.contains("dns.api_key"), "{error}");
+    }
+
+    #[test]
+    fn same_listen_address_for_api_and_agents_is_rejected() {
+        let text = "state_dir = \"/s\"\n[api]\nlisten = \"127.0.0.1:8443\"\n";
+        let error = parse(text).expect_err("collision").to_string();
+        assert!(error.contains("agents.listen"), "{error}");
+    }
+
+    #[test]
+    fn repeated_token_hash_is_rejected() {
+        let hash = "0".repeat(64);
+        let text = format!(
+            "{MINIMAL}[[api.tokens]]\nname = \"a\"\nrole = \"admin\"\nsha256 = \"{hash}\"\n[[api.tokens]]\nname = \"b\"\nrole = \"viewer\"\nsha256 = \"{hash}\"\n"
+        );
+        let error = parse(&text).expect_err("repeated hash").to_string();
+        assert!(error.contains("api.tokens.sha256"), "{error}");
+    }
+
+    #[test]
+    fn powerdns_url_without_scheme_is_rejected() {
+        let text = format!(
+            "{MINIMAL}[dns]\ndriver = \"powerdns\"\napi_url = \"127.0.0.1:8081\"\napi_key = \"k\"\n"
+        );
+        let error = parse(&text).expect_err("no scheme").to_string();
+        assert!(error.contains("dns.api_url"), "{error}");
     }
 
     #[test]

@@ -18,10 +18,43 @@ use crate::pki::Ca;
 use crate::seal::Sealer;
 use crate::{agents, api, db, jobs};
 
+/// Checks what `serve` would find wrong at start without changing anything:
+/// the templates compile and render, and existing key, CA and state files
+/// can be read. Used by `rackhand-control-plane check-config`.
+pub fn check(config: &Config) -> anyhow::Result<()> {
+    Mailer::new(&config.handoff, config.smtp.as_ref())?;
+    if config.state_dir.exists() && !config.state_dir.is_dir() {
+        anyhow::bail!(
+            "state_dir {} exists and is not a folder",
+            config.state_dir.display()
+        );
+    }
+    if !config.state_dir.exists() {
+        let parent = config
+            .state_dir
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new("/"));
+        if !parent.is_dir() {
+            anyhow::bail!(
+                "state_dir {} cannot be created: {} is not a folder",
+                config.state_dir.display(),
+                parent.display()
+            );
+        }
+    }
+    if config.sealing_key_file.exists() {
+        Sealer::load(&config.sealing_key_file)?;
+    }
+    let pki = config.state_dir.join("pki");
+    if pki.join("ca.key").exists() {
+        Ca::load_or_create(&pki)?;
+    }
+    Ok(())
+}
+
 /// Builds the shared state from a checked configuration.
 pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+    create_private_dir(&config.state_dir)?;
     let pool = db::open(&config.database_url)
         .await
         .with_context(|| format!("cannot open database {}", config.database_url))?;
@@ -40,6 +73,20 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         jobs_ready: Notify::new(),
         tasks_ready: Notify::new(),
     }))
+}
+
+/// Creates `dir` if needed and makes it readable only by its owner: it
+/// holds the database (customer data), the CA key and the sealing key.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create state_dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| {
+        format!(
+            "cannot restrict the permissions of state_dir {}",
+            dir.display()
+        )
+    })
 }
 
 /// Loads the sealing key, creating it only for a database that holds no
@@ -68,6 +115,14 @@ async fn load_sealer(config: &Config, pool: &db::Pool) -> anyhow::Result<Sealer>
 
 /// Runs the control plane until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // Bind first, so a port in use stops the start before any state is
+    // created.
+    let api_listener = TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("cannot bind api.listen {}", config.api.listen))?;
+    let agent_listener = TcpListener::bind(config.agents.listen)
+        .await
+        .with_context(|| format!("cannot bind agents.listen {}", config.agents.listen))?;
     let app = build_app(config).await?;
     let shutdown = CancellationToken::new();
 
@@ -76,12 +131,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(failpoints = ?armed, "failpoints are armed; this process is under test");
     }
 
-    let api_listener = TcpListener::bind(app.config.api.listen)
-        .await
-        .with_context(|| format!("cannot bind api.listen {}", app.config.api.listen))?;
-    let agent_listener = TcpListener::bind(app.config.agents.listen)
-        .await
-        .with_context(|| format!("cannot bind agents.listen {}", app.config.agents.listen))?;
     let tls_config = Arc::new(app.ca.server_config(&app.config.agents.server_names)?);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -64,6 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let checked = Config::load(&config)?;
+            server::check(&checked)?;
             println!("{}: ok", checked.path.display());
             Ok(())
         }

@@ -101,6 +101,18 @@ struct SubnetArgs {
 #[derive(Subcommand)]
 enum NodeCommand {
     Create(NodeArgs),
+    /// Change a node's BMC URL, user name or password (for example after an
+    /// order failed on bad credentials; then retry the order).
+    SetBmc {
+        name: String,
+        #[arg(long)]
+        bmc_url: Option<String>,
+        #[arg(long)]
+        bmc_username: Option<String>,
+        /// File holding the new BMC password, or `-` for standard input.
+        #[arg(long)]
+        bmc_password_file: Option<PathBuf>,
+    },
     List {
         #[arg(long)]
         site: Option<String>,
@@ -258,11 +270,15 @@ impl Client {
         let text = response.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !status.is_success() {
-            let message = value
-                .get("error")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| value.to_string());
+            let message = match value.get("error").and_then(Value::as_str) {
+                Some(message) => message.to_string(),
+                None if status == reqwest::StatusCode::NOT_FOUND => {
+                    format!(
+                        "no such API endpoint {url}; check --url (the control plane's api.listen)"
+                    )
+                }
+                None => value.to_string(),
+            };
             bail!(
                 "{} {}: {message}",
                 status.as_u16(),
@@ -336,6 +352,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "cpu_cores": a.cpu_cores, "ram_mib": a.ram_mib, "disk_gb": a.disk_gb,
                 "bmc": { "driver": a.bmc_driver, "url": a.bmc_url, "username": a.bmc_username, "password": password } });
             (client.post("/v1/nodes", body).await?, &[])
+        }
+        Command::Node(NodeCommand::SetBmc {
+            name,
+            bmc_url,
+            bmc_username,
+            bmc_password_file,
+        }) => {
+            let password = bmc_password_file.as_deref().map(read_secret).transpose()?;
+            let body = json!({ "bmc": { "url": bmc_url, "username": bmc_username, "password": password } });
+            (
+                client
+                    .call(
+                        reqwest::Method::PATCH,
+                        &format!("/v1/nodes/{name}"),
+                        Some(body),
+                    )
+                    .await?,
+                &[],
+            )
         }
         Command::Node(NodeCommand::List { site }) => {
             let path = match site {
@@ -493,6 +528,43 @@ fn digest_arg(file: Option<&Path>, given: Option<String>) -> anyhow::Result<Stri
     Ok(hex::encode(context.finish()))
 }
 
+/// Formats a table cell; columns ending in `_at` hold Unix milliseconds
+/// and are shown as UTC date and time.
+fn table_cell(column: &str, value: Option<&Value>) -> String {
+    match value.and_then(Value::as_i64) {
+        Some(ms) if column.ends_with("_at") => format_utc(ms),
+        _ => cell(value),
+    }
+}
+
+/// Formats Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
+fn format_utc(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let time = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        time / 3600,
+        time / 60 % 60,
+        time % 60
+    )
+}
+
 fn cell(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => "-".to_string(),
@@ -507,7 +579,12 @@ fn print_table(value: &Value, columns: &[&str]) {
         .map(|items| {
             items
                 .iter()
-                .map(|item| columns.iter().map(|c| cell(item.get(*c))).collect())
+                .map(|item| {
+                    columns
+                        .iter()
+                        .map(|c| table_cell(c, item.get(*c)))
+                        .collect()
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -66,7 +66,7 @@ pub async fn run(app: &App, order: &OrderContext, key: &str) -> Result<PhaseOutc
 
     Ok(PhaseOutcome::Done {
         summary: format!(
-            "credentials e-mailed to {} ({delivery}); service active",
+            "welcome e-mail to {}: {delivery}; service active",
             order.customer_email
         ),
         payload: Some(json!({ "message_id": message_id, "delivery": delivery })),
@@ -207,7 +207,10 @@ async fn deliver_once(
             set_email_state(app, order.id, Some("sent"), message_id).await?;
             Ok(match delivery {
                 Delivery::Smtp { server, response } => format!("SMTP {server}: {response}"),
-                Delivery::Outbox { path } => format!("outbox {}", path.display()),
+                Delivery::Outbox { path } => format!(
+                    "written to the outbox as {}, because no SMTP server is configured",
+                    path.display()
+                ),
             })
         }
         Err(error) => {
