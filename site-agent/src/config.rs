@@ -1,13 +1,25 @@
 //! The site agent's TOML configuration: raw structs parsed with
 //! `deny_unknown_fields`, then checked into [`Config`]. Errors name the
-//! file, the key and the fix.
+//! file, the key and the fix. `check-config` and `run` load it through the
+//! same checks.
 
-use std::net::Ipv4Addr;
+mod pxe;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rackhand_protocol::Secret;
 use serde::Deserialize;
+
+pub use pxe::PxeConfig;
+use pxe::{RawPxe, check_pxe};
+
+/// Largest `bmc.timeout_seconds`. A longer per-request timeout would let one
+/// hung BMC request hold a task for more than ten minutes.
+const MAX_BMC_TIMEOUT_SECONDS: u64 = 600;
+/// Smallest `bmc.power_on_grace_seconds`: BMCs report a new power state
+/// seconds after they accept the request.
+const MIN_POWER_ON_GRACE_SECONDS: u64 = 5;
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -52,26 +64,6 @@ struct RawControlPlane {
 #[serde(deny_unknown_fields)]
 struct RawImages {
     store: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPxe {
-    netns: Option<String>,
-    interface: String,
-    server_ip: Ipv4Addr,
-    prefix_len: u8,
-    pool_start: Ipv4Addr,
-    pool_end: Ipv4Addr,
-    router: Option<Ipv4Addr>,
-    #[serde(default)]
-    dns_servers: Vec<Ipv4Addr>,
-    lease_seconds: Option<u32>,
-    http_port: Option<u16>,
-    tftp: Option<bool>,
-    tftp_root: Option<PathBuf>,
-    bios_boot_file: Option<String>,
-    uefi_boot_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,35 +117,6 @@ impl EnrollmentToken {
                     )
                 }),
         }
-    }
-}
-
-/// The provisioning network the PXE services serve.
-#[derive(Debug, Clone)]
-pub struct PxeConfig {
-    /// Network namespace (`/run/netns/NAME`) holding `interface`; `None`
-    /// means the agent's own namespace.
-    pub netns: Option<String>,
-    pub interface: String,
-    pub server_ip: Ipv4Addr,
-    pub prefix_len: u8,
-    pub pool_start: Ipv4Addr,
-    pub pool_end: Ipv4Addr,
-    pub router: Option<Ipv4Addr>,
-    pub dns_servers: Vec<Ipv4Addr>,
-    pub lease_time: Duration,
-    pub http_port: u16,
-    /// Whether to run the TFTP server (PXE firmware that is not iPXE needs it).
-    pub tftp: bool,
-    pub tftp_root: PathBuf,
-    pub bios_boot_file: String,
-    pub uefi_boot_file: String,
-}
-
-impl PxeConfig {
-    /// Returns the base URL of the boot HTTP server as netbooting machines reach it.
-    pub fn http_base(&self) -> String {
-        format!("http://{}:{}", self.server_ip, self.http_port)
     }
 }
 
@@ -250,10 +213,7 @@ impl Config {
             .pxe
             .map(|p| check_pxe(p, &resolve, &invalid))
             .transpose()?;
-        let bmc = raw.bmc.unwrap_or(RawBmc {
-            timeout_seconds: None,
-            power_on_grace_seconds: None,
-        });
+        let bmc = check_bmc(raw.bmc, &invalid)?;
 
         Ok(Config {
             path: path.to_path_buf(),
@@ -266,54 +226,39 @@ impl Config {
             },
             image_store,
             pxe,
-            bmc: BmcConfig {
-                timeout: Duration::from_secs(bmc.timeout_seconds.unwrap_or(30)),
-                power_on_grace: Duration::from_secs(bmc.power_on_grace_seconds.unwrap_or(90)),
-            },
+            bmc,
         })
     }
 }
 
-fn check_pxe(
-    raw: RawPxe,
-    resolve: &dyn Fn(&Path) -> PathBuf,
+fn check_bmc(
+    raw: Option<RawBmc>,
     invalid: &dyn Fn(&'static str, String) -> ConfigError,
-) -> Result<PxeConfig, ConfigError> {
-    if raw.prefix_len == 0 || raw.prefix_len > 30 {
+) -> Result<BmcConfig, ConfigError> {
+    let timeout_seconds = raw.as_ref().and_then(|b| b.timeout_seconds).unwrap_or(30);
+    if timeout_seconds == 0 || timeout_seconds > MAX_BMC_TIMEOUT_SECONDS {
         return Err(invalid(
-            "pxe.prefix_len",
-            format!("{} must be between 1 and 30", raw.prefix_len),
+            "bmc.timeout_seconds",
+            format!(
+                "{timeout_seconds} is out of range; set 1 to {MAX_BMC_TIMEOUT_SECONDS} seconds (the default is 30)"
+            ),
         ));
     }
-    if raw.pool_start > raw.pool_end {
+    let grace_seconds = raw
+        .as_ref()
+        .and_then(|b| b.power_on_grace_seconds)
+        .unwrap_or(90);
+    if grace_seconds < MIN_POWER_ON_GRACE_SECONDS {
         return Err(invalid(
-            "pxe.pool_end",
-            format!("{} is before pool_start {}", raw.pool_end, raw.pool_start),
+            "bmc.power_on_grace_seconds",
+            format!(
+                "{grace_seconds} is too short for a BMC to report the power-on; set at least {MIN_POWER_ON_GRACE_SECONDS} seconds (the default is 90)"
+            ),
         ));
     }
-    let tftp_root = raw
-        .tftp_root
-        .map(|p| resolve(&p))
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/ipxe"));
-    Ok(PxeConfig {
-        netns: raw.netns,
-        interface: raw.interface,
-        server_ip: raw.server_ip,
-        prefix_len: raw.prefix_len,
-        pool_start: raw.pool_start,
-        pool_end: raw.pool_end,
-        router: raw.router,
-        dns_servers: raw.dns_servers,
-        lease_time: Duration::from_secs(u64::from(raw.lease_seconds.unwrap_or(600))),
-        http_port: raw.http_port.unwrap_or(8080),
-        tftp: raw.tftp.unwrap_or(true),
-        tftp_root,
-        bios_boot_file: raw
-            .bios_boot_file
-            .unwrap_or_else(|| "undionly.kpxe".to_string()),
-        uefi_boot_file: raw
-            .uefi_boot_file
-            .unwrap_or_else(|| "snponly.efi".to_string()),
+    Ok(BmcConfig {
+        timeout: Duration::from_secs(timeout_seconds),
+        power_on_grace: Duration::from_secs(grace_seconds),
     })
 }
 
@@ -374,5 +319,45 @@ ca_fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000
         );
         let error = parse(&text).expect_err("reversed").to_string();
         assert!(error.contains("pxe.pool_end"), "{error}");
+    }
+
+    #[test]
+    fn bmc_timeout_zero_is_rejected() {
+        let error = parse(&format!("{MINIMAL}[bmc]\ntimeout_seconds = 0\n"))
+            .expect_err("zero timeout")
+            .to_string();
+        assert!(error.contains("key `bmc.timeout_seconds`"), "{error}");
+    }
+
+    #[test]
+    fn bmc_timeout_above_limit_is_rejected() {
+        let error = parse(&format!("{MINIMAL}[bmc]\ntimeout_seconds = 601\n"))
+            .expect_err("long timeout")
+            .to_string();
+        assert!(error.contains("key `bmc.timeout_seconds`"), "{error}");
+    }
+
+    #[test]
+    fn bmc_timeout_at_limit_is_accepted() {
+        let config = parse(&format!("{MINIMAL}[bmc]\ntimeout_seconds = 600\n")).expect("valid");
+        assert_eq!(config.bmc.timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn short_power_on_grace_is_rejected() {
+        let error = parse(&format!("{MINIMAL}[bmc]\npower_on_grace_seconds = 4\n"))
+            .expect_err("short grace")
+            .to_string();
+        assert!(
+            error.contains("key `bmc.power_on_grace_seconds`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn power_on_grace_at_minimum_is_accepted() {
+        let config =
+            parse(&format!("{MINIMAL}[bmc]\npower_on_grace_seconds = 5\n")).expect("valid");
+        assert_eq!(config.bmc.power_on_grace, Duration::from_secs(5));
     }
 }
