@@ -3,6 +3,8 @@
 //! a forced race, the job queue's leases, the network and handoff phases run
 //! twice and failed midway, the e-mail outbox and the example configs.
 
+#[path = "control_plane/agent_claims.rs"]
+mod agent_claims;
 #[path = "control_plane/allocate.rs"]
 mod allocate;
 #[path = "control_plane/api.rs"]

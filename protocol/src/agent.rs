@@ -72,11 +72,17 @@ pub struct ClaimRequest {
     /// How long the control plane may hold the request open when no task is
     /// ready; it answers 204 No Content when the time runs out.
     pub wait_seconds: u32,
-    /// Set on the agent's first claims after it starts: tasks this agent
-    /// held before a restart are handed back at once instead of after
-    /// their lease expires.
+    /// Set on the agent's claims after it starts, until a claim returns 204:
+    /// tasks this agent held before a restart are handed back at once
+    /// instead of after their lease expires.
     #[serde(default)]
     pub resume: bool,
+    /// Correlation keys of the tasks the agent is running, or delivering a
+    /// result for, right now. The control plane never hands out a task whose
+    /// key is listed, even with `resume` or after its lease expired. Agents
+    /// that predate this field send none.
+    #[serde(default)]
+    pub running: Vec<String>,
 }
 
 /// A phase step handed to an agent.
@@ -220,6 +226,13 @@ mod tests {
         let json = serde_json::to_value(&step).expect("serializable");
         assert_eq!(json["kind"], "driver");
         assert_eq!(json["bmc"]["password"], "pw");
+    }
+
+    #[test]
+    fn claim_without_running_parses() {
+        let claim: ClaimRequest =
+            serde_json::from_str(r#"{"wait_seconds": 5, "resume": true}"#).expect("parses");
+        assert!(claim.running.is_empty());
     }
 
     #[test]

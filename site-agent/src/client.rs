@@ -66,12 +66,15 @@ impl ControlPlane {
     }
 
     /// Long-polls for the next task; `None` when none came in time.
-    pub async fn claim(&self, resume: bool) -> anyhow::Result<Option<Task>> {
+    /// `running` lists the correlation keys of the tasks running here, which
+    /// the control plane does not hand out.
+    pub async fn claim(&self, resume: bool, running: Vec<String>) -> anyhow::Result<Option<Task>> {
         let response = self
             .post(wire::CLAIM_PATH)
             .json(&ClaimRequest {
                 wait_seconds: CLAIM_WAIT_SECONDS,
                 resume,
+                running,
             })
             .send()
             .await

@@ -5,7 +5,9 @@
 //! A result is stored locally before it is sent, and a step whose result is
 //! stored is never run again: a re-hand-out (after a restart of either side)
 //! just resends it. Together with the per-key records of the steps
-//! themselves, this makes every hand-out of a task safe to repeat.
+//! themselves, this makes every hand-out of a task safe to repeat. Each
+//! claim lists the keys running here, so the control plane does not hand
+//! those out again in the first place.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,7 @@ pub struct Runner {
     pub failpoints: Failpoints,
     pub driver: DriverSettings,
     pub callbacks: Arc<Notify>,
+    /// Correlation keys of the tasks running (or delivering a result) here.
     running: Mutex<HashSet<String>>,
 }
 
@@ -54,28 +57,37 @@ impl Runner {
             running: Mutex::new(HashSet::new()),
         }
     }
+
+    /// Returns the correlation keys of the tasks running here.
+    pub fn running_keys(&self) -> Vec<String> {
+        self.running().iter().cloned().collect()
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.running
+            .lock()
+            .expect("the running-task set is never poisoned")
+    }
 }
 
 /// Claims and runs tasks until `shutdown`.
 pub async fn run(runner: Arc<Runner>, shutdown: CancellationToken) {
     resend_pending(&runner, &shutdown).await;
 
+    // A resumed claim hands back the tasks this agent held before it
+    // restarted, one per claim, except those listed as running. The claims
+    // stay resumed until one returns 204: then every held task is back.
     let mut resume = true;
     let mut failures: u32 = 0;
     while !shutdown.is_cancelled() {
         let claimed = tokio::select! {
-            claimed = runner.control_plane.claim(resume) => claimed,
+            claimed = runner.control_plane.claim(resume, runner.running_keys()) => claimed,
             _ = shutdown.cancelled() => return,
         };
         match claimed {
             Ok(Some(task)) => {
                 failures = 0;
-                // A resumed claim hands back the tasks this agent held before
-                // it restarted, one per call; once one comes back that is
-                // already running here, every held task has been resumed.
-                if !start(&runner, task, &shutdown) {
-                    resume = false;
-                }
+                start(&runner, task, &shutdown);
             }
             Ok(None) => {
                 failures = 0;
@@ -102,19 +114,12 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
 }
 
-/// Spawns the task unless a task with its key already runs here; returns
-/// whether it was spawned.
-fn start(runner: &Arc<Runner>, task: Task, shutdown: &CancellationToken) -> bool {
+/// Spawns the task unless a task with its key already runs here.
+fn start(runner: &Arc<Runner>, task: Task, shutdown: &CancellationToken) {
     let key = task.correlation_key.clone();
-    {
-        let mut running = runner
-            .running
-            .lock()
-            .expect("the running-task set is never poisoned");
-        if !running.insert(key.clone()) {
-            tracing::debug!(correlation_key = %key, "task handed out again while still running here; ignored");
-            return false;
-        }
+    if !runner.running().insert(key.clone()) {
+        tracing::debug!(correlation_key = %key, "task handed out again while still running here; ignored");
+        return;
     }
     let span = tracing::info_span!(
         "task",
@@ -129,15 +134,10 @@ fn start(runner: &Arc<Runner>, task: Task, shutdown: &CancellationToken) -> bool
     tokio::spawn(
         async move {
             run_task(&runner, &task, &shutdown).await;
-            runner
-                .running
-                .lock()
-                .expect("the running-task set is never poisoned")
-                .remove(&task.correlation_key);
+            runner.running().remove(&task.correlation_key);
         }
         .instrument(span),
     );
-    true
 }
 
 async fn run_task(runner: &Runner, task: &Task, shutdown: &CancellationToken) {
@@ -244,7 +244,8 @@ async fn deliver(
     }
 }
 
-/// Resends results stored before a restart.
+/// Resends results stored before a restart. Their keys count as running
+/// until delivered, so claims do not get those tasks handed out again.
 async fn resend_pending(runner: &Arc<Runner>, shutdown: &CancellationToken) {
     let pending = match runner.state.pending_reports().await {
         Ok(pending) => pending,
@@ -254,9 +255,13 @@ async fn resend_pending(runner: &Arc<Runner>, shutdown: &CancellationToken) {
         }
     };
     for (key, task_id, body) in pending {
+        runner.running().insert(key.clone());
         let runner = runner.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { deliver(&runner, task_id, &key, &body, &shutdown).await });
+        tokio::spawn(async move {
+            deliver(&runner, task_id, &key, &body, &shutdown).await;
+            runner.running().remove(&key);
+        });
     }
 }
 
@@ -293,5 +298,103 @@ async fn heartbeats(
             Ok(_) => {}
             Err(error) => tracing::warn!(error = format!("{error:#}"), "heartbeat failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rackhand_images::ImageStore;
+    use rackhand_protocol::agent::{BmcAccess, DriverStep};
+    use rackhand_protocol::{MacAddr, Phase, Secret};
+
+    use super::*;
+    use crate::enroll::Identity;
+
+    /// Builds a runner whose control plane and BMCs are unreachable
+    /// loopback ports: the tests look only at what `start` does before the
+    /// step runs.
+    async fn runner(dir: &std::path::Path) -> Arc<Runner> {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let identity = Identity {
+            tls,
+            site: "dc1".to_string(),
+        };
+        let control_plane =
+            ControlPlane::new("https://127.0.0.1:1", &identity).expect("the client builds");
+        let state = State::open(&dir.join("state"))
+            .await
+            .expect("the state opens in a new folder");
+        let store = ImageStore::open(&dir.join("images")).expect("the store opens");
+        Arc::new(Runner::new(
+            control_plane,
+            state,
+            store,
+            Failpoints::default(),
+            DriverSettings {
+                bmc_timeout: Duration::from_secs(1),
+                power_on_grace: Duration::from_secs(5),
+            },
+            Arc::new(Notify::new()),
+        ))
+    }
+
+    fn task(key: &str, step: Step) -> Task {
+        Task {
+            task_id: 7,
+            order_id: 3,
+            phase: Phase::Driver,
+            correlation_key: key.to_string(),
+            attempt: 1,
+            lease_seconds: 30,
+            step,
+        }
+    }
+
+    fn driver_step(mac: MacAddr) -> Step {
+        Step::Driver(DriverStep {
+            node_id: 11,
+            node_name: "node-new".to_string(),
+            boot_mac: mac,
+            bmc: BmcAccess {
+                driver: "redfish".to_string(),
+                url: "http://127.0.0.1:1/redfish/v1/Systems/1".to_string(),
+                username: "root".to_string(),
+                password: Secret::new("bmc-password".to_string()),
+            },
+        })
+    }
+
+    fn mac(text: &str) -> MacAddr {
+        text.parse().expect("a valid MAC")
+    }
+
+    // The test runtime runs one thread, so the spawned step has not run
+    // when `start` returns.
+    #[tokio::test]
+    async fn task_running_here_not_started_twice() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let runner = runner(dir.path()).await;
+        let shutdown = CancellationToken::new();
+        let boot_mac = mac("52:54:00:00:40:03");
+
+        start(
+            &runner,
+            task("order-3/driver", driver_step(boot_mac)),
+            &shutdown,
+        );
+        start(
+            &runner,
+            task("order-3/driver", driver_step(boot_mac)),
+            &shutdown,
+        );
+
+        assert_eq!(runner.running_keys(), vec!["order-3/driver".to_string()]);
+        shutdown.cancel();
     }
 }

@@ -3,14 +3,19 @@
 //!
 //! Hand-out: a task is claimable when `pending` and due, or `claimed` with
 //! an expired lease (its agent went silent), or `claimed` by the same agent
-//! that now asks with `resume` after a restart. Each hand-out increments the
+//! that now asks with `resume` after a restart. A task whose correlation key
+//! the claiming agent lists as running is skipped, so an agent is never
+//! handed a task it is still working on. Each hand-out increments the
 //! attempt; the agent deduplicates by correlation key, so a re-hand-out
-//! never repeats a side effect.
+//! never repeats a side effect. A task that would be handed out more than
+//! `2 × worker.max_attempts` times fails its order instead: an agent that
+//! crashes on every attempt would otherwise get it forever.
 //!
 //! Result: recording a result and advancing (or failing) the order's job
 //! happen in one transaction, and a result for a task that is already final
 //! changes nothing, so an agent may resend a result it is unsure about.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +41,21 @@ use crate::seal;
 
 /// Maximum long-poll time of a claim.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Maximum number of running correlation keys a claim may list.
+const MAX_RUNNING_KEYS: usize = 1024;
+/// Candidate rows a claim reads beyond the number of running keys, so that
+/// candidates taken by a concurrent claim still leave some to try.
+const EXTRA_CANDIDATES: usize = 4;
+
+/// The condition that makes a task claimable, shared by the candidate query
+/// and the conditional update that decides a race between two claims.
+/// Parameters: `?1` the claiming agent's id, `?2` now in ms, `?3` resume.
+macro_rules! claimable {
+    () => {
+        "((state = 'pending' AND run_after <= ?2)
+          OR (state = 'claimed' AND (lease_expires_at < ?2 OR (?3 AND claimed_by = ?1))))"
+    };
+}
 
 #[derive(sqlx::FromRow)]
 struct ClaimedRow {
@@ -53,6 +73,16 @@ pub async fn claim(
     agent: Agent,
     Body(request): Body<ClaimRequest>,
 ) -> Result<Response, ApiError> {
+    if request.running.len() > MAX_RUNNING_KEYS {
+        return Err(ApiError::invalid(
+            "running",
+            format!(
+                "lists {} correlation keys; at most {MAX_RUNNING_KEYS} are accepted",
+                request.running.len()
+            ),
+        ));
+    }
+    let running: HashSet<&str> = request.running.iter().map(String::as_str).collect();
     let wait = Duration::from_secs(u64::from(request.wait_seconds)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     let mut resume = request.resume;
@@ -61,7 +91,7 @@ pub async fn claim(
         // Register for the wake-up before looking, so a task created between
         // the look and the wait is not missed.
         let notified = app.tasks_ready.notified();
-        if let Some(row) = claim_row(&app, &agent, resume).await? {
+        if let Some(row) = claim_row(&app, &agent, resume, &running).await? {
             match build_task(&app, &row).await {
                 Ok(task) => {
                     record_claim(&app, &agent, &row).await?;
@@ -86,33 +116,103 @@ pub async fn claim(
     }
 }
 
+/// Hands out the first claimable task of the agent's site whose key is not
+/// in `running`, in id order. Candidates that reached the hand-out limit
+/// are failed on the way.
 async fn claim_row(
     app: &App,
     agent: &Agent,
     resume: bool,
-) -> Result<Option<ClaimedRow>, sqlx::Error> {
+    running: &HashSet<&str>,
+) -> Result<Option<ClaimedRow>, ApiError> {
     let now = db::now_ms();
-    let lease_ms = i64::from(app.config.agents.lease_seconds) * 1000;
-    sqlx::query_as(
-        "UPDATE agent_tasks
-         SET state = 'claimed', claimed_by = ?1, lease_expires_at = ?2, attempt = attempt + 1, updated_at = ?3
-         WHERE id = (
-             SELECT id FROM agent_tasks
-             WHERE site_id = ?4
-               AND ((state = 'pending' AND run_after <= ?3)
-                    OR (state = 'claimed' AND (lease_expires_at < ?3 OR (?5 AND claimed_by = ?1))))
-             ORDER BY id LIMIT 1)
-           AND ((state = 'pending' AND run_after <= ?3)
-                OR (state = 'claimed' AND (lease_expires_at < ?3 OR (?5 AND claimed_by = ?1))))
-         RETURNING id, order_id, phase, correlation_key, attempt",
-    )
+    let limit = i64::try_from(running.len() + EXTRA_CANDIDATES).unwrap_or(i64::MAX);
+    let candidates: Vec<(i64, String, i64)> = sqlx::query_as(concat!(
+        "SELECT id, correlation_key, attempt FROM agent_tasks
+         WHERE site_id = ?4 AND ",
+        claimable!(),
+        " ORDER BY id LIMIT ?5"
+    ))
     .bind(agent.id)
-    .bind(now + lease_ms)
     .bind(now)
-    .bind(agent.site_id)
     .bind(resume)
+    .bind(agent.site_id)
+    .bind(limit)
+    .fetch_all(&app.pool)
+    .await?;
+
+    let max_hand_outs = 2 * i64::from(app.config.worker.max_attempts);
+    for (task_id, key, attempt) in candidates {
+        if running.contains(key.as_str()) {
+            continue;
+        }
+        if attempt >= max_hand_outs {
+            fail_over_limit(app, agent, resume, task_id, max_hand_outs).await?;
+            continue;
+        }
+        // A concurrent claim may have taken the candidate since the query
+        // above; the conditional update lets exactly one of them have it.
+        let claimed: Option<ClaimedRow> = sqlx::query_as(concat!(
+            "UPDATE agent_tasks
+             SET state = 'claimed', claimed_by = ?1, lease_expires_at = ?4, attempt = attempt + 1,
+                 updated_at = ?2
+             WHERE id = ?5 AND attempt < ?6 AND ",
+            claimable!(),
+            " RETURNING id, order_id, phase, correlation_key, attempt"
+        ))
+        .bind(agent.id)
+        .bind(now)
+        .bind(resume)
+        .bind(now + i64::from(app.config.agents.lease_seconds) * 1000)
+        .bind(task_id)
+        .bind(max_hand_outs)
+        .fetch_optional(&app.pool)
+        .await?;
+        if claimed.is_some() {
+            return Ok(claimed);
+        }
+    }
+    Ok(None)
+}
+
+/// Fails a claimable task that was handed out `max_hand_outs` times
+/// already, with its job and order. The task is first taken over by the
+/// same conditional update as a hand-out (without counting one), so a task
+/// that just got a result or a live lease is left alone.
+async fn fail_over_limit(
+    app: &App,
+    agent: &Agent,
+    resume: bool,
+    task_id: i64,
+    max_hand_outs: i64,
+) -> Result<(), ApiError> {
+    let now = db::now_ms();
+    let held: Option<ClaimedRow> = sqlx::query_as(concat!(
+        "UPDATE agent_tasks
+         SET state = 'claimed', claimed_by = ?1, lease_expires_at = ?4, updated_at = ?2
+         WHERE id = ?5 AND attempt >= ?6 AND ",
+        claimable!(),
+        " RETURNING id, order_id, phase, correlation_key, attempt"
+    ))
+    .bind(agent.id)
+    .bind(now)
+    .bind(resume)
+    .bind(now + i64::from(app.config.agents.lease_seconds) * 1000)
+    .bind(task_id)
+    .bind(max_hand_outs)
     .fetch_optional(&app.pool)
-    .await
+    .await?;
+    let Some(row) = held else {
+        return Ok(());
+    };
+
+    let message = format!(
+        "handed out {} times without a final result (the limit is 2 × worker.max_attempts); \
+         site agent {} of {} may be crash-looping, see its log",
+        row.attempt, agent.id, agent.site
+    );
+    fail_task(app, &row, &message, None).await?;
+    Ok(())
 }
 
 async fn record_claim(app: &App, agent: &Agent, row: &ClaimedRow) -> Result<(), sqlx::Error> {
