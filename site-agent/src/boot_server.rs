@@ -13,9 +13,8 @@
 //! Every request is written to the access log (`state_dir/access.log`),
 //! with callback tokens masked.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -32,6 +31,7 @@ use tokio::sync::Notify;
 use tokio_util::io::ReaderStream;
 
 use crate::image_step::verify_image;
+use crate::site_nodes::SiteNodes;
 use crate::state::State;
 
 /// Seconds a node waits before asking for its script again while no boot
@@ -45,8 +45,8 @@ pub struct BootContext {
     pub store: ImageStore,
     /// `http://<server_ip>:<port>`, as the netbooting machines reach us.
     pub base_url: String,
-    /// Names of the site's nodes by boot MAC, refreshed from the control plane.
-    pub nodes: RwLock<HashMap<MacAddr, String>>,
+    /// The site's nodes, from the control plane's list and received tasks.
+    pub nodes: Arc<SiteNodes>,
     pub callbacks: Arc<Notify>,
     pub access_log: Mutex<Option<std::fs::File>>,
 }
@@ -95,11 +95,7 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
             format!("{file:?} is not <mac>.ipxe\n"),
         );
     };
-    let node = context
-        .nodes
-        .read()
-        .ok()
-        .and_then(|nodes| nodes.get(&mac).cloned());
+    let node = context.nodes.name_of(&mac);
     let boot = match context.state.latest_boot_for(mac).await {
         Ok(boot) => boot,
         Err(error) => {

@@ -9,7 +9,8 @@
 //! key before it happens, and every result is stored until acknowledged, so
 //! a task handed out again after a crash of either side is answered from
 //! the records instead of being repeated. The PXE services answer only the
-//! MACs of the site's nodes, refreshed from the control plane.
+//! MACs of the site's nodes, refreshed from the control plane and added from
+//! each task as it arrives (see [`site_nodes`]).
 
 pub mod boot_server;
 pub mod client;
@@ -19,11 +20,11 @@ pub mod enroll;
 pub mod failpoint;
 pub mod image_step;
 pub mod pxe_services;
+pub mod site_nodes;
 pub mod state;
 pub mod tasks;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -37,6 +38,7 @@ use crate::client::ControlPlane;
 use crate::config::Config;
 use crate::driver_step::DriverSettings;
 use crate::failpoint::Failpoints;
+use crate::site_nodes::SiteNodes;
 use crate::state::State;
 
 /// How often the node list is refreshed from the control plane.
@@ -67,7 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let callbacks = Arc::new(Notify::new());
-    let known = KnownMacs::new();
+    let nodes = Arc::new(SiteNodes::new(KnownMacs::new()));
 
     let boot = Arc::new(BootContext {
         state: state.clone(),
@@ -77,19 +79,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .as_ref()
             .map(|p| p.http_base())
             .unwrap_or_default(),
-        nodes: RwLock::new(HashMap::new()),
+        nodes: nodes.clone(),
         callbacks: callbacks.clone(),
         access_log: Mutex::new(open_access_log(&config)),
     });
 
     // Learn the site's nodes before answering DHCP, so the first netboot
     // after a restart is not turned away.
-    refresh_site(&control_plane, &known, &boot).await;
+    refresh_site(&control_plane, &nodes).await;
     if let Some(pxe) = &config.pxe {
         pxe_services::start(
             pxe,
             &config.state_dir,
-            known.clone(),
+            nodes.known_macs().clone(),
             boot.clone(),
             &mut tasks,
             shutdown.clone(),
@@ -100,11 +102,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let sync_plane = control_plane.clone();
     let sync_shutdown = shutdown.clone();
-    let sync_boot = boot.clone();
+    let sync_nodes = nodes.clone();
     tasks.spawn(async move {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(SITE_REFRESH) => refresh_site(&sync_plane, &known, &sync_boot).await,
+                _ = tokio::time::sleep(SITE_REFRESH) => refresh_site(&sync_plane, &sync_nodes).await,
                 _ = sync_shutdown.cancelled() => return,
             }
         }
@@ -120,6 +122,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             power_on_grace: config.bmc.power_on_grace,
         },
         callbacks,
+        nodes,
     ));
     tasks.spawn(tasks::run(runner, shutdown.clone()));
 
@@ -149,18 +152,10 @@ fn open_access_log(config: &Config) -> Option<std::fs::File> {
     }
 }
 
-async fn refresh_site(control_plane: &ControlPlane, known: &KnownMacs, boot: &BootContext) {
+async fn refresh_site(control_plane: &ControlPlane, nodes: &SiteNodes) {
+    let started = nodes.fetch_started();
     match control_plane.site().await {
-        Ok(site) => {
-            known.replace(site.nodes.iter().map(|n| n.boot_mac));
-            if let Ok(mut nodes) = boot.nodes.write() {
-                *nodes = site
-                    .nodes
-                    .into_iter()
-                    .map(|n| (n.boot_mac, n.name))
-                    .collect();
-            }
-        }
+        Ok(site) => nodes.replace_listed(started, site.nodes),
         Err(error) => tracing::warn!(
             error = format!("{error:#}"),
             "refreshing the site's nodes failed"

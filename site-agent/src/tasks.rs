@@ -8,6 +8,10 @@
 //! themselves, this makes every hand-out of a task safe to repeat. Each
 //! claim lists the keys running here, so the control plane does not hand
 //! those out again in the first place.
+//!
+//! A received task's node is added to the PXE services' nodes before its
+//! step runs, so the node's first DHCP request gets a reply even when the
+//! node was created after the last fetch of the node list.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -23,6 +27,7 @@ use crate::client::{ControlPlane, encode_report};
 use crate::driver_step::{self, DriverSettings};
 use crate::failpoint::Failpoints;
 use crate::image_step;
+use crate::site_nodes::SiteNodes;
 use crate::state::State;
 
 /// The shared state of the task loop.
@@ -34,6 +39,8 @@ pub struct Runner {
     pub failpoints: Failpoints,
     pub driver: DriverSettings,
     pub callbacks: Arc<Notify>,
+    /// The nodes the PXE services serve. Each received task adds its node.
+    pub nodes: Arc<SiteNodes>,
     /// Correlation keys of the tasks running (or delivering a result) here.
     running: Mutex<HashSet<String>>,
 }
@@ -46,6 +53,7 @@ impl Runner {
         failpoints: Failpoints,
         driver: DriverSettings,
         callbacks: Arc<Notify>,
+        nodes: Arc<SiteNodes>,
     ) -> Runner {
         Runner {
             control_plane,
@@ -54,6 +62,7 @@ impl Runner {
             failpoints,
             driver,
             callbacks,
+            nodes,
             running: Mutex::new(HashSet::new()),
         }
     }
@@ -114,8 +123,17 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
 }
 
-/// Spawns the task unless a task with its key already runs here.
+/// Adds the task's node to the PXE services' nodes, then spawns the task
+/// unless a task with its key already runs here.
 fn start(runner: &Arc<Runner>, task: Task, shutdown: &CancellationToken) {
+    let (node_id, node_name, mac) = match &task.step {
+        Step::Driver(step) => (step.node_id, &step.node_name, step.boot_mac),
+        Step::Image(step) => (step.node_id, &step.node_name, step.boot_mac),
+    };
+    if runner.nodes.add_task_node(mac, node_name) {
+        tracing::info!(node_id, node = %node_name, mac = %mac, "node of a received task added to the DHCP server's known MACs");
+    }
+
     let key = task.correlation_key.clone();
     if !runner.running().insert(key.clone()) {
         tracing::debug!(correlation_key = %key, "task handed out again while still running here; ignored");
@@ -304,8 +322,9 @@ async fn heartbeats(
 #[cfg(test)]
 mod tests {
     use rackhand_images::ImageStore;
-    use rackhand_protocol::agent::{BmcAccess, DriverStep};
+    use rackhand_protocol::agent::{BmcAccess, DriverStep, ImageSpec, ImageStep};
     use rackhand_protocol::{MacAddr, Phase, Secret};
+    use rackhand_pxe::dhcp::KnownMacs;
 
     use super::*;
     use crate::enroll::Identity;
@@ -341,6 +360,7 @@ mod tests {
                 power_on_grace: Duration::from_secs(5),
             },
             Arc::new(Notify::new()),
+            Arc::new(SiteNodes::new(KnownMacs::new())),
         ))
     }
 
@@ -376,6 +396,55 @@ mod tests {
 
     // The test runtime runs one thread, so the spawned step has not run
     // when `start` returns.
+    #[tokio::test]
+    async fn driver_task_node_known_before_step() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let runner = runner(dir.path()).await;
+        let shutdown = CancellationToken::new();
+        let boot_mac = mac("52:54:00:00:40:01");
+
+        start(
+            &runner,
+            task("order-1/driver", driver_step(boot_mac)),
+            &shutdown,
+        );
+
+        assert!(runner.nodes.known_macs().contains(&boot_mac));
+        assert_eq!(runner.nodes.name_of(&boot_mac).as_deref(), Some("node-new"));
+        assert_eq!(runner.running_keys(), vec!["order-1/driver".to_string()]);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn image_task_node_known_before_step() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let runner = runner(dir.path()).await;
+        let shutdown = CancellationToken::new();
+        let boot_mac = mac("52:54:00:00:40:02");
+        let step = Step::Image(ImageStep {
+            node_id: 12,
+            node_name: "node-image".to_string(),
+            boot_mac,
+            hostname: "web-1".to_string(),
+            image: ImageSpec {
+                name: "debian-12".to_string(),
+                kernel_sha256: "a".repeat(64),
+                initrd_sha256: "b".repeat(64),
+                kernel_args: String::new(),
+            },
+            callback_timeout_seconds: 60,
+        });
+
+        start(&runner, task("order-2/image", step), &shutdown);
+
+        assert!(runner.nodes.known_macs().contains(&boot_mac));
+        assert_eq!(
+            runner.nodes.name_of(&boot_mac).as_deref(),
+            Some("node-image")
+        );
+        shutdown.cancel();
+    }
+
     #[tokio::test]
     async fn task_running_here_not_started_twice() {
         let dir = tempfile::tempdir().expect("a temporary folder");
