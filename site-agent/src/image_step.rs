@@ -48,7 +48,7 @@ pub async fn verify_image(
                 ..
             }) => {
                 return Err(format!(
-                    "image {image}: {role} {} has sha256 {actual}, expected {expected}; it was quarantined and will not be served",
+                    "image {image}: {role} {} has sha256 {actual}, expected {expected}; it was quarantined and will not be served. Import the right file with `rackhand-site-agent image import`, then retry the order",
                     path.display()
                 ));
             }
