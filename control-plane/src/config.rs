@@ -307,6 +307,12 @@ impl Checker<'_> {
         let database_url = raw
             .database_url
             .unwrap_or_else(|| format!("sqlite://{}", state_dir.join("rackhand.db").display()));
+        if database_url.contains(":memory:") || database_url.contains("mode=memory") {
+            return Err(self.invalid(
+                "database_url",
+                "an in-memory database loses every order on restart; give a file such as sqlite:///var/lib/rackhand/rackhand.db",
+            ));
+        }
         if !database_url.starts_with("sqlite:") {
             // TODO: accept postgres:// URLs once the PostgreSQL backend exists.
             return Err(self.invalid(
@@ -435,6 +441,16 @@ impl Checker<'_> {
         let server_names = raw
             .server_names
             .unwrap_or_else(|| vec!["localhost".to_string(), "127.0.0.1".to_string()]);
+        for name in &server_names {
+            let valid =
+                name.parse::<std::net::IpAddr>().is_ok() || crate::names::check_fqdn(name).is_ok();
+            if !valid {
+                return Err(self.invalid(
+                    "agents.server_names",
+                    format!("{name:?} is neither an IP address nor a DNS name"),
+                ));
+            }
+        }
         if server_names.is_empty() {
             return Err(self.invalid(
                 "agents.server_names",
@@ -477,6 +493,12 @@ impl Checker<'_> {
                 "missing; set webhook_secret or webhook_secret_file to the endpoint's signing secret (whsec_...)",
             ));
         };
+        if !webhook_secret.expose().starts_with("whsec_") || webhook_secret.expose().len() < 16 {
+            return Err(self.invalid(
+                "stripe.webhook_secret",
+                "is not a Stripe endpoint signing secret; copy the whole whsec_... value from the endpoint's settings",
+            ));
+        }
         Ok(StripeConfig {
             webhook_secret,
             tolerance_seconds: raw.tolerance_seconds.unwrap_or(300),
@@ -664,16 +686,31 @@ impl Checker<'_> {
                 key,
                 "set either the value or the matching *_file key, not both",
             )),
-            (Some(value), None) => Ok(Some(Secret::new(value))),
+            (Some(value), None) => self.usable_secret(key, value).map(Some),
             (None, Some(file)) => {
                 let file = self.resolve(&file);
                 let text = std::fs::read_to_string(&file).map_err(|error| {
                     self.invalid(key, format!("cannot read {}: {error}", file.display()))
                 })?;
-                Ok(Some(Secret::new(text.trim().to_string())))
+                self.usable_secret(key, text.trim().to_string()).map(Some)
             }
             (None, None) => Ok(None),
         }
+    }
+
+    /// Rejects an empty secret and the examples' `REPLACE_ME` placeholder: a
+    /// guessable secret would let anyone forge what it protects.
+    fn usable_secret(&self, key: &'static str, value: String) -> Result<Secret, ConfigError> {
+        if value.trim().is_empty() {
+            return Err(self.invalid(key, "is empty; set the real secret"));
+        }
+        if value.contains("REPLACE_ME") {
+            return Err(self.invalid(
+                key,
+                "still holds the example placeholder REPLACE_ME; set the real secret",
+            ));
+        }
+        Ok(Secret::new(value))
     }
 }
 

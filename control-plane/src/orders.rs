@@ -61,14 +61,11 @@ pub enum OrderError {
 /// Creates an order in `pending_payment` with an open invoice for the
 /// product's price.
 pub async fn create(pool: &Pool, request: &NewOrder) -> Result<CreatedOrder, OrderError> {
-    let email = request.customer_email.trim();
-    if email.parse::<lettre::message::Mailbox>().is_err() || !email.contains('@') {
-        return Err(OrderError::Invalid {
-            field: "customer_email",
-            message: format!("{email:?} is not an e-mail address"),
-        });
-    }
-    if let Some(hostname) = &request.hostname {
+    let email = check_email(&request.customer_email)?;
+    // Host names are case-insensitive in DNS; store them in lower case so
+    // that WEB1 and web1 are one name.
+    let hostname = request.hostname.as_deref().map(str::to_ascii_lowercase);
+    if let Some(hostname) = &hostname {
         names::check_label(hostname).map_err(|message| OrderError::Invalid {
             field: "hostname",
             message,
@@ -102,18 +99,8 @@ pub async fn create(pool: &Pool, request: &NewOrder) -> Result<CreatedOrder, Ord
         site_id,
     )
     .await?;
-    if let Some(hostname) = &request.hostname {
-        let taken: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM orders WHERE hostname = ? AND state != 'failed' LIMIT 1",
-        )
-        .bind(hostname)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(other) = taken {
-            return Err(OrderError::Conflict(format!(
-                "host name {hostname:?} is already used by order {other}; choose another"
-            )));
-        }
+    if let Some(hostname) = &hostname {
+        check_hostname_free(&mut tx, hostname, None).await?;
     }
 
     let now = db::now_ms();
@@ -125,13 +112,13 @@ pub async fn create(pool: &Pool, request: &NewOrder) -> Result<CreatedOrder, Ord
     .bind(&uid)
     .bind(product_id)
     .bind(site_id)
-    .bind(email)
-    .bind(request.hostname.as_deref().unwrap_or(""))
+    .bind(&email)
+    .bind(hostname.as_deref().unwrap_or(""))
     .bind(now)
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    if request.hostname.is_none() {
+    if hostname.is_none() {
         sqlx::query("UPDATE orders SET hostname = ? WHERE id = ?")
             .bind(format!("srv-{order_id}"))
             .bind(order_id)
@@ -159,6 +146,48 @@ pub async fn create(pool: &Pool, request: &NewOrder) -> Result<CreatedOrder, Ord
         currency,
         state: "pending_payment",
     })
+}
+
+/// Returns the address part of a customer e-mail address, refusing what
+/// cannot receive the welcome e-mail.
+fn check_email(text: &str) -> Result<String, OrderError> {
+    let invalid = || OrderError::Invalid {
+        field: "customer_email",
+        message: format!("{text:?} is not an e-mail address such as customer@example.net"),
+    };
+    let mailbox: lettre::message::Mailbox = text.trim().parse().map_err(|_| invalid())?;
+    let address = mailbox.email.to_string();
+    // A domain without a dot (a@b, a@localhost) cannot receive mail from
+    // the Internet.
+    let domain = address
+        .rsplit_once('@')
+        .map(|(_, domain)| domain)
+        .unwrap_or_default();
+    if !domain.contains('.') || mailbox.name.is_some() {
+        return Err(invalid());
+    }
+    Ok(address)
+}
+
+/// Refuses a host name that another live (not failed) order uses.
+async fn check_hostname_free(
+    tx: &mut Tx<'_>,
+    hostname: &str,
+    except_order: Option<i64>,
+) -> Result<(), OrderError> {
+    let taken: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM orders WHERE lower(hostname) = ? AND state != 'failed' AND id != ? LIMIT 1",
+    )
+    .bind(hostname)
+    .bind(except_order.unwrap_or(-1))
+    .fetch_optional(&mut **tx)
+    .await?;
+    match taken {
+        Some(other) => Err(OrderError::Conflict(format!(
+            "host name {hostname:?} is already used by order {other}; choose another"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Refuses an order that no node of the site could ever fill (422), or that
@@ -247,12 +276,12 @@ pub async fn mark_failed(
 /// earlier attempt may have delivered it.
 pub async fn retry(pool: &Pool, order_id: i64, resend_email: bool) -> Result<(), OrderError> {
     let mut tx = db::begin(pool).await?;
-    let row: Option<(String, Option<String>)> =
-        sqlx::query_as("SELECT state, failed_phase FROM orders WHERE id = ?")
+    let row: Option<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT state, failed_phase, hostname FROM orders WHERE id = ?")
             .bind(order_id)
             .fetch_optional(&mut *tx)
             .await?;
-    let (state, failed_phase) = row.ok_or_else(|| OrderError::NotFound {
+    let (state, failed_phase, hostname) = row.ok_or_else(|| OrderError::NotFound {
         what: "order",
         name: order_id.to_string(),
     })?;
@@ -263,6 +292,8 @@ pub async fn retry(pool: &Pool, order_id: i64, resend_email: bool) -> Result<(),
             action: "only failed orders can be retried",
         });
     }
+    // Another order may have taken the host name while this one was failed.
+    check_hostname_free(&mut tx, &hostname.to_ascii_lowercase(), Some(order_id)).await?;
 
     let now = db::now_ms();
     sqlx::query(

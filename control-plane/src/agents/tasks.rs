@@ -116,8 +116,8 @@ pub async fn claim(
     }
 }
 
-/// Hands out the first claimable task of the agent's site whose key is not
-/// in `running`, in id order. Candidates that reached the hand-out limit
+/// Hands out the first claimable task of the agent's site, in id order,
+/// skipping claimed tasks whose key is in `running`. Candidates that reached the hand-out limit
 /// are failed on the way.
 async fn claim_row(
     app: &App,
@@ -127,8 +127,8 @@ async fn claim_row(
 ) -> Result<Option<ClaimedRow>, ApiError> {
     let now = db::now_ms();
     let limit = i64::try_from(running.len() + EXTRA_CANDIDATES).unwrap_or(i64::MAX);
-    let candidates: Vec<(i64, String, i64)> = sqlx::query_as(concat!(
-        "SELECT id, correlation_key, attempt FROM agent_tasks
+    let candidates: Vec<(i64, String, i64, String)> = sqlx::query_as(concat!(
+        "SELECT id, correlation_key, attempt, state FROM agent_tasks
          WHERE site_id = ?4 AND ",
         claimable!(),
         " ORDER BY id LIMIT ?5"
@@ -142,8 +142,11 @@ async fn claim_row(
     .await?;
 
     let max_hand_outs = 2 * i64::from(app.config.worker.max_attempts);
-    for (task_id, key, attempt) in candidates {
-        if running.contains(key.as_str()) {
+    for (task_id, key, attempt, state) in candidates {
+        // Only a claimed task can be running on the agent. A pending one
+        // was requeued after the agent reported a retryable failure, which
+        // the agent may still list as running while its claim was open.
+        if state == "claimed" && running.contains(key.as_str()) {
             continue;
         }
         if attempt >= max_hand_outs {

@@ -107,6 +107,12 @@ fn check_hardware(node: &NewNode) -> Result<(), ApiError> {
     }
     // The low bit of the first octet marks group (multicast and broadcast)
     // addresses, which no NIC boots from.
+    if node.boot_mac.0 == [0; 6] {
+        return Err(ApiError::invalid(
+            "boot_mac",
+            "00:00:00:00:00:00 is not a NIC's address",
+        ));
+    }
     if node.boot_mac.0[0] & 1 == 1 {
         return Err(ApiError::invalid(
             "boot_mac",
@@ -265,6 +271,12 @@ pub async fn update_node(
         .await?;
     let id = id.ok_or_else(|| ApiError::not_found("node", format!("{name:?}")))?;
     let changes = update.bmc;
+    if changes.url.is_none() && changes.username.is_none() && changes.password.is_none() {
+        return Err(ApiError::invalid(
+            "bmc",
+            "nothing to change; give url, username or password",
+        ));
+    }
     let url = changes.url.as_deref().map(normalize_bmc_url).transpose()?;
     if let Some(username) = &changes.username
         && username.trim().is_empty()

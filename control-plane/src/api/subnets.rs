@@ -46,6 +46,20 @@ fn parse_cidr(text: &str) -> Result<Ipv4Cidr, ApiError> {
     let cidr: Ipv4Cidr = text
         .parse()
         .map_err(|e: ipam::CidrError| ApiError::invalid("cidr", e.to_string()))?;
+    let first_octet = cidr.network.octets()[0];
+    let special = match first_octet {
+        0 => Some("0.0.0.0/8 is \"this network\" (RFC 791)"),
+        127 => Some("127.0.0.0/8 is loopback"),
+        224..=239 => Some("224.0.0.0/4 is multicast"),
+        240..=255 => Some("240.0.0.0/4 is reserved"),
+        _ => None,
+    };
+    if let Some(reason) = special {
+        return Err(ApiError::invalid(
+            "cidr",
+            format!("{cidr} cannot hold service addresses: {reason}"),
+        ));
+    }
     if cidr.prefix_len < MIN_PREFIX_LEN {
         return Err(ApiError::invalid(
             "cidr",
@@ -203,6 +217,15 @@ pub async fn list_subnets(
     )
     .fetch_all(&app.pool)
     .await?;
+    let rows = rows
+        .into_iter()
+        .map(|mut row: SubnetRow| {
+            if row.ptr_zone.is_none() {
+                row.ptr_zone = row.cidr.parse::<Ipv4Cidr>().ok().map(|c| c.reverse_zone());
+            }
+            row
+        })
+        .collect();
     Ok(Json(rows))
 }
 
@@ -227,5 +250,7 @@ mod tests {
         assert!(parse_cidr("0.0.0.0/0").is_err());
         assert!(parse_cidr("2001:db8::/64").is_err());
         assert!(parse_cidr("203.0.113.7/32").is_ok());
+        assert!(parse_cidr("224.0.0.0/24").is_err());
+        assert!(parse_cidr("127.0.0.0/8").is_err());
     }
 }

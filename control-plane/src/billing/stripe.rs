@@ -146,7 +146,10 @@ pub fn interpret(event: &Event) -> Meaning {
             let status = object.get("payment_status").and_then(Value::as_str);
             if status != Some("paid") {
                 return Meaning::Irrelevant(format!(
-                    "checkout session payment_status is {status:?}, not \"paid\""
+                    "checkout session payment_status is {}, not \"paid\"",
+                    status
+                        .map(|s| format!("{s:?}"))
+                        .unwrap_or_else(|| "missing".to_string())
                 ));
             }
             let client_ref = object.get("client_reference_id").and_then(Value::as_str);

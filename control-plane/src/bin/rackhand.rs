@@ -614,7 +614,11 @@ fn print_order(order: &Value) {
     println!("  state:    {}", field("state"));
     println!("  product:  {} at site {}", field("product"), field("site"));
     println!("  customer: {}", field("customer_email"));
-    println!("  hostname: {}  address: {}", field("fqdn"), field("ipv4"));
+    let hostname = match order.get("fqdn").and_then(Value::as_str) {
+        Some(fqdn) => fqdn.to_string(),
+        None => format!("{} (domain added in the network phase)", field("hostname")),
+    };
+    println!("  hostname: {hostname}  address: {}", field("ipv4"));
     println!("  node:     {}", field("node"));
     println!(
         "  invoice:  {} ({} {} {})",

@@ -306,3 +306,23 @@ async fn too_many_running_keys_rejected() {
     );
     assert!(reply.text.contains("running"), "{}", reply.text);
 }
+
+#[tokio::test]
+async fn requeued_task_handed_out_though_listed_running() {
+    let plane = ready_plane().await;
+    let (_, key) = order_waiting_for_agent(&plane, "n1", "52:54:00:00:20:01").await;
+    assert_eq!(correlation_key(&claim(&plane, false, &[]).await), key);
+
+    // The agent reported a retryable failure and the task was requeued,
+    // while the agent's open claim still lists the key as running.
+    set_task(
+        &plane,
+        &key,
+        "UPDATE agent_tasks SET state = 'pending', run_after = 0, lease_expires_at = NULL WHERE correlation_key = ?",
+    )
+    .await;
+    let retried = claim(&plane, false, &[&key]).await;
+
+    assert_eq!(correlation_key(&retried), key);
+    assert_eq!(retried.json["attempt"], 2);
+}

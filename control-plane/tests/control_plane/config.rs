@@ -42,17 +42,38 @@ fn every_example_config_parses() {
         deploy_dir().display()
     );
     for path in &examples {
-        if let Err(error) = Config::load(path) {
+        if let Err(error) = load_filled_in(path) {
             panic!("{}: {error}", path.display());
         }
     }
+}
+
+/// Loads an example with its `REPLACE_ME` placeholders filled in, as an
+/// operator would before the first start.
+fn load_filled_in(path: &Path) -> Result<Config, rackhand_control_plane::config::ConfigError> {
+    let text = std::fs::read_to_string(path).expect("the example is readable");
+    Config::parse(
+        path,
+        &text.replace("REPLACE_ME", "filled-in-by-the-operator-0123"),
+    )
+}
+
+#[test]
+fn unedited_example_is_rejected() {
+    let path = deploy_dir().join("examples").join("control-plane.toml");
+
+    let error = Config::load(&path)
+        .expect_err("placeholders are refused")
+        .to_string();
+
+    assert!(error.contains("REPLACE_ME"), "{error}");
 }
 
 #[test]
 fn main_example_sets_every_section() {
     let path = deploy_dir().join("examples").join("control-plane.toml");
 
-    let config = Config::load(&path).unwrap_or_else(|error| panic!("{error}"));
+    let config = load_filled_in(&path).unwrap_or_else(|error| panic!("{error}"));
 
     assert_eq!(config.api.tokens.len(), 2);
     assert!(config.stripe.is_some());

@@ -243,3 +243,95 @@ async fn node_update_for_unknown_node_is_not_found() {
 
     assert_status(&reply, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn hostname_conflict_ignores_case() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+    plane.create_node("n1", "52:54:00:00:20:01").await;
+    plane.create_node("n2", "52:54:00:00:20:02").await;
+    plane.create("/v1/orders", &order_body("web1")).await;
+
+    let reply = plane.post("/v1/orders", &order_body("WEB1")).await;
+
+    assert_status(&reply, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn retry_refused_when_hostname_taken() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+    plane.create_node("n1", "52:54:00:00:20:01").await;
+    plane.create_node("n2", "52:54:00:00:20:02").await;
+    let first = plane.create("/v1/orders", &order_body("web1")).await;
+    let first_id = crate::harness::id_of(&first, "order_id");
+    sqlx::query("UPDATE orders SET state = 'failed', failed_phase = 'driver' WHERE id = ?")
+        .bind(first_id)
+        .execute(&plane.app.pool)
+        .await
+        .expect("updates");
+    plane.create("/v1/orders", &order_body("web1")).await;
+
+    let reply = plane
+        .post(&format!("/v1/orders/{first_id}/retry"), &json!({}))
+        .await;
+
+    assert_status(&reply, StatusCode::CONFLICT);
+    assert_eq!(plane.order_state(first_id).await, "failed");
+}
+
+#[tokio::test]
+async fn customer_email_is_checked_and_normalized() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+    plane.create_node("n1", "52:54:00:00:20:01").await;
+    for bad in [
+        "a@b",
+        "a@localhost",
+        "Customer <c@example.com>",
+        "not-an-address",
+    ] {
+        let mut body = order_body("web1");
+        body["customer_email"] = json!(bad);
+        let reply = plane.post("/v1/orders", &body).await;
+        assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(reply.json["field"], "customer_email", "{bad}");
+    }
+    let mut body = order_body("web1");
+    body["customer_email"] = json!("  c@example.com ");
+    plane.create("/v1/orders", &body).await;
+    let stored: String = sqlx::query_scalar("SELECT customer_email FROM orders")
+        .fetch_one(&plane.app.pool)
+        .await
+        .expect("reads");
+    assert_eq!(stored, "c@example.com");
+}
+
+#[tokio::test]
+async fn special_networks_are_rejected() {
+    let plane = TestPlane::start().await;
+    plane.create("/v1/sites", &json!({ "name": SITE })).await;
+    for cidr in ["224.0.0.0/24", "127.0.0.0/8", "240.0.0.0/24", "0.0.0.0/8"] {
+        let reply = plane
+            .post(
+                "/v1/subnets",
+                &json!({ "name": "s", "site": SITE, "cidr": cidr }),
+            )
+            .await;
+        assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(reply.json["field"], "cidr", "{cidr}");
+    }
+}
+
+#[tokio::test]
+async fn all_zero_mac_is_rejected() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+
+    let reply = plane
+        .post("/v1/nodes", &node_body("n1", "00:00:00:00:00:00", "pw"))
+        .await;
+
+    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.json["field"], "boot_mac");
+}
