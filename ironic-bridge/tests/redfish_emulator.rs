@@ -288,3 +288,50 @@ async fn https_with_endpoint_ca_is_trusted() {
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn system_url_with_foreign_mac_fails_before_power_action() {
+    let bmc = Bmc::start(false);
+    // System 0's URL with system 1's boot MAC: a node record pointing at
+    // another machine's BMC.
+    let endpoint = BmcEndpoint {
+        boot_mac: Some(bmc.mac(1)),
+        ..bmc.endpoint(bmc.system_url(0))
+    };
+    let driver = RedfishDriver::new(endpoint).expect("valid endpoint");
+
+    let error = driver.power_on().await.expect_err("the MAC does not match");
+
+    assert!(
+        matches!(error, DriverError::SystemNotFound { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains(&bmc.mac(1).to_string()),
+        "{error}"
+    );
+    assert_eq!(
+        bmc.requests(
+            "POST",
+            &format!(
+                "{}/Actions/ComputerSystem.Reset",
+                bmc.system_url(0).trim_start_matches(bmc.var("REDFISH_URL"))
+            )
+        ),
+        0
+    );
+}
+
+#[tokio::test]
+async fn system_url_with_its_own_mac_passes() {
+    let bmc = Bmc::start(false);
+    let endpoint = BmcEndpoint {
+        boot_mac: Some(bmc.mac(0)),
+        ..bmc.endpoint(bmc.system_url(0))
+    };
+    let driver = RedfishDriver::new(endpoint).expect("valid endpoint");
+
+    let system = driver.system_url().await.expect("the MAC matches");
+
+    assert_eq!(system.as_str(), bmc.system_url(0));
+}

@@ -162,6 +162,31 @@ pub(crate) async fn discover_system(
     )))
 }
 
+/// Checks that the ComputerSystem at `system_url` has an EthernetInterface
+/// with `mac`. A system that lists no EthernetInterfaces cannot be checked
+/// and passes.
+pub(crate) async fn check_system_mac(
+    client: &RedfishClient,
+    system_url: &Url,
+    mac: MacAddr,
+) -> Result<(), DriverError> {
+    let system: ComputerSystem = client.get_json(system_url).await?;
+    match interface_macs(client, system_url, &system).await? {
+        Some(macs) if !macs.contains(&mac) => Err(DriverError::SystemNotFound {
+            node: client.node().to_string(),
+            url: system_url.to_string(),
+            reason: format!(
+                "this ComputerSystem has no EthernetInterface with the node's boot MAC {mac}; the node's BMC URL or boot MAC is wrong"
+            ),
+        }),
+        Some(_) => Ok(()),
+        None => {
+            tracing::debug!(node = client.node(), system = %system_url, "ComputerSystem lists no EthernetInterfaces; boot MAC not checked");
+            Ok(())
+        }
+    }
+}
+
 /// Reads the MAC of each EthernetInterface of `system` (at `system_url`), in
 /// collection order without duplicates. Returns `None` when the system has
 /// no EthernetInterfaces link.

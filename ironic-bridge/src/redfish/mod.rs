@@ -81,11 +81,20 @@ impl RedfishDriver {
     }
 
     /// Returns the ComputerSystem URL, discovering it on the first call.
+    ///
+    /// A URL given directly is checked against the boot MAC on the first
+    /// call, so that a node record pointing at another machine's BMC fails
+    /// before any power action instead of power-cycling that machine.
     pub async fn system_url(&self) -> Result<&Url, DriverError> {
         self.system_url
             .get_or_try_init(|| async {
                 match &self.target {
-                    Target::System(url) => Ok(url.clone()),
+                    Target::System(url) => {
+                        if let Some(mac) = self.boot_mac {
+                            discovery::check_system_mac(&self.client, url, mac).await?;
+                        }
+                        Ok(url.clone())
+                    }
                     Target::ServiceRoot(root) => {
                         discovery::discover_system(&self.client, root, self.boot_mac).await
                     }
