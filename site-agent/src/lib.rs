@@ -44,6 +44,51 @@ use crate::state::State;
 /// How often the node list is refreshed from the control plane.
 const SITE_REFRESH: Duration = Duration::from_secs(15);
 
+/// Checks what the agent needs from the machine before it changes anything:
+/// the provisioning namespace and interface exist, and an agent that is not
+/// enrolled yet can read its enrollment token. `check-config` runs it too.
+pub fn preflight(config: &Config) -> anyhow::Result<()> {
+    if let Some(pxe) = &config.pxe {
+        let factory = match &pxe.netns {
+            Some(name) => {
+                if !std::path::Path::new("/run/netns").join(name).exists() {
+                    anyhow::bail!(
+                        "{}: pxe.netns {name:?} does not exist (see `ip netns list`); create it or fix the key",
+                        config.path.display()
+                    );
+                }
+                rackhand_pxe::netns::SocketFactory::for_namespace(name)?
+            }
+            None => rackhand_pxe::netns::SocketFactory::host(),
+        };
+        let probe = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
+        let options = rackhand_pxe::netns::UdpOptions {
+            bind_device: Some(pxe.interface.clone()),
+            ..Default::default()
+        };
+        factory.udp(probe, options).with_context(|| {
+            format!(
+                "{}: pxe.interface {:?} is not usable in network namespace {}; fix the key or the network",
+                config.path.display(),
+                pxe.interface,
+                pxe.netns.as_deref().unwrap_or("of the agent")
+            )
+        })?;
+    }
+    if !enroll::IdentityFiles::in_dir(&config.state_dir).exist() {
+        let token = config.control_plane.enrollment_token.as_ref().with_context(|| {
+            format!(
+                "{}: this agent is not enrolled yet; set control_plane.enrollment_token_file to a token from `rackhand site enroll-token SITE`",
+                config.path.display()
+            )
+        })?;
+        token
+            .read()
+            .map_err(|message| anyhow::anyhow!("{}: {message}", config.path.display()))?;
+    }
+    Ok(())
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let failpoints = Failpoints::from_env();
@@ -57,6 +102,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let store = ImageStore::open(&config.image_store)?;
+    // Before the one-time token is spent: an agent that then cannot open
+    // its PXE sockets would need a new token after the fix.
+    preflight(&config)?;
     let identity = enroll::ensure_identity(&config.state_dir, &config.control_plane).await?;
     let control_plane = ControlPlane::new(&config.control_plane.url, &identity)?;
     tracing::info!(

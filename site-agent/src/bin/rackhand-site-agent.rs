@@ -79,6 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let config = Config::load(&config)?;
+            rackhand_site_agent::preflight(&config)?;
             println!("{}: ok", config.path.display());
             Ok(())
         }
