@@ -314,6 +314,7 @@ mod vm {
 
         // Record the lab network while the node boots.
         let capture = stack.dir.join("lab.pcap");
+        let capture_log = stack.dir.join("tcpdump.log");
         let mut tcpdump = std::process::Command::new("ip")
             .args([
                 "netns",
@@ -328,9 +329,21 @@ mod vm {
             .args(["-U", "-s", "0", "-w"])
             .arg(&capture)
             .arg("tcp port 8080")
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&capture_log)?)
             .spawn()?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // tcpdump prints "listening on" once it captures; only then may the
+        // node boot.
+        let listening = std::time::Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&capture_log)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            assert!(
+                std::time::Instant::now() < listening,
+                "tcpdump did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
 
         let order = stack.place_order("web4").await?;
         stack.pay(order.invoice_id).await?;
@@ -365,6 +378,8 @@ mod vm {
             "an image file was requested:\n{access}"
         );
 
+        // Let tcpdump write the packets of the last request before it stops.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let _ = std::process::Command::new("kill")
             .arg("-INT")
             .arg(tcpdump.id().to_string())
