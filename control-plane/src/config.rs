@@ -775,7 +775,7 @@ listen = "127.0.0.1:8080"
     }
 
     #[test]
-    fn same_listen_address_for_api_and_agents_is_rejected() {
+    fn shared_listen_address_is_rejected() {
         let text = "state_dir = \"/s\"\n[api]\nlisten = \"127.0.0.1:8443\"\n";
         let error = parse(text).expect_err("collision").to_string();
         assert!(error.contains("agents.listen"), "{error}");

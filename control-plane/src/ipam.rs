@@ -20,12 +20,12 @@ impl Ipv4Cidr {
         }
     }
 
-    /// Whether `address` lies inside the network.
+    /// Returns whether `address` lies inside the network.
     pub fn contains(&self, address: Ipv4Addr) -> bool {
         u32::from(address) & self.mask() == u32::from(self.network)
     }
 
-    /// The first and last usable host addresses. /31 and /32 networks have
+    /// Returns the first and last usable host addresses. /31 and /32 networks have
     /// no network or broadcast address (RFC 3021), so every address counts.
     pub fn host_range(&self) -> (Ipv4Addr, Ipv4Addr) {
         let network = u32::from(self.network);
@@ -37,7 +37,7 @@ impl Ipv4Cidr {
         }
     }
 
-    /// The reverse zone that holds this network's PTR records, rounded out
+    /// Returns the reverse zone that contains this network's PTR records, rounded out
     /// to a whole octet (`10.99.0.0/24` → `0.99.10.in-addr.arpa.`).
     pub fn reverse_zone(&self) -> String {
         let octets = self.network.octets();

@@ -4,7 +4,7 @@
 //!
 //! Delivery must not happen twice, and SMTP cannot confirm "exactly once",
 //! so the handoff phase records its intent before [`Mailer::send`] and
-//! [`SendError::delivery_unknown`] tells it when a failure may have happened
+//! [`SendError::delivery_unknown`] reports when a failure may have happened
 //! after the server accepted the message.
 
 use std::path::{Path, PathBuf};
@@ -298,7 +298,7 @@ fn write_outbox(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 
-    // The message holds a root password: only the owner may read the folder
+    // The message contains a root password: only the owner may read the folder
     // and the file.
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::DirBuilder::new()

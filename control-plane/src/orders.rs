@@ -36,7 +36,7 @@ pub struct CreatedOrder {
     pub state: &'static str,
 }
 
-/// Why an order operation was refused.
+/// A rejected order operation.
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
     #[error("{what} {name:?} not found")]

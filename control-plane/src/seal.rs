@@ -161,12 +161,12 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// The context string for a node's BMC password.
+/// Returns the context string for a node's BMC password.
 pub fn bmc_password_context(node_id: i64) -> String {
     format!("node:{node_id}:bmc_password")
 }
 
-/// The context string for a service's root password.
+/// Returns the context string for a service's root password.
 pub fn root_password_context(order_id: i64) -> String {
     format!("order:{order_id}:root_password")
 }

@@ -76,7 +76,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
 }
 
 /// Creates `dir` if needed and makes it readable only by its owner: it
-/// holds the database (customer data), the CA key and the sealing key.
+/// contains the database (customer data), the CA key and the sealing key.
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::create_dir_all(dir)
@@ -89,7 +89,7 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
-/// Loads the sealing key, creating it only for a database that holds no
+/// Loads the sealing key, creating it only for a database that contains no
 /// sealed value yet: a missing key for existing secrets is an error, never
 /// a silent new key that would make them unreadable.
 async fn load_sealer(config: &Config, pool: &db::Pool) -> anyhow::Result<Sealer> {
@@ -104,7 +104,7 @@ async fn load_sealer(config: &Config, pool: &db::Pool) -> anyhow::Result<Sealer>
     .await?;
     if sealed > 0 {
         anyhow::bail!(
-            "sealing key file {} is missing but the database holds sealed secrets; restore the key file",
+            "sealing key file {} is missing but the database contains sealed secrets; restore the key file",
             path.display()
         );
     }
@@ -140,7 +140,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "control plane started"
     );
     if app.config.api.tokens.is_empty() {
-        tracing::warn!("no [[api.tokens]] configured; every operator API request will be refused");
+        tracing::warn!("no [[api.tokens]] configured; every operator API request will be rejected");
     }
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -290,7 +290,7 @@ async fn https_with_endpoint_ca_is_trusted() {
 }
 
 #[tokio::test]
-async fn system_url_with_foreign_mac_fails_before_power_action() {
+async fn foreign_mac_fails_before_power_on() {
     let bmc = Bmc::start(false);
     // System 0's URL with system 1's boot MAC: a node record pointing at
     // another machine's BMC.

@@ -14,7 +14,7 @@ use crate::{MacAddr, Phase, Secret};
 /// `POST`: exchange a one-time enrollment token and a CSR for a certificate.
 /// The only agent path that accepts a TLS client without a certificate.
 pub const ENROLL_PATH: &str = "/agent/v1/enroll";
-/// `GET`: the agent's site and the nodes whose MACs its DHCP server answers.
+/// `GET`: the agent's site and the nodes whose MACs its DHCP server serves.
 pub const SITE_PATH: &str = "/agent/v1/site";
 /// `POST`: long-poll for the next task of this agent's site.
 pub const CLAIM_PATH: &str = "/agent/v1/tasks/claim";
@@ -40,7 +40,7 @@ pub struct EnrollRequest {
     pub agent_version: String,
 }
 
-/// Answer to [`EnrollRequest`].
+/// Response to [`EnrollRequest`].
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EnrollResponse {
     /// The site the certificate names; the agent acts only for this site.
@@ -51,7 +51,7 @@ pub struct EnrollResponse {
     pub ca_pem: String,
 }
 
-/// Answer to [`SITE_PATH`].
+/// Response to [`SITE_PATH`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SiteState {
     pub site: String,
@@ -101,7 +101,7 @@ pub struct Task {
     pub step: Step,
 }
 
-/// What the agent must do.
+/// The work a task asks of the agent.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Step {
@@ -180,7 +180,7 @@ pub struct TaskReport {
     pub outcome: Outcome,
 }
 
-/// How a step ended.
+/// The result of a step.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {

@@ -38,7 +38,7 @@ use crate::state::State;
 /// is armed for it.
 const RETRY_SECONDS: u32 = 5;
 
-/// What the handlers share.
+/// The state the handlers share.
 #[derive(Debug)]
 pub struct BootContext {
     pub state: State,

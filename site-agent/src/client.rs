@@ -47,7 +47,7 @@ impl ControlPlane {
             return Ok(response);
         }
         let body = response.text().await.unwrap_or_default();
-        bail!("control plane refused {what}: {status}: {body}")
+        bail!("control plane rejected {what}: {status}: {body}")
     }
 
     /// Fetches the site's nodes.

@@ -31,7 +31,7 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Power-on requests allowed per correlation key (the first, plus one after
 /// the grace period proved it lost).
 const MAX_SENDS: i64 = 2;
-/// Longest wait for a forced power-off of a node found running.
+/// Maximum wait for a forced power-off of a node found running.
 const POWER_OFF_WAIT: Duration = Duration::from_secs(60);
 
 /// Settings the step needs from the agent's configuration.

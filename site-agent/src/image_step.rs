@@ -2,7 +2,7 @@
 //! the booted system's callback.
 //!
 //! Verification runs twice: here, before the boot is armed, and again in
-//! the boot HTTP server each time the node asks for its script or a file.
+//! the boot HTTP server each time the node requests its script or a file.
 //! Either failure names the image and both hashes, quarantines the file
 //! (the image store's doing) and fails the step; a file that does not match
 //! is never served.

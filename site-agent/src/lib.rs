@@ -132,7 +132,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         access_log: Mutex::new(open_access_log(&config)),
     });
 
-    // Learn the site's nodes before answering DHCP, so the first netboot
+    // Learn the site's nodes before serving DHCP, so the first netboot
     // after a restart is not turned away.
     refresh_site(&control_plane, &nodes).await;
     if let Some(pxe) = &config.pxe {

@@ -40,7 +40,7 @@ pub async fn enroll(
     .fetch_optional(&mut *tx)
     .await?;
     let Some((token_id, site_id, site)) = token else {
-        tracing::warn!("enrollment refused: unknown, expired or used token");
+        tracing::warn!("enrollment rejected: unknown, expired or used token");
         return Err(ApiError::Unauthorized(
             "enrollment token is invalid, expired or already used; create a new one with `rackhand site enroll-token SITE`".to_string(),
         ));

@@ -3,7 +3,7 @@
 //!
 //! Hand-out: a task is claimable when `pending` and due, or `claimed` with
 //! an expired lease (its agent went silent), or `claimed` by the same agent
-//! that now asks with `resume` after a restart. A task whose correlation key
+//! that now claims with `resume` after a restart. A task whose correlation key
 //! the claiming agent lists as running is skipped, so an agent is never
 //! handed a task it is still working on. Each hand-out increments the
 //! attempt; the agent deduplicates by correlation key, so a re-hand-out

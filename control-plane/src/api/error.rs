@@ -1,8 +1,8 @@
 //! The control plane's one HTTP error type, shared by the operator API, the
 //! webhook endpoints and the agent API.
 //!
-//! 4xx answers carry a message naming the invalid field or value and are not
-//! logged as errors. 5xx answers give the client a generic message; the full
+//! 4xx responses carry a message naming the invalid field or value and are not
+//! logged as errors. 5xx responses give the client a generic message; the full
 //! error chain goes to the log once, here.
 
 use axum::Json;
@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::orders::OrderError;
 
-/// An error answer.
+/// An error response.
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),

@@ -1,7 +1,7 @@
 //! Payment gateway webhooks. They are authenticated by the gateway's
 //! signature, not by an API token.
 //!
-//! Answers follow what makes gateway retries useful: 400 when the request
+//! Status codes follow what makes gateway retries useful: 400 when the request
 //! cannot be trusted or read (bad signature, stale timestamp, not JSON),
 //! because nothing is stored and a retry of a genuine event will verify; 200
 //! for everything stored, including rejected events, because retrying an
@@ -42,16 +42,16 @@ pub async fn stripe(
         now,
         i64::from(config.tolerance_seconds),
     ) {
-        tracing::warn!(error = %error, "stripe webhook refused: signature check failed");
+        tracing::warn!(error = %error, "stripe webhook rejected: signature check failed");
         return Err(ApiError::BadRequest(error.to_string()));
     }
 
     let raw: Value = serde_json::from_slice(&body).map_err(|e| {
-        tracing::warn!(error = %e, "stripe webhook refused: body is not JSON");
+        tracing::warn!(error = %e, "stripe webhook rejected: body is not JSON");
         ApiError::BadRequest(format!("body is not JSON: {e}"))
     })?;
     let event: stripe::Event = serde_json::from_value(raw.clone()).map_err(|e| {
-        tracing::warn!(error = %e, "stripe webhook refused: not an event");
+        tracing::warn!(error = %e, "stripe webhook rejected: not an event");
         ApiError::BadRequest(format!("body is not a Stripe event: {e}"))
     })?;
 

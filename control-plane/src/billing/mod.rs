@@ -22,7 +22,7 @@ use crate::db::{self, Pool};
 use crate::jobs;
 use rackhand_protocol::Phase;
 
-/// What happened to one delivered event.
+/// The outcome of one delivered event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "outcome", content = "reason", rename_all = "snake_case")]
 pub enum Applied {

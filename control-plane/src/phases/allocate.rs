@@ -4,7 +4,7 @@
 //! Selection and reservation are separate statements, so two orders may
 //! select the same node. The reservation is a conditional update
 //! (`… WHERE state = 'available'`) whose affected-row count is checked: the
-//! loser sees 0 rows and selects again. This holds on SQLite and on
+//! loser gets 0 rows and selects again. This holds on SQLite and on
 //! PostgreSQL alike, without table locks. Among fitting nodes the smallest
 //! is taken, so large machines stay free for large products.
 //
@@ -29,7 +29,7 @@ pub struct Allocation {
     pub node_name: String,
 }
 
-/// Why no node could be reserved.
+/// A failure to reserve a node.
 #[derive(Debug, thiserror::Error)]
 pub enum AllocateError {
     #[error(
@@ -160,7 +160,7 @@ pub async fn allocate(
     Err(AllocateError::Contention(MAX_RACES))
 }
 
-/// What a reservation attempt found.
+/// The result of a reservation attempt.
 enum Reservation {
     Reserved,
     /// Another order reserved the node first.

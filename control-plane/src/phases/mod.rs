@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::app::App;
 use crate::jobs::ClaimedJob;
 
-/// How a phase run ended when it did not fail.
+/// The result of a phase run that did not fail.
 #[derive(Debug)]
 pub enum PhaseOutcome {
     /// The phase is complete; the job moves on.
@@ -75,7 +75,7 @@ impl From<sqlx::Error> for PhaseError {
     }
 }
 
-/// What a phase needs to know about its order.
+/// The order facts a phase needs.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OrderContext {
     pub id: i64,
