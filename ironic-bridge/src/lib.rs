@@ -26,9 +26,12 @@
 #![allow(clippy::result_large_err)]
 
 pub mod driver;
+pub mod ipmi;
+pub mod ironic;
 pub mod redfish;
 
 pub use driver::{
-    BmcDriver, BmcEndpoint, BootPersistence, BootTarget, Driver, DriverError, DriverKind,
-    PowerState, connect,
+    BmcDriver, BmcEndpoint, BootMode, BootOverride, BootPersistence, BootTarget, Console, Driver,
+    DriverError, DriverKind, PowerState, connect,
 };
+pub use rackhand_protocol::hardware;

@@ -13,7 +13,8 @@ use rackhand_e2e::peers::Peer;
 use rackhand_ironic_bridge::driver::DriverError;
 use rackhand_ironic_bridge::redfish::RedfishDriver;
 use rackhand_ironic_bridge::{
-    BmcDriver, BmcEndpoint, BootPersistence, BootTarget, DriverKind, PowerState, connect,
+    BmcDriver, BmcEndpoint, BootOverride, BootPersistence, BootTarget, DriverKind, PowerState,
+    connect,
 };
 use rackhand_protocol::{MacAddr, Secret};
 
@@ -151,7 +152,11 @@ async fn pxe_boot_once_is_stored() {
     let driver = connect(bmc.endpoint(bmc.system_url(0))).expect("connect");
 
     driver
-        .set_next_boot(BootTarget::Pxe, BootPersistence::Once)
+        .set_next_boot(BootOverride {
+            target: BootTarget::Pxe,
+            persistence: BootPersistence::Once,
+            mode: None,
+        })
         .await
         .expect("set next boot");
 

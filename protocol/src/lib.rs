@@ -11,6 +11,7 @@
 //! within one protocol version; a new required field needs a new version.
 
 pub mod agent;
+pub mod hardware;
 mod mac;
 mod secret;
 

@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use rackhand_ironic_bridge::{
-    BmcDriver, BmcEndpoint, BootPersistence, BootTarget, DriverError, PowerState, connect,
+    BmcDriver, BmcEndpoint, BootOverride, BootTarget, DriverError, PowerState, connect,
 };
 use rackhand_protocol::agent::{DriverStep, Outcome};
 use serde_json::json;
@@ -107,7 +107,7 @@ async fn power_on_once(
             wait_for(&driver, PowerState::Off, POWER_OFF_WAIT).await?;
         }
         driver
-            .set_next_boot(BootTarget::Pxe, BootPersistence::Once)
+            .set_next_boot(BootOverride::once(BootTarget::Pxe))
             .await?;
         send_power_on(state, failpoints, &driver, key, &step.node_name).await?;
         record = state.side_effect(key).await?;
@@ -148,7 +148,7 @@ async fn power_on_once(
             }
             tracing::warn!(node = %step.node_name, power = %power, "power-on did not take effect within the grace period; sending it once more");
             driver
-                .set_next_boot(BootTarget::Pxe, BootPersistence::Once)
+                .set_next_boot(BootOverride::once(BootTarget::Pxe))
                 .await?;
             send_power_on(state, failpoints, &driver, key, &step.node_name).await?;
             sends += 1;

@@ -36,10 +36,13 @@ use std::fmt;
 use std::future::Future;
 
 use rackhand_protocol::MacAddr;
+use rackhand_protocol::hardware::{Inventory, Sensors};
 
 pub use endpoint::{BmcEndpoint, DEFAULT_TIMEOUT, DriverKind, ParseDriverKindError};
 pub use error::{DriverError, ResponseProblem};
 
+use crate::ipmi::IpmiDriver;
+use crate::ironic::IronicDriver;
 use crate::redfish::RedfishDriver;
 
 /// A node's power state as its BMC reports it.
@@ -90,8 +93,65 @@ pub enum BootPersistence {
     Continuous,
 }
 
+/// The firmware interface a boot override asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootMode {
+    Uefi,
+    /// BIOS (legacy) boot.
+    Legacy,
+}
+
+/// A boot device override: where the node boots next, for how long, and in
+/// which firmware mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootOverride {
+    pub target: BootTarget,
+    pub persistence: BootPersistence,
+    /// `None` leaves the node's current mode as it is.
+    pub mode: Option<BootMode>,
+}
+
+impl BootOverride {
+    /// Boots from `target` on the next boot only, in the current mode.
+    pub fn once(target: BootTarget) -> Self {
+        BootOverride {
+            target,
+            persistence: BootPersistence::Once,
+            mode: None,
+        }
+    }
+}
+
+/// A serial console session, or where to find one.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Console {
+    /// The console's byte stream (IPMI Serial-over-LAN). Reading yields the
+    /// node's serial output and writing sends keystrokes; dropping the
+    /// stream ends the session on the BMC.
+    Stream(tokio::io::DuplexStream),
+    /// The BMC serves the console itself, for example over SSH; the caller
+    /// connects there with the BMC credentials.
+    Remote {
+        /// `ssh`, `telnet` or `ipmi`, as the BMC names it.
+        protocol: String,
+        host: String,
+        port: u16,
+    },
+}
+
 /// Operations on one node's BMC.
+///
+/// Only the power and boot operations are required. The others have
+/// default bodies that return [`DriverError::Unsupported`] naming the
+/// operation, so a driver states plainly what its protocol or BMC cannot do.
 pub trait BmcDriver: Send + Sync {
+    /// Returns the node name or id the driver was created for.
+    fn node(&self) -> &str;
+
+    /// Returns the kind of driver, for errors and logs.
+    fn kind(&self) -> DriverKind;
+
     /// Reads the current power state.
     fn power_state(&self) -> impl Future<Output = Result<PowerState, DriverError>> + Send;
 
@@ -103,68 +163,138 @@ pub trait BmcDriver: Send + Sync {
     /// already off or powering off.
     fn power_off(&self, force: bool) -> impl Future<Output = Result<(), DriverError>> + Send;
 
-    /// Sets the device for the next boot (`Once`) or every boot
-    /// (`Continuous`).
+    /// Restarts a running node at once (a hard reset). A node that is off is
+    /// powered on instead, so the call always ends with the node starting.
+    fn reset(&self) -> impl Future<Output = Result<(), DriverError>> + Send {
+        async { Err(unsupported(self, "reset")) }
+    }
+
+    /// Sets the boot device override. Sends nothing when the BMC already
+    /// holds the same override.
     fn set_next_boot(
         &self,
-        target: BootTarget,
-        persistence: BootPersistence,
+        boot: BootOverride,
     ) -> impl Future<Output = Result<(), DriverError>> + Send;
 
     /// Lists the MAC addresses of the node's network interfaces, in the
     /// order the BMC lists them.
     fn boot_macs(&self) -> impl Future<Output = Result<Vec<MacAddr>, DriverError>> + Send;
+
+    /// Inserts the image at `image_url` as the node's virtual CD, ejecting
+    /// another image first. Does nothing when that image is already inserted.
+    fn insert_media(
+        &self,
+        image_url: &str,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        let _ = image_url;
+        async { Err(unsupported(self, "virtual media")) }
+    }
+
+    /// Ejects the virtual CD. Does nothing when none is inserted.
+    fn eject_media(&self) -> impl Future<Output = Result<(), DriverError>> + Send {
+        async { Err(unsupported(self, "virtual media")) }
+    }
+
+    /// Reads the hardware inventory: CPUs, memory, disks, NICs, firmware.
+    fn inventory(&self) -> impl Future<Output = Result<Inventory, DriverError>> + Send {
+        async { Err(unsupported(self, "inventory")) }
+    }
+
+    /// Reads the sensors and the overall health.
+    fn sensors(&self) -> impl Future<Output = Result<Sensors, DriverError>> + Send {
+        async { Err(unsupported(self, "sensor readings")) }
+    }
+
+    /// Opens the node's serial console.
+    fn open_console(&self) -> impl Future<Output = Result<Console, DriverError>> + Send {
+        async { Err(unsupported(self, "serial console")) }
+    }
+}
+
+/// The error a driver returns for an operation it does not offer.
+pub fn unsupported<D: BmcDriver + ?Sized>(driver: &D, operation: &str) -> DriverError {
+    DriverError::Unsupported {
+        node: driver.node().to_string(),
+        kind: driver.kind(),
+        operation: operation.to_string(),
+    }
 }
 
 /// A connected driver of any kind, as [`connect`] returns it.
+// One `Driver` exists per node and step, so boxing the larger variants
+// would save nothing worth an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Driver {
+    /// Plain Redfish, and the vendor profiles built on it (`idrac`, `ilo`).
     Redfish(RedfishDriver),
+    Ipmi(IpmiDriver),
+    Ironic(IronicDriver),
 }
 
-impl Driver {
-    /// Returns the kind of driver behind this value.
-    pub fn kind(&self) -> DriverKind {
-        match self {
-            Driver::Redfish(_) => DriverKind::Redfish,
+/// Forwards a call to the driver inside a [`Driver`].
+macro_rules! forward {
+    ($self:ident, $driver:ident => $call:expr) => {
+        match $self {
+            Driver::Redfish($driver) => $call,
+            Driver::Ipmi($driver) => $call,
+            Driver::Ironic($driver) => $call,
         }
-    }
+    };
 }
 
 impl BmcDriver for Driver {
+    fn node(&self) -> &str {
+        forward!(self, driver => driver.node())
+    }
+
+    fn kind(&self) -> DriverKind {
+        forward!(self, driver => driver.kind())
+    }
+
     async fn power_state(&self) -> Result<PowerState, DriverError> {
-        match self {
-            Driver::Redfish(driver) => driver.power_state().await,
-        }
+        forward!(self, driver => driver.power_state().await)
     }
 
     async fn power_on(&self) -> Result<(), DriverError> {
-        match self {
-            Driver::Redfish(driver) => driver.power_on().await,
-        }
+        forward!(self, driver => driver.power_on().await)
     }
 
     async fn power_off(&self, force: bool) -> Result<(), DriverError> {
-        match self {
-            Driver::Redfish(driver) => driver.power_off(force).await,
-        }
+        forward!(self, driver => driver.power_off(force).await)
     }
 
-    async fn set_next_boot(
-        &self,
-        target: BootTarget,
-        persistence: BootPersistence,
-    ) -> Result<(), DriverError> {
-        match self {
-            Driver::Redfish(driver) => driver.set_next_boot(target, persistence).await,
-        }
+    async fn reset(&self) -> Result<(), DriverError> {
+        forward!(self, driver => driver.reset().await)
+    }
+
+    async fn set_next_boot(&self, boot: BootOverride) -> Result<(), DriverError> {
+        forward!(self, driver => driver.set_next_boot(boot).await)
     }
 
     async fn boot_macs(&self) -> Result<Vec<MacAddr>, DriverError> {
-        match self {
-            Driver::Redfish(driver) => driver.boot_macs().await,
-        }
+        forward!(self, driver => driver.boot_macs().await)
+    }
+
+    async fn insert_media(&self, image_url: &str) -> Result<(), DriverError> {
+        forward!(self, driver => driver.insert_media(image_url).await)
+    }
+
+    async fn eject_media(&self) -> Result<(), DriverError> {
+        forward!(self, driver => driver.eject_media().await)
+    }
+
+    async fn inventory(&self) -> Result<Inventory, DriverError> {
+        forward!(self, driver => driver.inventory().await)
+    }
+
+    async fn sensors(&self) -> Result<Sensors, DriverError> {
+        forward!(self, driver => driver.sensors().await)
+    }
+
+    async fn open_console(&self) -> Result<Console, DriverError> {
+        forward!(self, driver => driver.open_console().await)
     }
 }
 
@@ -188,12 +318,8 @@ pub fn connect(endpoint: BmcEndpoint) -> Result<Driver, DriverError> {
         // TODO: add an iLO driver: RedfishDriver plus HPE OEM parts (ETag
         // `If-Match` on PATCH, virtual media under Managers).
         DriverKind::Ilo => Err(unsupported(endpoint)),
-        // TODO: add an IPMI 2.0 driver over RMCP+ (cipher suite 3 and 17,
-        // chassis power and boot device commands).
-        DriverKind::Ipmi => Err(unsupported(endpoint)),
-        // TODO: add an Ironic driver that drives the node through the Ironic
-        // REST API (power and boot device endpoints, `provision_state`).
-        DriverKind::Ironic => Err(unsupported(endpoint)),
+        DriverKind::Ipmi => Ok(Driver::Ipmi(IpmiDriver::new(endpoint)?)),
+        DriverKind::Ironic => Ok(Driver::Ironic(IronicDriver::new(endpoint)?)),
     }
 }
 
@@ -201,16 +327,11 @@ pub fn connect(endpoint: BmcEndpoint) -> Result<Driver, DriverError> {
 mod tests {
     use rackhand_protocol::Secret;
 
-    use super::{BmcEndpoint, DriverError, DriverKind, connect};
+    use super::{BmcDriver, BmcEndpoint, DriverError, DriverKind, connect};
 
     #[test]
     fn connect_rejects_unimplemented_kinds() {
-        for kind in [
-            DriverKind::Idrac,
-            DriverKind::Ilo,
-            DriverKind::Ipmi,
-            DriverKind::Ironic,
-        ] {
+        for kind in [DriverKind::Idrac, DriverKind::Ilo] {
             let endpoint = BmcEndpoint::new(
                 kind,
                 "https://bmc.example",

@@ -46,8 +46,8 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 use crate::driver::{
-    BmcDriver, BmcEndpoint, BootPersistence, BootTarget, DriverError, DriverKind, PowerState,
-    ResponseProblem,
+    BmcDriver, BmcEndpoint, BootOverride, BootPersistence, BootTarget, DriverError, DriverKind,
+    PowerState, ResponseProblem,
 };
 use client::RedfishClient;
 use discovery::Target;
@@ -73,11 +73,6 @@ impl RedfishDriver {
             boot_mac: endpoint.boot_mac,
             system_url: OnceCell::new(),
         })
-    }
-
-    /// Returns the node name or id the driver was created for.
-    pub fn node(&self) -> &str {
-        self.client.node()
     }
 
     /// Returns the ComputerSystem URL, discovering it on the first call.
@@ -179,6 +174,14 @@ impl RedfishDriver {
 }
 
 impl BmcDriver for RedfishDriver {
+    fn node(&self) -> &str {
+        self.client.node()
+    }
+
+    fn kind(&self) -> DriverKind {
+        DriverKind::Redfish
+    }
+
     async fn power_state(&self) -> Result<PowerState, DriverError> {
         let (url, system) = self.system().await?;
         power_state_of(&self.client, &url, &system)
@@ -209,11 +212,13 @@ impl BmcDriver for RedfishDriver {
         self.reset(&url, &system, preferred).await
     }
 
-    async fn set_next_boot(
-        &self,
-        target: BootTarget,
-        persistence: BootPersistence,
-    ) -> Result<(), DriverError> {
+    async fn set_next_boot(&self, boot: BootOverride) -> Result<(), DriverError> {
+        let BootOverride {
+            target,
+            persistence,
+            mode: _,
+        } = boot;
+        // TODO: apply `boot.mode` through BootSourceOverrideMode.
         let (url, system) = self.system().await?;
         let target_name = boot_target_name(target);
         let allowed = system

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use super::RedfishDriver;
 use super::test_server::{Canned, TestServer};
 use crate::driver::{
-    BmcDriver, BmcEndpoint, BootPersistence, BootTarget, DriverError, DriverKind, PowerState,
-    ResponseProblem,
+    BmcDriver, BmcEndpoint, BootOverride, BootPersistence, BootTarget, DriverError, DriverKind,
+    PowerState, ResponseProblem,
 };
 
 const PASSWORD: &str = "s3cret-pw";
@@ -222,7 +222,11 @@ async fn extended_info_becomes_error_message() {
     .await;
 
     let error = driver(&server, SYSTEM)
-        .set_next_boot(BootTarget::Pxe, BootPersistence::Once)
+        .set_next_boot(BootOverride {
+            target: BootTarget::Pxe,
+            persistence: BootPersistence::Once,
+            mode: None,
+        })
         .await
         .expect_err("HTTP 400");
 
@@ -595,7 +599,11 @@ async fn set_next_boot_patches_override() {
     .await;
 
     driver(&server, SYSTEM)
-        .set_next_boot(BootTarget::Disk, BootPersistence::Continuous)
+        .set_next_boot(BootOverride {
+            target: BootTarget::Disk,
+            persistence: BootPersistence::Continuous,
+            mode: None,
+        })
         .await
         .expect("set boot");
 
@@ -617,7 +625,11 @@ async fn disallowed_boot_target_is_unsupported() {
     .await;
 
     let error = driver(&server, SYSTEM)
-        .set_next_boot(BootTarget::UefiHttp, BootPersistence::Once)
+        .set_next_boot(BootOverride {
+            target: BootTarget::UefiHttp,
+            persistence: BootPersistence::Once,
+            mode: None,
+        })
         .await
         .expect_err("UefiHttp not listed");
 
