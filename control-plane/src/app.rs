@@ -27,6 +27,8 @@ pub struct App {
     pub jobs_ready: Notify,
     /// Woken when an agent task becomes claimable, to end long polls early.
     pub tasks_ready: Notify,
+    /// Woken when a node operation is queued, to end long polls early.
+    pub operations_ready: Notify,
 }
 
 /// The shared handle.

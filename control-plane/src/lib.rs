@@ -27,6 +27,7 @@ pub mod ipam;
 pub mod jobs;
 pub mod mail;
 pub mod names;
+pub mod operations;
 pub mod orders;
 pub mod phases;
 pub mod pki;

@@ -72,6 +72,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         failpoints: Failpoints::from_env(),
         jobs_ready: Notify::new(),
         tasks_ready: Notify::new(),
+        operations_ready: Notify::new(),
     }))
 }
 

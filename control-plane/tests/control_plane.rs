@@ -21,5 +21,7 @@ mod inventory;
 mod jobs;
 #[path = "control_plane/mail.rs"]
 mod mail;
+#[path = "control_plane/node_ops.rs"]
+mod node_ops;
 #[path = "control_plane/phases.rs"]
 mod phases;

@@ -200,6 +200,105 @@ pub enum Outcome {
     },
 }
 
+/// `POST`: long-poll for the next node operation of this agent's site.
+pub const OPERATION_CLAIM_PATH: &str = "/agent/v1/operations/claim";
+
+/// Returns the `POST` path that reports a node operation's result.
+pub fn operation_result_path(operation_id: i64) -> String {
+    format!("/agent/v1/operations/{operation_id}/result")
+}
+
+/// Body of [`OPERATION_CLAIM_PATH`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OperationClaim {
+    /// How long the control plane may hold the request open; it answers 204
+    /// No Content when no operation came in that time.
+    pub wait_seconds: u32,
+}
+
+/// An operator's request about one node's BMC, outside any order: read the
+/// inventory, change the power or boot device, read sensors.
+///
+/// Operations are short and run once. An operation whose agent does not
+/// report within its lease fails instead of being handed out again, because
+/// an operator asked for it now and a late reset is worse than none.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Operation {
+    pub operation_id: i64,
+    /// The node's name; for a node being added, the name it will get.
+    pub node_name: String,
+    /// The boot NIC when known, so the driver picks the right machine behind
+    /// a BMC that manages several.
+    pub boot_mac: Option<MacAddr>,
+    pub bmc: BmcAccess,
+    /// Seconds the agent has to report before the operation fails.
+    pub lease_seconds: u32,
+    pub action: NodeAction,
+}
+
+/// What a node operation does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum NodeAction {
+    /// Read the hardware inventory (and with it the NICs' MACs).
+    Inspect,
+    PowerState,
+    PowerOn,
+    /// An orderly shutdown, or a hard power cut when `force`.
+    PowerOff {
+        force: bool,
+    },
+    /// A hard reset; a node that is off is powered on.
+    Reset,
+    SetBoot {
+        /// `pxe`, `disk`, `cd`, `uefi_http` or `bios_setup`.
+        target: String,
+        persistent: bool,
+        /// `uefi` or `legacy`; absent keeps the node's mode.
+        mode: Option<String>,
+    },
+    Sensors,
+    InsertMedia {
+        url: String,
+    },
+    EjectMedia,
+    /// Where the node's serial console is served.
+    Console,
+}
+
+impl NodeAction {
+    /// Returns the action's name as operators see it in errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NodeAction::Inspect => "inspect",
+            NodeAction::PowerState => "power_state",
+            NodeAction::PowerOn => "power_on",
+            NodeAction::PowerOff { force: false } => "power_off",
+            NodeAction::PowerOff { force: true } => "force_off",
+            NodeAction::Reset => "reset",
+            NodeAction::SetBoot { .. } => "set_boot",
+            NodeAction::Sensors => "sensors",
+            NodeAction::InsertMedia { .. } => "insert_media",
+            NodeAction::EjectMedia => "eject_media",
+            NodeAction::Console => "console",
+        }
+    }
+}
+
+/// Body of [`operation_result_path`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum OperationOutcome {
+    /// `result` depends on the action: `{"inventory": …}`, `{"power": "on"}`,
+    /// `{"sensors": …}`, `{"console": …}`, or `{}`.
+    Succeeded { result: serde_json::Value },
+    Failed {
+        /// Whether the same request may succeed later (timeouts, 5xx).
+        retryable: bool,
+        error: String,
+    },
+}
+
 /// Error body of every agent API answer other than 2xx.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ApiError {

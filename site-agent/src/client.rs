@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use rackhand_protocol::agent::{
-    self as wire, ClaimRequest, Heartbeat, HeartbeatAck, SiteState, Task, TaskReport,
+    self as wire, ClaimRequest, Heartbeat, HeartbeatAck, Operation, OperationClaim,
+    OperationOutcome, SiteState, Task, TaskReport,
 };
 use rackhand_protocol::{PROTOCOL_HEADER, PROTOCOL_VERSION};
 use reqwest::StatusCode;
@@ -108,6 +109,45 @@ impl ControlPlane {
             .await
             .context("reporting a result")?;
         Self::check(response, "the result").await?;
+        Ok(())
+    }
+}
+
+impl ControlPlane {
+    /// Long-polls for the next node operation; `None` when none came in time.
+    pub async fn claim_operation(&self) -> anyhow::Result<Option<Operation>> {
+        let response = self
+            .post(wire::OPERATION_CLAIM_PATH)
+            .json(&OperationClaim {
+                wait_seconds: CLAIM_WAIT_SECONDS,
+            })
+            .send()
+            .await
+            .context("claiming a node operation")?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        Ok(Some(
+            Self::check(response, "the operation claim")
+                .await?
+                .json()
+                .await?,
+        ))
+    }
+
+    /// Reports a node operation's result.
+    pub async fn report_operation(
+        &self,
+        operation_id: i64,
+        outcome: &OperationOutcome,
+    ) -> anyhow::Result<()> {
+        let response = self
+            .post(&wire::operation_result_path(operation_id))
+            .json(outcome)
+            .send()
+            .await
+            .context("reporting a node operation's result")?;
+        Self::check(response, "the operation result").await?;
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ pub mod driver_step;
 pub mod enroll;
 pub mod failpoint;
 pub mod image_step;
+pub mod operations;
 pub mod pxe_services;
 pub mod site_nodes;
 pub mod state;
@@ -160,6 +161,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    tasks.spawn(operations::run(
+        control_plane.clone(),
+        config.bmc.timeout,
+        shutdown.clone(),
+    ));
     let runner = Arc::new(tasks::Runner::new(
         control_plane,
         state,

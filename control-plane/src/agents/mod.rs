@@ -25,6 +25,7 @@ use rackhand_protocol::{PROTOCOL_HEADER, PROTOCOL_VERSION};
 use crate::api::error::ApiError;
 use crate::app::{App, SharedApp};
 use crate::db;
+use crate::operations;
 
 /// The fingerprint of the TLS client certificate, if the client sent one;
 /// inserted into each request by the listener.
@@ -88,6 +89,11 @@ pub fn router(app: SharedApp) -> Router {
             post(tasks::heartbeat),
         )
         .route("/agent/v1/tasks/{task_id}/result", post(tasks::report))
+        .route(wire::OPERATION_CLAIM_PATH, post(operations::claim))
+        .route(
+            "/agent/v1/operations/{operation_id}/result",
+            post(operations::report),
+        )
         .layer(middleware::from_fn(require_protocol_version))
         .with_state(app)
 }

@@ -21,6 +21,11 @@ pub enum ApiError {
     Forbidden(String),
     NotFound(String),
     Conflict(String),
+    /// 502: an upstream the request depends on (a BMC, through the site
+    /// agent) failed; the message carries its error.
+    BadGateway(String),
+    /// 504: the upstream did not answer in time.
+    GatewayTimeout(String),
     /// 422 with the field that failed validation.
     Invalid {
         field: String,
@@ -52,6 +57,10 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, json!({ "error": message })),
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, json!({ "error": message })),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, json!({ "error": message })),
+            ApiError::BadGateway(message) => (StatusCode::BAD_GATEWAY, json!({ "error": message })),
+            ApiError::GatewayTimeout(message) => {
+                (StatusCode::GATEWAY_TIMEOUT, json!({ "error": message }))
+            }
             ApiError::Invalid { field, message } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "error": format!("invalid field `{field}`: {message}"), "field": field }),

@@ -9,13 +9,14 @@
 pub mod auth;
 pub mod error;
 pub mod inventory;
+pub mod node_ops;
 pub mod nodes;
 pub mod orders;
 pub mod subnets;
 pub mod webhooks;
 
 use axum::Router;
-use axum::routing::{get, patch, post};
+use axum::routing::{get, post, put};
 
 use crate::app::SharedApp;
 
@@ -38,7 +39,23 @@ pub fn router(app: SharedApp) -> Router {
             get(subnets::list_subnets).post(subnets::create_subnet),
         )
         .route("/v1/nodes", get(nodes::list_nodes).post(nodes::create_node))
-        .route("/v1/nodes/{name}", patch(nodes::update_node))
+        .route(
+            "/v1/nodes/{name}",
+            get(node_ops::show).patch(nodes::update_node),
+        )
+        .route("/v1/nodes/{name}/inspect", post(node_ops::inspect))
+        .route(
+            "/v1/nodes/{name}/power",
+            get(node_ops::power_state).post(node_ops::power),
+        )
+        .route("/v1/nodes/{name}/boot", put(node_ops::boot))
+        .route(
+            "/v1/nodes/{name}/media",
+            post(node_ops::insert_media).delete(node_ops::eject_media),
+        )
+        .route("/v1/nodes/{name}/sensors", get(node_ops::sensors))
+        .route("/v1/nodes/{name}/console", get(node_ops::console))
+        .route("/v1/operations/{id}", get(node_ops::operation))
         .route(
             "/v1/images",
             get(inventory::list_images).post(inventory::create_image),

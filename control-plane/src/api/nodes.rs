@@ -16,7 +16,10 @@ use crate::api::error::{ApiError, Body, unique_violation};
 use crate::api::inventory::{Created, check_name, site_id};
 use crate::app::SharedApp;
 use crate::db;
+use crate::operations::{self, NewOperation};
 use crate::seal;
+use rackhand_protocol::agent::NodeAction;
+use rackhand_protocol::hardware::Inventory;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,11 +27,25 @@ pub struct NewNode {
     name: String,
     site: String,
     subnet: String,
+    /// Read from the BMC's inventory when absent, like the sizes below.
+    boot_mac: Option<MacAddr>,
+    cpu_cores: Option<u32>,
+    ram_mib: Option<u32>,
+    disk_gb: Option<u32>,
+    /// Read the inventory even when every value above is given, to store it.
+    #[serde(default)]
+    inspect: bool,
+    bmc: NewBmc,
+}
+
+/// A node's values once the inventory filled in what the request left out.
+#[derive(Debug)]
+struct Resolved {
     boot_mac: MacAddr,
     cpu_cores: u32,
     ram_mib: u32,
     disk_gb: u32,
-    bmc: NewBmc,
+    inventory: Option<Inventory>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,14 +63,23 @@ fn default_driver() -> String {
 }
 
 /// Returns the BMC URL in its stored form, or the reason it is unusable.
-fn normalize_bmc_url(text: &str) -> Result<String, ApiError> {
+/// IPMI BMCs are addressed as `ipmi://host[:port]`; every other driver
+/// speaks HTTP.
+fn normalize_bmc_url(driver: &str, text: &str) -> Result<String, ApiError> {
     let url: reqwest::Url = text.trim().parse().map_err(|_| {
         ApiError::invalid(
             "bmc.url",
             format!("{text:?} is not a URL such as https://bmc-r1-n01/redfish/v1"),
         )
     })?;
-    if !matches!(url.scheme(), "http" | "https") {
+    if driver == "ipmi" {
+        if url.scheme() != "ipmi" || url.host_str().is_none() {
+            return Err(ApiError::invalid(
+                "bmc.url",
+                format!("{text:?} is not an IPMI address such as ipmi://bmc-r1-n01:623"),
+            ));
+        }
+    } else if !matches!(url.scheme(), "http" | "https") {
         return Err(ApiError::invalid(
             "bmc.url",
             format!("{text:?} is not an http:// or https:// URL"),
@@ -74,16 +100,24 @@ fn normalize_bmc_url(text: &str) -> Result<String, ApiError> {
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
-fn check_driver(driver: &str) -> Result<(), ApiError> {
-    if driver == "redfish" {
-        return Ok(());
+/// Returns the driver name in its stored form (lowercase), or why it is
+/// unknown.
+fn check_driver(driver: &str) -> Result<String, ApiError> {
+    let name = driver.trim().to_ascii_lowercase();
+    if DRIVERS.contains(&name.as_str()) {
+        return Ok(name);
     }
-    // TODO: accept idrac, ilo, ipmi and ironic once their drivers exist.
     Err(ApiError::invalid(
         "bmc.driver",
-        format!("driver {driver:?} is not supported yet; use \"redfish\""),
+        format!(
+            "unknown driver {driver:?}; use one of {}",
+            DRIVERS.join(", ")
+        ),
     ))
 }
+
+/// The BMC drivers the site agent has, by the names nodes store.
+const DRIVERS: [&str; 5] = ["redfish", "idrac", "ilo", "ipmi", "ironic"];
 
 fn check_credentials(username: &str, password: &Secret) -> Result<(), ApiError> {
     if username.trim().is_empty() {
@@ -95,7 +129,7 @@ fn check_credentials(username: &str, password: &Secret) -> Result<(), ApiError> 
     Ok(())
 }
 
-fn check_hardware(node: &NewNode) -> Result<(), ApiError> {
+fn check_hardware(node: &Resolved) -> Result<(), ApiError> {
     for (field, value) in [
         ("cpu_cores", node.cpu_cores),
         ("ram_mib", node.ram_mib),
@@ -105,24 +139,140 @@ fn check_hardware(node: &NewNode) -> Result<(), ApiError> {
             return Err(ApiError::invalid(field, "must be positive"));
         }
     }
+    check_boot_mac(node.boot_mac)
+}
+
+fn check_boot_mac(mac: MacAddr) -> Result<(), ApiError> {
     // The low bit of the first octet marks group (multicast and broadcast)
     // addresses, which no NIC boots from.
-    if node.boot_mac.0 == [0; 6] {
+    if mac.0 == [0; 6] {
         return Err(ApiError::invalid(
             "boot_mac",
             "00:00:00:00:00:00 is not a NIC's address",
         ));
     }
-    if node.boot_mac.0[0] & 1 == 1 {
+    if mac.0[0] & 1 == 1 {
         return Err(ApiError::invalid(
             "boot_mac",
-            format!(
-                "{} is a multicast or broadcast address, not a NIC's",
-                node.boot_mac
-            ),
+            format!("{mac} is a multicast or broadcast address, not a NIC's"),
         ));
     }
     Ok(())
+}
+
+/// How long adding a node waits for the site agent to read the inventory.
+const INSPECT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Fills in what the request left out from the BMC's inventory, read by the
+/// site agent. Without anything missing (and no `inspect`), nothing is read.
+async fn resolve(
+    app: &SharedApp,
+    site_id: i64,
+    node: &NewNode,
+    driver: &str,
+    bmc_url: &str,
+) -> Result<Resolved, ApiError> {
+    if let (Some(boot_mac), Some(cpu_cores), Some(ram_mib), Some(disk_gb), false) = (
+        node.boot_mac,
+        node.cpu_cores,
+        node.ram_mib,
+        node.disk_gb,
+        node.inspect,
+    ) {
+        return Ok(Resolved {
+            boot_mac,
+            cpu_cores,
+            ram_mib,
+            disk_gb,
+            inventory: None,
+        });
+    }
+    let result = operations::run(
+        app,
+        NewOperation {
+            site_id,
+            node_id: None,
+            node_name: node.name.clone(),
+            boot_mac: node.boot_mac,
+            bmc_driver: driver.to_string(),
+            bmc_url: bmc_url.to_string(),
+            bmc_username: node.bmc.username.trim().to_string(),
+            bmc_password: node.bmc.password.clone(),
+            action: NodeAction::Inspect,
+        },
+        INSPECT_WAIT,
+    )
+    .await?;
+    let inventory: Inventory =
+        serde_json::from_value(result["inventory"].clone()).map_err(|e| {
+            ApiError::Internal(anyhow::anyhow!("agent sent an unreadable inventory: {e}"))
+        })?;
+    let missing = |field: &str, what: &str| {
+        ApiError::invalid(
+            field,
+            format!(
+                "not given, and the BMC's inventory does not list {what}; give --{} yourself",
+                field.replace('_', "-")
+            ),
+        )
+    };
+    let boot_mac = match node.boot_mac {
+        Some(mac) => mac,
+        None => pick_boot_mac(&inventory)
+            .ok_or_else(|| missing("boot_mac", "a NIC with a MAC address"))?,
+    };
+    let cpu_cores = match node.cpu_cores {
+        Some(cores) => cores,
+        None => {
+            let cores: u32 = inventory.cpus.iter().filter_map(|cpu| cpu.cores).sum();
+            if cores == 0 {
+                return Err(missing("cpu_cores", "CPU cores"));
+            }
+            cores
+        }
+    };
+    let ram_mib = match node.ram_mib {
+        Some(ram) => ram,
+        None => inventory
+            .memory_mib
+            .and_then(|mib| u32::try_from(mib).ok())
+            .filter(|mib| *mib > 0)
+            .ok_or_else(|| missing("ram_mib", "the installed memory"))?,
+    };
+    let disk_gb = match node.disk_gb {
+        Some(disk) => disk,
+        None => {
+            // The boot disk is usually the largest; installs go to one disk.
+            let largest = inventory
+                .disks
+                .iter()
+                .filter_map(|disk| disk.size_bytes)
+                .max();
+            largest
+                .map(|bytes| bytes / 1_000_000_000)
+                .and_then(|gb| u32::try_from(gb).ok())
+                .filter(|gb| *gb > 0)
+                .ok_or_else(|| missing("disk_gb", "a disk with a size"))?
+        }
+    };
+    Ok(Resolved {
+        boot_mac,
+        cpu_cores,
+        ram_mib,
+        disk_gb,
+        inventory: Some(inventory),
+    })
+}
+
+/// Picks the boot NIC from an inventory: the first NIC with a MAC whose link
+/// is up, else the first NIC with a MAC. BMCs list the onboard NICs first,
+/// and firmware netboots from the first one with a link by default.
+fn pick_boot_mac(inventory: &Inventory) -> Option<MacAddr> {
+    let with_mac = || inventory.nics.iter().filter(|nic| nic.mac.is_some());
+    with_mac()
+        .find(|nic| nic.link_up == Some(true))
+        .or_else(|| with_mac().next())
+        .and_then(|nic| nic.mac)
 }
 
 /// Names the existing node that already has `name` at the site, the MAC or
@@ -130,29 +280,28 @@ fn check_hardware(node: &NewNode) -> Result<(), ApiError> {
 async fn conflict(
     app: &SharedApp,
     site_id: i64,
-    node: &NewNode,
+    name: &str,
+    boot_mac: Option<MacAddr>,
     bmc_url: &str,
 ) -> Result<Option<String>, ApiError> {
+    let boot_mac = boot_mac.map(|mac| mac.to_string());
     let row: Option<(String, String, String, i64)> = sqlx::query_as(
         "SELECT name, boot_mac, bmc_url, site_id FROM nodes
          WHERE (site_id = ? AND name = ?) OR boot_mac = ? OR bmc_url = ? LIMIT 1",
     )
     .bind(site_id)
-    .bind(&node.name)
-    .bind(node.boot_mac.to_string())
+    .bind(name)
+    .bind(&boot_mac)
     .bind(bmc_url)
     .fetch_optional(&app.pool)
     .await?;
-    Ok(row.map(|(name, mac, url, _)| {
-        if mac == node.boot_mac.to_string() {
-            format!("node {name:?} already has boot MAC {mac}")
+    Ok(row.map(|(existing, mac, url, _)| {
+        if Some(&mac) == boot_mac.as_ref() {
+            format!("node {existing:?} already has boot MAC {mac}")
         } else if url == bmc_url {
-            format!("node {name:?} already uses BMC {url}; two nodes must not drive one BMC")
+            format!("node {existing:?} already uses BMC {url}; two nodes must not drive one BMC")
         } else {
-            format!(
-                "a node named {name:?} already exists at site {:?}",
-                node.site
-            )
+            format!("a node named {existing:?} already exists at this site")
         }
     }))
 }
@@ -163,10 +312,12 @@ pub async fn create_node(
     Body(node): Body<NewNode>,
 ) -> Result<Created, ApiError> {
     check_name("name", &node.name)?;
-    check_driver(&node.bmc.driver)?;
-    let bmc_url = normalize_bmc_url(&node.bmc.url)?;
+    let driver = check_driver(&node.bmc.driver)?;
+    let bmc_url = normalize_bmc_url(&driver, &node.bmc.url)?;
     check_credentials(&node.bmc.username, &node.bmc.password)?;
-    check_hardware(&node)?;
+    if let Some(mac) = node.boot_mac {
+        check_boot_mac(mac)?;
+    }
     let site_id = site_id(&app, &node.site).await?;
     let subnet: Option<(i64, i64)> =
         sqlx::query_as("SELECT id, site_id FROM subnets WHERE name = ?")
@@ -188,26 +339,41 @@ pub async fn create_node(
             ),
         ));
     }
-    if let Some(message) = conflict(&app, site_id, &node, &bmc_url).await? {
+    if let Some(message) = conflict(&app, site_id, &node.name, node.boot_mac, &bmc_url).await? {
         return Err(ApiError::Conflict(message));
     }
+    let resolved = resolve(&app, site_id, &node, &driver, &bmc_url).await?;
+    check_hardware(&resolved)?;
+    if let Some(message) =
+        conflict(&app, site_id, &node.name, Some(resolved.boot_mac), &bmc_url).await?
+    {
+        return Err(ApiError::Conflict(message));
+    }
+    let inventory = resolved
+        .inventory
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| ApiError::Internal(e.into()))?;
 
     let mut tx = db::begin(&app.pool).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO nodes (site_id, subnet_id, name, bmc_driver, bmc_url, bmc_username, bmc_password_sealed,
-                            boot_mac, cpu_cores, ram_mib, disk_gb, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?) RETURNING id",
+                            boot_mac, cpu_cores, ram_mib, disk_gb, inventory, inventory_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8, ?9, ?10, ?11, CASE WHEN ?11 IS NULL THEN NULL ELSE ?12 END, ?12)
+         RETURNING id",
     )
     .bind(site_id)
     .bind(subnet_id)
     .bind(&node.name)
-    .bind(&node.bmc.driver)
+    .bind(&driver)
     .bind(&bmc_url)
     .bind(node.bmc.username.trim())
-    .bind(node.boot_mac.to_string())
-    .bind(i64::from(node.cpu_cores))
-    .bind(i64::from(node.ram_mib))
-    .bind(i64::from(node.disk_gb))
+    .bind(resolved.boot_mac.to_string())
+    .bind(i64::from(resolved.cpu_cores))
+    .bind(i64::from(resolved.ram_mib))
+    .bind(i64::from(resolved.disk_gb))
+    .bind(&inventory)
     .bind(db::now_ms())
     .fetch_one(&mut *tx)
     .await
@@ -218,7 +384,9 @@ pub async fn create_node(
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({ "id": id, "name": node.name, "boot_mac": node.boot_mac, "bmc_url": bmc_url, "state": "available" }),
+            json!({ "id": id, "name": node.name, "boot_mac": resolved.boot_mac, "cpu_cores": resolved.cpu_cores,
+                    "ram_mib": resolved.ram_mib, "disk_gb": resolved.disk_gb, "bmc_driver": driver,
+                    "bmc_url": bmc_url, "state": "available", "inventory": resolved.inventory }),
         ),
     ))
 }
@@ -265,11 +433,12 @@ pub async fn update_node(
     Path(name): Path<String>,
     Body(update): Body<BmcUpdate>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM nodes WHERE name = ?")
-        .bind(&name)
-        .fetch_optional(&app.pool)
-        .await?;
-    let id = id.ok_or_else(|| ApiError::not_found("node", format!("{name:?}")))?;
+    let row: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, bmc_driver FROM nodes WHERE name = ?")
+            .bind(&name)
+            .fetch_optional(&app.pool)
+            .await?;
+    let (id, driver) = row.ok_or_else(|| ApiError::not_found("node", format!("{name:?}")))?;
     let changes = update.bmc;
     if changes.url.is_none() && changes.username.is_none() && changes.password.is_none() {
         return Err(ApiError::invalid(
@@ -277,7 +446,11 @@ pub async fn update_node(
             "nothing to change; give url, username or password",
         ));
     }
-    let url = changes.url.as_deref().map(normalize_bmc_url).transpose()?;
+    let url = changes
+        .url
+        .as_deref()
+        .map(|url| normalize_bmc_url(&driver, url))
+        .transpose()?;
     if let Some(username) = &changes.username
         && username.trim().is_empty()
     {
@@ -359,7 +532,7 @@ mod tests {
     #[test]
     fn bmc_urls_are_normalized() {
         assert_eq!(
-            normalize_bmc_url("HTTPS://BMC.example/redfish/v1/")
+            normalize_bmc_url("redfish", "HTTPS://BMC.example/redfish/v1/")
                 .ok()
                 .as_deref(),
             Some("https://bmc.example/redfish/v1")
@@ -368,8 +541,10 @@ mod tests {
 
     #[test]
     fn bmc_url_with_credentials_is_rejected() {
-        assert!(normalize_bmc_url("https://admin:secret@bmc.example/redfish/v1").is_err());
-        assert!(normalize_bmc_url("ftp://bmc.example/").is_err());
-        assert!(normalize_bmc_url("not a url").is_err());
+        assert!(
+            normalize_bmc_url("redfish", "https://admin:secret@bmc.example/redfish/v1").is_err()
+        );
+        assert!(normalize_bmc_url("redfish", "ftp://bmc.example/").is_err());
+        assert!(normalize_bmc_url("redfish", "not a url").is_err());
     }
 }

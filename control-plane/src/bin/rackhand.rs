@@ -100,7 +100,52 @@ struct SubnetArgs {
 
 #[derive(Subcommand)]
 enum NodeCommand {
+    /// Add a node. Leave out --boot-mac, --cpu-cores, --ram-mib or --disk-gb
+    /// and the site agent reads them from the BMC's inventory.
     Create(NodeArgs),
+    /// Show a node with its last inventory.
+    Show { name: String },
+    /// Read the node's inventory from its BMC again and store it.
+    Inspect { name: String },
+    /// Show or change the power state.
+    Power {
+        name: String,
+        /// status, on, off (orderly shutdown), force-off or reset.
+        action: String,
+        /// Act even while an order is provisioning the node.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set the boot device override.
+    Boot {
+        name: String,
+        /// pxe, disk, cd, uefi-http or bios-setup.
+        target: String,
+        /// Keep the override for every boot, not just the next one.
+        #[arg(long)]
+        persistent: bool,
+        /// uefi or legacy; by default the node keeps its mode.
+        #[arg(long)]
+        mode: Option<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Insert an ISO (by URL) as the virtual CD, or eject it.
+    Media {
+        name: String,
+        /// The ISO's http(s) URL; leave out with --eject.
+        url: Option<String>,
+        #[arg(long, conflicts_with = "url")]
+        eject: bool,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show sensor readings and overall health.
+    Sensors { name: String },
+    /// Show where the node's serial console is served.
+    Console { name: String },
+    /// Show a node operation whose wait ran out.
+    Operation { id: i64 },
     /// Change a node's BMC URL, user name or password (for example after an
     /// order failed on bad credentials; then retry the order).
     SetBmc {
@@ -127,20 +172,26 @@ struct NodeArgs {
     site: String,
     #[arg(long)]
     subnet: String,
-    /// MAC address of the NIC the node netboots from.
+    /// MAC address of the NIC the node netboots from (default: read from
+    /// the BMC).
     #[arg(long)]
-    boot_mac: String,
+    boot_mac: Option<String>,
     #[arg(long)]
-    cpu_cores: u32,
+    cpu_cores: Option<u32>,
     /// RAM in MiB.
     #[arg(long)]
-    ram_mib: u32,
+    ram_mib: Option<u32>,
     /// Disk in GB.
     #[arg(long)]
-    disk_gb: u32,
+    disk_gb: Option<u32>,
+    /// Read and store the inventory even when every value above is given.
+    #[arg(long)]
+    inspect: bool,
+    /// redfish, idrac, ilo, ipmi or ironic.
     #[arg(long, default_value = "redfish")]
     bmc_driver: String,
-    /// BMC address: a Redfish service root or a ComputerSystem URL.
+    /// BMC address: a Redfish service root or ComputerSystem URL,
+    /// ipmi://host[:port] for IPMI, or an Ironic node URL.
     #[arg(long)]
     bmc_url: String,
     #[arg(long)]
@@ -316,7 +367,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let client = Client {
-        http: rackhand_control_plane::http_client::build(std::time::Duration::from_secs(60))?,
+        http: rackhand_control_plane::http_client::build(std::time::Duration::from_secs(150))?,
         base: cli.url.clone(),
         token,
     };
@@ -349,9 +400,86 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(NodeCommand::Create(a)) => {
             let password = read_secret(&a.bmc_password_file)?;
             let body = json!({ "name": a.name, "site": a.site, "subnet": a.subnet, "boot_mac": a.boot_mac,
-                "cpu_cores": a.cpu_cores, "ram_mib": a.ram_mib, "disk_gb": a.disk_gb,
+                "cpu_cores": a.cpu_cores, "ram_mib": a.ram_mib, "disk_gb": a.disk_gb, "inspect": a.inspect,
                 "bmc": { "driver": a.bmc_driver, "url": a.bmc_url, "username": a.bmc_username, "password": password } });
             (client.post("/v1/nodes", body).await?, &[])
+        }
+        Command::Node(NodeCommand::Show { name }) => {
+            (client.get(&format!("/v1/nodes/{name}")).await?, &[])
+        }
+        Command::Node(NodeCommand::Inspect { name }) => (
+            client
+                .post(&format!("/v1/nodes/{name}/inspect"), json!({}))
+                .await?,
+            &[],
+        ),
+        Command::Node(NodeCommand::Power {
+            name,
+            action,
+            force,
+        }) => {
+            let path = format!("/v1/nodes/{name}/power");
+            if action == "status" {
+                (client.get(&path).await?, &[])
+            } else {
+                let body = json!({ "action": action, "force": force });
+                (client.post(&path, body).await?, &[])
+            }
+        }
+        Command::Node(NodeCommand::Boot {
+            name,
+            target,
+            persistent,
+            mode,
+            force,
+        }) => {
+            let body =
+                json!({ "target": target, "persistent": persistent, "mode": mode, "force": force });
+            (
+                client
+                    .call(
+                        reqwest::Method::PUT,
+                        &format!("/v1/nodes/{name}/boot"),
+                        Some(body),
+                    )
+                    .await?,
+                &[],
+            )
+        }
+        Command::Node(NodeCommand::Media {
+            name,
+            url,
+            eject,
+            force,
+        }) => {
+            let path = format!("/v1/nodes/{name}/media");
+            let value = match (url, eject) {
+                (Some(url), false) => {
+                    client
+                        .post(&path, json!({ "url": url, "force": force }))
+                        .await?
+                }
+                (None, true) => {
+                    client
+                        .call(
+                            reqwest::Method::DELETE,
+                            &format!("{path}?force={force}"),
+                            None,
+                        )
+                        .await?
+                }
+                _ => bail!("give the ISO's URL to insert, or --eject"),
+            };
+            (value, &[])
+        }
+        Command::Node(NodeCommand::Sensors { name }) => {
+            (client.get(&format!("/v1/nodes/{name}/sensors")).await?, &[])
+        }
+        Command::Node(NodeCommand::Console { name }) => {
+            (client.get(&format!("/v1/nodes/{name}/console")).await?, &[])
+        }
+        Command::Node(NodeCommand::Operation { id }) => {
+            (client.get(&format!("/v1/operations/{id}")).await?, &[])
         }
         Command::Node(NodeCommand::SetBmc {
             name,
