@@ -10,7 +10,7 @@ mod vm {
     use std::time::Duration;
 
     use rackhand_e2e::stack::{Stack, StackOptions, random_suffix, sha256_file};
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     /// Time for a TCG VM to power on, netboot and call back, with slack for a
     /// loaded 2-core machine.
@@ -402,6 +402,109 @@ mod vm {
             !text.contains("application/octet-stream"),
             "the capture shows an image response"
         );
+        Ok(())
+    }
+
+    /// The operator surface against a real BMC: a node added by its BMC
+    /// address alone gets its boot MAC and sizes from the inventory, and
+    /// power and boot actions reach the machine through the site agent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn operator_adds_node_by_bmc_and_drives_it() -> anyhow::Result<()> {
+        let options = StackOptions::new("rhe-ops", "10.98.15");
+        let stack = Stack::start(options, "", "").await?;
+        stack
+            .post(
+                "/v1/subnets",
+                json!({ "name": "public", "site": "dc1", "cidr": "192.0.2.0/24", "gateway": "192.0.2.1" }),
+            )
+            .await?;
+        let password = stack.lab.var("BMC_PASSWORD").to_string();
+        let created = stack
+            .post(
+                "/v1/nodes",
+                json!({
+                    "name": "node0", "site": "dc1", "subnet": "public", "disk_gb": 1,
+                    "bmc": {
+                        "driver": "redfish",
+                        "url": stack.lab.var("REDFISH_URL"),
+                        "username": stack.lab.var("BMC_USER"),
+                        "password": password,
+                    },
+                }),
+            )
+            .await?;
+        assert_eq!(
+            created["boot_mac"],
+            stack.lab.var("NODE0_MAC"),
+            "{created:#}"
+        );
+        assert_eq!(created["ram_mib"], 512, "{created:#}");
+        assert!(
+            created["cpu_cores"].as_u64().is_some_and(|c| c >= 1),
+            "{created:#}"
+        );
+        let shown = stack.get("/v1/nodes/node0").await?;
+        assert!(
+            shown["inventory"]["nics"]
+                .as_array()
+                .is_some_and(|n| !n.is_empty()),
+            "{shown:#}"
+        );
+        assert!(
+            !shown.to_string().contains(&password),
+            "the BMC password is write-only"
+        );
+
+        let boot = stack
+            .call(
+                reqwest::Method::PUT,
+                "/v1/nodes/node0/boot",
+                Some(json!({ "target": "disk", "persistent": true })),
+            )
+            .await?;
+        assert_eq!(boot.0, 200, "{boot:?}");
+
+        stack
+            .post("/v1/nodes/node0/power", json!({ "action": "on" }))
+            .await?;
+        let mut power = Value::Null;
+        for _ in 0..60 {
+            power = stack.get("/v1/nodes/node0/power").await?;
+            if power["power"] == "on" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(power["power"], "on", "{power:#}");
+        // Powering on a node that is on sends nothing.
+        stack
+            .post("/v1/nodes/node0/power", json!({ "action": "on" }))
+            .await?;
+        assert_eq!(stack.reset_posts()?, 1, "one Reset reached the BMC");
+        assert_eq!(stack.vm_starts()?, 1, "the VM started once");
+        stack
+            .post("/v1/nodes/node0/power", json!({ "action": "force_off" }))
+            .await?;
+
+        // What the BMC cannot do is reported by name, not as a failure.
+        let (status, console) = stack
+            .call(reqwest::Method::GET, "/v1/nodes/node0/console", None)
+            .await?;
+        if status != 200 {
+            assert_eq!(status, 502, "{console:#}");
+            assert!(
+                console["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("not supported")),
+                "{console:#}"
+            );
+        }
+        let logs = format!(
+            "{}{}",
+            stack.control_plane.log_text(),
+            stack.agent.log_text()
+        );
+        assert!(!logs.contains(&password), "the BMC password reached a log");
         Ok(())
     }
 }
