@@ -29,6 +29,8 @@ pub struct App {
     pub tasks_ready: Notify,
     /// Woken when a node operation is queued, to end long polls early.
     pub operations_ready: Notify,
+    /// Console sessions whose operator waits for the agent to join.
+    pub consoles: crate::console::Sessions,
 }
 
 /// The shared handle.

@@ -6,6 +6,18 @@ use std::time::Duration;
 
 /// Builds a client with `timeout` for connect plus the whole request.
 pub fn build(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    builder(timeout.min(Duration::from_secs(10)))
+        .timeout(timeout)
+        .build()
+}
+
+/// Builds a client without an overall time limit, for connections that
+/// stay open as long as their user wants (console sessions).
+pub fn build_for_streams() -> reqwest::Result<reqwest::Client> {
+    builder(Duration::from_secs(10)).build()
+}
+
+fn builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -19,9 +31,7 @@ pub fn build(timeout: Duration) -> reqwest::Result<reqwest::Client> {
 
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .connect_timeout(connect_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("rackhand/", env!("CARGO_PKG_VERSION")))
-        .build()
 }

@@ -19,6 +19,7 @@ pub mod api;
 pub mod app;
 pub mod billing;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod dns;
 pub mod failpoint;

@@ -42,6 +42,10 @@ use crate::db;
 /// a crashed agent within a few minutes.
 pub const LEASE: Duration = Duration::from_secs(180);
 
+/// Seconds a console session may last. A choice: a working day, so a
+/// forgotten session ends on its own.
+pub const CONSOLE_LEASE: Duration = Duration::from_secs(12 * 3600);
+
 /// Maximum long-poll time of an operation claim.
 const MAX_CLAIM_WAIT: Duration = Duration::from_secs(30);
 
@@ -79,6 +83,49 @@ pub async fn run(
     operation: NewOperation,
     wait: Duration,
 ) -> Result<Value, ApiError> {
+    let id = queue(app, &operation).await?;
+    app.operations_ready.notify_waiters();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(result) = outcome(app, id, &operation).await? {
+            return result;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(give_up(app, id, &operation, wait).await?);
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Returns the operation's result once it ended: the agent's result, or a
+/// 502 carrying the agent's error.
+pub async fn outcome(
+    app: &App,
+    id: i64,
+    operation: &NewOperation,
+) -> Result<Option<Result<Value, ApiError>>, ApiError> {
+    let row: (String, Option<String>, Option<String>) =
+        sqlx::query_as("SELECT state, result, error FROM node_operations WHERE id = ?")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await?;
+    Ok(match row {
+        (state, Some(result), _) if state == "done" => {
+            Some(serde_json::from_str(&result).map_err(|e| ApiError::Internal(e.into())))
+        }
+        (state, _, error) if state == "failed" => Some(Err(ApiError::BadGateway(format!(
+            "{} of node {:?} failed (operation {id}): {}",
+            operation.action.name(),
+            operation.node_name,
+            error.unwrap_or_default()
+        )))),
+        _ => None,
+    })
+}
+
+/// Stores a pending operation and returns its id. The caller wakes the
+/// agents with `operations_ready` once it is ready for them to claim it.
+pub async fn queue(app: &SharedApp, operation: &NewOperation) -> Result<i64, ApiError> {
     let action_json =
         serde_json::to_string(&operation.action).map_err(|e| ApiError::Internal(e.into()))?;
     let now = db::now_ms();
@@ -111,39 +158,12 @@ pub async fn run(
         .await?;
     tx.commit().await?;
     tracing::info!(operation_id = id, node = %operation.node_name, action = operation.action.name(), "node operation queued");
-    app.operations_ready.notify_waiters();
-
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let row: (String, Option<String>, Option<String>) =
-            sqlx::query_as("SELECT state, result, error FROM node_operations WHERE id = ?")
-                .bind(id)
-                .fetch_one(&app.pool)
-                .await?;
-        match row {
-            (state, Some(result), _) if state == "done" => {
-                return serde_json::from_str(&result).map_err(|e| ApiError::Internal(e.into()));
-            }
-            (state, _, error) if state == "failed" => {
-                return Err(ApiError::BadGateway(format!(
-                    "{} of node {:?} failed (operation {id}): {}",
-                    operation.action.name(),
-                    operation.node_name,
-                    error.unwrap_or_default()
-                )));
-            }
-            _ => {}
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(give_up(app, id, &operation, wait).await?);
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    Ok(id)
 }
 
 /// Fails an operation that no agent claimed within `wait`, or explains that
 /// the agent is still on it.
-async fn give_up(
+pub async fn give_up(
     app: &App,
     id: i64,
     operation: &NewOperation,
@@ -233,9 +253,17 @@ pub async fn claim(
     }
 }
 
+/// Returns how long an agent may work on `action` before the operation
+/// fails.
+fn lease_of(action: &NodeAction) -> Duration {
+    match action {
+        NodeAction::ConsoleAttach => CONSOLE_LEASE,
+        _ => LEASE,
+    }
+}
+
 async fn claim_one(app: &App, agent: &Agent) -> Result<Option<Operation>, ApiError> {
     let now = db::now_ms();
-    let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
     let mut tx = db::begin(&app.pool).await?;
     let row: Option<OperationRow> = sqlx::query_as(
         "SELECT id, node_name, boot_mac, bmc_driver, bmc_url, bmc_username, bmc_password_sealed, action
@@ -247,6 +275,10 @@ async fn claim_one(app: &App, agent: &Agent) -> Result<Option<Operation>, ApiErr
     let Some(row) = row else {
         return Ok(None);
     };
+    let action: NodeAction =
+        serde_json::from_str(&row.action).map_err(|e| ApiError::Internal(e.into()))?;
+    let lease = lease_of(&action);
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     sqlx::query(
         "UPDATE node_operations SET state = 'claimed', claimed_by = ?, lease_expires_at = ?, updated_at = ?
          WHERE id = ?",
@@ -259,8 +291,6 @@ async fn claim_one(app: &App, agent: &Agent) -> Result<Option<Operation>, ApiErr
     .await?;
     tx.commit().await?;
 
-    let action: NodeAction =
-        serde_json::from_str(&row.action).map_err(|e| ApiError::Internal(e.into()))?;
     let password = app
         .sealer
         .open(&password_context(row.id), &row.bmc_password_sealed)
@@ -282,7 +312,7 @@ async fn claim_one(app: &App, agent: &Agent) -> Result<Option<Operation>, ApiErr
             username: row.bmc_username,
             password,
         },
-        lease_seconds: u32::try_from(LEASE.as_secs()).unwrap_or(u32::MAX),
+        lease_seconds: u32::try_from(lease.as_secs()).unwrap_or(u32::MAX),
         action,
     }))
 }

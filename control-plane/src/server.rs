@@ -73,6 +73,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         jobs_ready: Notify::new(),
         tasks_ready: Notify::new(),
         operations_ready: Notify::new(),
+        consoles: Default::default(),
     }))
 }
 

@@ -13,6 +13,8 @@ mod api;
 mod billing;
 #[path = "control_plane/config.rs"]
 mod config;
+#[path = "control_plane/console.rs"]
+mod console;
 #[path = "control_plane/harness.rs"]
 mod harness;
 #[path = "control_plane/inventory.rs"]

@@ -208,6 +208,17 @@ pub fn operation_result_path(operation_id: i64) -> String {
     format!("/agent/v1/operations/{operation_id}/result")
 }
 
+/// Returns the path where the agent joins a console session: a `POST` with
+/// `Upgrade: rackhand-console` that the control plane answers with 101 and
+/// then relays bytes between this connection and the operator's.
+pub fn console_attach_path(operation_id: i64) -> String {
+    format!("/agent/v1/consoles/{operation_id}")
+}
+
+/// The `Upgrade` protocol name of console connections, on both the
+/// operator's and the agent's side.
+pub const CONSOLE_UPGRADE: &str = "rackhand-console";
+
 /// Body of [`OPERATION_CLAIM_PATH`].
 #[derive(Debug, Serialize, Deserialize)]
 pub struct OperationClaim {
@@ -264,6 +275,9 @@ pub enum NodeAction {
     EjectMedia,
     /// Where the node's serial console is served.
     Console,
+    /// Open the serial console and join it to the operator's connection
+    /// through the control plane (see [`console_attach_path`]).
+    ConsoleAttach,
 }
 
 impl NodeAction {
@@ -281,6 +295,7 @@ impl NodeAction {
             NodeAction::InsertMedia { .. } => "insert_media",
             NodeAction::EjectMedia => "eject_media",
             NodeAction::Console => "console",
+            NodeAction::ConsoleAttach => "console_attach",
         }
     }
 }

@@ -16,6 +16,9 @@ use crate::enroll::Identity;
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
     http: reqwest::Client,
+    /// The same identity without an overall time limit, for console
+    /// sessions that last as long as the operator stays.
+    streams: reqwest::Client,
     base: String,
 }
 
@@ -30,8 +33,13 @@ impl ControlPlane {
             // Long enough for a claim's long poll plus slack.
             .timeout(Duration::from_secs(u64::from(CLAIM_WAIT_SECONDS) + 20))
             .build()?;
+        let streams = reqwest::Client::builder()
+            .tls_backend_preconfigured(identity.tls.clone())
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
         Ok(ControlPlane {
             http,
+            streams,
             base: base.to_string(),
         })
     }
@@ -133,6 +141,30 @@ impl ControlPlane {
                 .json()
                 .await?,
         ))
+    }
+
+    /// Joins the console session of operation `operation_id`; returns the
+    /// upgraded connection that carries the operator's bytes.
+    pub async fn join_console(&self, operation_id: i64) -> anyhow::Result<reqwest::Upgraded> {
+        let response = self
+            .streams
+            .post(format!(
+                "{}{}",
+                self.base,
+                wire::console_attach_path(operation_id)
+            ))
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, wire::CONSOLE_UPGRADE)
+            .send()
+            .await
+            .context("joining a console session")?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            bail!("control plane refused the console session {operation_id}: {status}: {body}");
+        }
+        Ok(response.upgrade().await?)
     }
 
     /// Reports a node operation's result.

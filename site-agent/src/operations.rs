@@ -56,7 +56,7 @@ pub async fn run(control_plane: ControlPlane, bmc_timeout: Duration, shutdown: C
                 tokio::spawn(
                     async move {
                         let _permit = permit;
-                        let outcome = execute(&operation, bmc_timeout).await;
+                        let outcome = execute(&control_plane, &operation, bmc_timeout).await;
                         report(&control_plane, operation.operation_id, &outcome).await;
                     }
                     .instrument(span),
@@ -100,12 +100,16 @@ async fn report(control_plane: &ControlPlane, operation_id: i64, outcome: &Opera
 }
 
 /// Carries out one operation, bounded by its lease.
-pub async fn execute(operation: &Operation, bmc_timeout: Duration) -> OperationOutcome {
+pub async fn execute(
+    control_plane: &ControlPlane,
+    operation: &Operation,
+    bmc_timeout: Duration,
+) -> OperationOutcome {
     // Leave the report a margin inside the lease.
     let limit = Duration::from_secs(u64::from(operation.lease_seconds))
         .saturating_sub(Duration::from_secs(15))
         .max(Duration::from_secs(5));
-    match tokio::time::timeout(limit, act(operation, bmc_timeout)).await {
+    match tokio::time::timeout(limit, act(control_plane, operation, bmc_timeout)).await {
         Ok(Ok(result)) => {
             tracing::info!("node operation done");
             OperationOutcome::Succeeded { result }
@@ -152,7 +156,11 @@ fn invalid(message: String) -> ActionError {
     }
 }
 
-async fn act(operation: &Operation, bmc_timeout: Duration) -> Result<Value, ActionError> {
+async fn act(
+    control_plane: &ControlPlane,
+    operation: &Operation,
+    bmc_timeout: Duration,
+) -> Result<Value, ActionError> {
     let mut endpoint = BmcEndpoint::from_access(&operation.bmc, operation.node_name.clone())
         .map_err(|e| invalid(e.to_string()))?;
     endpoint.timeout = bmc_timeout;
@@ -199,11 +207,42 @@ async fn act(operation: &Operation, bmc_timeout: Duration) -> Result<Value, Acti
             } => json!({ "console": { "protocol": protocol, "host": host, "port": port } }),
             // TODO: relay Serial-over-LAN streams to the operator through the
             // control plane; until then only BMC-served consoles are shown.
+            Console::Stream(_) => json!({ "console": { "protocol": "relay", "attach": true } }),
             _ => {
+                return Err(invalid(
+                    "the driver returned a console kind this agent does not know".to_string(),
+                ));
+            }
+        },
+        NodeAction::ConsoleAttach => match driver.open_console().await? {
+            Console::Stream(mut console) => {
+                let mut upgraded = control_plane
+                    .join_console(operation.operation_id)
+                    .await
+                    .map_err(|e| ActionError {
+                        message: format!("{e:#}"),
+                        retryable: true,
+                    })?;
+                tracing::info!("console session joined");
+                let (to_console, to_operator) =
+                    tokio::io::copy_bidirectional(&mut upgraded, &mut console)
+                        .await
+                        .unwrap_or((0, 0));
+                json!({ "console": { "bytes_to_console": to_console, "bytes_to_operator": to_operator } })
+            }
+            Console::Remote {
+                protocol,
+                host,
+                port,
+            } => {
                 return Err(invalid(format!(
-                    "the {} driver offers its console as a Serial-over-LAN stream, which the control plane cannot relay yet; use `ipmitool sol activate` on the site network",
-                    driver.kind()
+                    "the BMC serves this console itself over {protocol} at {host}:{port}; connect there with the BMC credentials"
                 )));
+            }
+            _ => {
+                return Err(invalid(
+                    "the driver returned a console kind this agent does not know".to_string(),
+                ));
             }
         },
     };

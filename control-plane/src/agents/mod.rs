@@ -91,6 +91,10 @@ pub fn router(app: SharedApp) -> Router {
         .route("/agent/v1/tasks/{task_id}/result", post(tasks::report))
         .route(wire::OPERATION_CLAIM_PATH, post(operations::claim))
         .route(
+            "/agent/v1/consoles/{operation_id}",
+            post(crate::console::agent_join),
+        )
+        .route(
             "/agent/v1/operations/{operation_id}/result",
             post(operations::report),
         )

@@ -82,6 +82,7 @@ async fn serve_connection(
 
     let result = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+        .with_upgrades()
         .await;
     if let Err(error) = result {
         tracing::debug!(peer = %peer, error = %error, "agent connection ended with an error");

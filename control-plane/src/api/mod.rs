@@ -55,6 +55,10 @@ pub fn router(app: SharedApp) -> Router {
         )
         .route("/v1/nodes/{name}/sensors", get(node_ops::sensors))
         .route("/v1/nodes/{name}/console", get(node_ops::console))
+        .route(
+            "/v1/nodes/{name}/console/attach",
+            get(node_ops::attach_console),
+        )
         .route("/v1/operations/{id}", get(node_ops::operation))
         .route(
             "/v1/images",

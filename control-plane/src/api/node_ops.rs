@@ -10,9 +10,10 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
+use axum::response::Response;
 use rackhand_protocol::Secret;
-use rackhand_protocol::agent::NodeAction;
+use rackhand_protocol::agent::{CONSOLE_UPGRADE, NodeAction};
 use rackhand_protocol::hardware::Inventory;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 use crate::api::auth::Operator;
 use crate::api::error::{ApiError, Body};
 use crate::app::SharedApp;
+use crate::console;
 use crate::db;
 use crate::operations::{self, NewOperation};
 use crate::seal;
@@ -71,7 +73,11 @@ fn check_not_busy(node: &NodeTarget, force: bool) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn run(app: &SharedApp, node: &NodeTarget, action: NodeAction) -> Result<Value, ApiError> {
+fn new_operation(
+    app: &SharedApp,
+    node: &NodeTarget,
+    action: NodeAction,
+) -> Result<NewOperation, ApiError> {
     let password: Secret = app
         .sealer
         .open(
@@ -83,22 +89,22 @@ async fn run(app: &SharedApp, node: &NodeTarget, action: NodeAction) -> Result<V
         .boot_mac
         .parse()
         .map_err(|e: rackhand_protocol::MacAddrError| ApiError::Internal(e.into()))?;
-    operations::run(
-        app,
-        NewOperation {
-            site_id: node.site_id,
-            node_id: Some(node.id),
-            node_name: node.name.clone(),
-            boot_mac: Some(boot_mac),
-            bmc_driver: node.bmc_driver.clone(),
-            bmc_url: node.bmc_url.clone(),
-            bmc_username: node.bmc_username.clone(),
-            bmc_password: password,
-            action,
-        },
-        ACTION_WAIT,
-    )
-    .await
+    Ok(NewOperation {
+        site_id: node.site_id,
+        node_id: Some(node.id),
+        node_name: node.name.clone(),
+        boot_mac: Some(boot_mac),
+        bmc_driver: node.bmc_driver.clone(),
+        bmc_url: node.bmc_url.clone(),
+        bmc_username: node.bmc_username.clone(),
+        bmc_password: password,
+        action,
+    })
+}
+
+async fn run(app: &SharedApp, node: &NodeTarget, action: NodeAction) -> Result<Value, ApiError> {
+    let operation = new_operation(app, node, action)?;
+    operations::run(app, operation, ACTION_WAIT).await
 }
 
 #[derive(sqlx::FromRow, serde::Serialize)]
@@ -384,6 +390,58 @@ pub async fn console(
     Ok(Json(
         json!({ "name": node.name, "console": result["console"] }),
     ))
+}
+
+/// How long attaching to a console waits for the site agent to join.
+const ATTACH_WAIT: Duration = Duration::from_secs(60);
+
+/// `GET /v1/nodes/{name}/console/attach` with `Upgrade: rackhand-console`:
+/// joins the operator's connection to the node's serial console through the
+/// site agent. Answers 101 once the agent has opened the console, or the
+/// agent's error (502) or a timeout (504).
+pub async fn attach_console(
+    State(app): State<SharedApp>,
+    _operator: Operator,
+    Path(name): Path<String>,
+    mut request: Request,
+) -> Result<Response, ApiError> {
+    if !console::wants_console(request.headers()) {
+        return Err(ApiError::BadRequest(format!(
+            "attaching needs `Connection: upgrade` and `Upgrade: {CONSOLE_UPGRADE}`; use `rackhand node console {name} --attach`"
+        )));
+    }
+    let node = target(&app, &name).await?;
+    let operation = new_operation(&app, &node, NodeAction::ConsoleAttach)?;
+    let id = operations::queue(&app, &operation).await?;
+    let mut joined = app.consoles.wait_for_agent(id);
+    app.operations_ready.notify_waiters();
+
+    let deadline = tokio::time::Instant::now() + ATTACH_WAIT;
+    let agent = loop {
+        if let Some(result) = operations::outcome(&app, id, &operation).await? {
+            app.consoles.forget(id);
+            // A console session reports only when it ends, so an ended
+            // operation here means the agent could not open it.
+            result?;
+            return Err(ApiError::BadGateway(format!(
+                "the console session of node {name:?} ended before it started"
+            )));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            app.consoles.forget(id);
+            return Err(operations::give_up(&app, id, &operation, ATTACH_WAIT).await?);
+        }
+        tokio::select! {
+            agent = &mut joined => match agent {
+                Ok(agent) => break agent,
+                Err(_) => return Err(ApiError::Internal(anyhow::anyhow!("console session {id} lost its agent side"))),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    };
+    console::relay(id, hyper::upgrade::on(&mut request), agent);
+    tracing::info!(node = %node.name, operation_id = id, "operator attached to the serial console");
+    Ok(console::switching_protocols())
 }
 
 /// `GET /v1/operations/{id}`: a node operation's state and result.

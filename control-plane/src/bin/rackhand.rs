@@ -142,8 +142,13 @@ enum NodeCommand {
     },
     /// Show sensor readings and overall health.
     Sensors { name: String },
-    /// Show where the node's serial console is served.
-    Console { name: String },
+    /// Show where the node's serial console is served, or attach to it
+    /// (Serial-over-LAN through the site agent; Ctrl-] detaches).
+    Console {
+        name: String,
+        #[arg(long)]
+        attach: bool,
+    },
     /// Show a node operation whose wait ran out.
     Operation { id: i64 },
     /// Change a node's BMC URL, user name or password (for example after an
@@ -475,9 +480,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(NodeCommand::Sensors { name }) => {
             (client.get(&format!("/v1/nodes/{name}/sensors")).await?, &[])
         }
-        Command::Node(NodeCommand::Console { name }) => {
-            (client.get(&format!("/v1/nodes/{name}/console")).await?, &[])
+        Command::Node(NodeCommand::Console { name, attach: true }) => {
+            return attach_console(&client, &name).await;
         }
+        Command::Node(NodeCommand::Console {
+            name,
+            attach: false,
+        }) => (client.get(&format!("/v1/nodes/{name}/console")).await?, &[]),
         Command::Node(NodeCommand::Operation { id }) => {
             (client.get(&format!("/v1/operations/{id}")).await?, &[])
         }
@@ -618,6 +627,126 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         print_table(&value, columns);
     }
     Ok(())
+}
+
+/// The byte that ends a console session: Ctrl-], as in telnet.
+const DETACH: u8 = 0x1d;
+
+/// Joins the terminal to the node's serial console until the operator
+/// presses Ctrl-] or the session ends.
+async fn attach_console(client: &Client, name: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    // Without an overall timeout: a session lasts as long as the operator.
+    let http = rackhand_control_plane::http_client::build_for_streams()?;
+    let url = format!(
+        "{}/v1/nodes/{name}/console/attach",
+        client.base.trim_end_matches('/')
+    );
+    let mut request = http
+        .get(&url)
+        .header(reqwest::header::CONNECTION, "upgrade")
+        .header(
+            reqwest::header::UPGRADE,
+            rackhand_protocol::agent::CONSOLE_UPGRADE,
+        );
+    if let Some(token) = &client.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the control plane at {}", client.base))?;
+    if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or(text);
+        bail!(
+            "{} {}: {message}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+    }
+    let upgraded = response
+        .upgrade()
+        .await
+        .context("switching to the console")?;
+    eprintln!("connected to the serial console of {name}; press Ctrl-] to detach\r");
+    let _raw = RawTerminal::enter();
+    let (mut from_node, mut to_node) = tokio::io::split(upgraded);
+    let mut stdin = tokio::io::stdin();
+    let mut stdout = tokio::io::stdout();
+    let keys = async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            let n = stdin.read(&mut buffer).await?;
+            if n == 0 {
+                return anyhow::Ok(());
+            }
+            let chunk = &buffer[..n];
+            if let Some(at) = chunk.iter().position(|b| *b == DETACH) {
+                to_node.write_all(&chunk[..at]).await?;
+                return anyhow::Ok(());
+            }
+            to_node.write_all(chunk).await?;
+        }
+    };
+    let output = async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            let n = from_node.read(&mut buffer).await?;
+            if n == 0 {
+                return anyhow::Ok(());
+            }
+            stdout.write_all(&buffer[..n]).await?;
+            stdout.flush().await?;
+        }
+    };
+    tokio::select! {
+        result = keys => result?,
+        result = output => result?,
+    }
+    drop(_raw);
+    eprintln!("\ndetached from the serial console of {name}");
+    Ok(())
+}
+
+/// Puts the terminal on standard input in raw mode until dropped, so keys
+/// such as Ctrl-C reach the node instead of ending the CLI. Does nothing
+/// when standard input is not a terminal.
+struct RawTerminal {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl RawTerminal {
+    fn enter() -> RawTerminal {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let Ok(saved) = tcgetattr(&stdin) else {
+            return RawTerminal { saved: None };
+        };
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        if tcsetattr(&stdin, SetArg::TCSANOW, &raw).is_err() {
+            return RawTerminal { saved: None };
+        }
+        RawTerminal { saved: Some(saved) }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                saved,
+            );
+        }
+    }
 }
 
 fn read_secret(path: &Path) -> anyhow::Result<String> {
