@@ -1,6 +1,9 @@
 //! The IPMI 2.0 driver: power, boot device, sensors and Serial-over-LAN over
 //! RMCP+ (`lanplus`).
 
+mod crypto;
+mod packet;
+
 use crate::driver::{BmcDriver, BmcEndpoint, BootOverride, DriverError, DriverKind, PowerState};
 use rackhand_protocol::MacAddr;
 
