@@ -158,7 +158,9 @@ pub enum DriverError {
     /// Only packets the driver cannot use came back: too short, not RMCP,
     /// another session, a bad checksum or integrity code, or an unexpected
     /// payload.
-    #[error("invalid IPMI response from the BMC of node {node} at {address} to {command}: {problem}")]
+    #[error(
+        "invalid IPMI response from the BMC of node {node} at {address} to {command}: {problem}"
+    )]
     IpmiInvalidResponse {
         node: String,
         address: String,

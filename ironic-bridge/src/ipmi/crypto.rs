@@ -269,7 +269,7 @@ impl SessionKeys {
     /// Decrypts an encrypted payload field (IV and ciphertext) and removes
     /// the confidentiality trailer.
     pub fn decrypt(&self, field: &[u8]) -> Result<Vec<u8>, &'static str> {
-        if field.len() < 32 || field.len() % 16 != 0 {
+        if field.len() < 32 || !field.len().is_multiple_of(16) {
             return Err("encrypted payload is not an IV plus whole AES blocks");
         }
         let cipher = Aes128::new(&Array::from(self.aes_key));

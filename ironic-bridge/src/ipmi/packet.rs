@@ -2,9 +2,9 @@
 //! checking every byte of what comes back.
 //!
 //! Every parser here takes untrusted bytes from the network and returns a
-//! [`PacketError`] for anything short, inconsistent or unauthenticated; none
-//! of them indexes past the input (the property tests feed them random
-//! bytes).
+//! [`PacketError`] for anything short, inconsistent or unauthenticated. None
+//! of them indexes past the input, which the property tests check with
+//! random and mutated bytes.
 
 use super::crypto::{SessionKeys, constant_time_eq};
 
@@ -27,7 +27,7 @@ pub const CONSOLE_ADDRESS: u8 = 0x81;
 /// Slave address of the BMC.
 pub const BMC_ADDRESS: u8 = 0x20;
 
-/// What is wrong with a received packet.
+/// A defect of a received packet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PacketError {
     #[error("packet of {0} bytes is too short")]
@@ -283,8 +283,10 @@ fn check_trailer(bytes: &[u8], end: usize, keys: &SessionKeys) -> Result<(), Pac
         return Err(PacketError::Trailer("next header is not 0x07"));
     }
     let covered = &bytes[4..bytes.len() - code_len];
-    if covered.len() % 4 != 0 {
-        return Err(PacketError::Trailer("covered length is not a multiple of 4"));
+    if !covered.len().is_multiple_of(4) {
+        return Err(PacketError::Trailer(
+            "covered length is not a multiple of 4",
+        ));
     }
     let expected = keys.integrity_code(covered);
     if !constant_time_eq(&expected, &bytes[bytes.len() - code_len..]) {

@@ -121,7 +121,9 @@ fn response_with_bad_checksum_is_rejected() {
 
 #[test]
 fn pong_without_ipmi_bit_reports_false() {
-    let mut pong = vec![0x06, 0x00, 0xFF, 0x06, 0x00, 0x00, 0x11, 0xBE, 0x40, 9, 0, 16];
+    let mut pong = vec![
+        0x06, 0x00, 0xFF, 0x06, 0x00, 0x00, 0x11, 0xBE, 0x40, 9, 0, 16,
+    ];
     pong.extend_from_slice(&[0; 16]);
     assert_eq!(decode_presence_pong(&pong, 9), Ok(false));
     pong[20] = 0x81;
