@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `redfish` | [`redfish`] | implemented: DMTF Redfish with basic auth |
 //! | `idrac`, `ilo` | none yet | will wrap [`redfish::RedfishDriver`] and add the vendor OEM parts |
-//! | `ipmi` | none yet | IPMI 2.0 over RMCP+ |
+//! | `ipmi` | [`ipmi`] | implemented: IPMI 2.0 over RMCP+ (suites 17 and 3), power, boot flags, FRU, sensors, SOL |
 //! | `ironic` | none yet | an Ironic REST client that drives the node through an Ironic conductor |
 //!
 //! [`connect`] returns [`DriverError::Unsupported`] for the kinds without a

@@ -128,6 +128,101 @@ pub enum DriverError {
         kind: DriverKind,
         operation: String,
     },
+
+    /// An IPMI command returned a completion code other than 0x00.
+    #[error(
+        "IPMI {command} to the BMC of node {node} at {address} failed with completion code {code:#04x} ({})",
+        completion_code_meaning(*code)
+    )]
+    IpmiCommand {
+        node: String,
+        /// `host:port` of the BMC.
+        address: String,
+        command: String,
+        code: u8,
+    },
+
+    /// The BMC rejected the RMCP+ session setup for this user, or proved
+    /// that it does not share the password (a RAKP authentication code that
+    /// does not match).
+    #[error(
+        "BMC of node {node} at {address} rejected IPMI user {username:?}: {reason}; check the BMC credentials"
+    )]
+    IpmiAuthentication {
+        node: String,
+        address: String,
+        username: String,
+        reason: String,
+    },
+
+    /// Only packets the driver cannot use came back: too short, not RMCP,
+    /// another session, a bad checksum or integrity code, or an unexpected
+    /// payload.
+    #[error(
+        "invalid IPMI response from the BMC of node {node} at {address} to {command}: {problem}"
+    )]
+    IpmiInvalidResponse {
+        node: String,
+        address: String,
+        command: String,
+        problem: String,
+    },
+
+    /// No response after every retransmission.
+    #[error(
+        "IPMI {command} to the BMC of node {node} at {address} got no response in {attempts} attempts of {per_attempt:?} each"
+    )]
+    IpmiTimeout {
+        node: String,
+        address: String,
+        command: String,
+        attempts: u32,
+        per_attempt: Duration,
+    },
+
+    /// The UDP socket could not be opened, or sending failed.
+    #[error("BMC of node {node} is unreachable at {address}")]
+    IpmiUnreachable {
+        node: String,
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Returns the IPMI 2.0 meaning of a completion code (table 5-2 of the
+/// specification).
+pub fn completion_code_meaning(code: u8) -> &'static str {
+    match code {
+        0x00 => "success",
+        0xC0 => "node busy",
+        0xC1 => "invalid command",
+        0xC2 => "command invalid for the given LUN",
+        0xC3 => "timeout while processing the command",
+        0xC4 => "out of space",
+        0xC5 => "reservation canceled or invalid reservation id",
+        0xC6 => "request data truncated",
+        0xC7 => "request data length invalid",
+        0xC8 => "request data field length limit exceeded",
+        0xC9 => "parameter out of range",
+        0xCA => "cannot return the number of requested data bytes",
+        0xCB => "requested sensor, data or record not present",
+        0xCC => "invalid data field in request",
+        0xCD => "command illegal for the specified sensor or record type",
+        0xCE => "command response could not be provided",
+        0xCF => "cannot execute a duplicated request",
+        0xD0 => "SDR repository in update mode",
+        0xD1 => "device in firmware update mode",
+        0xD2 => "BMC initialization in progress",
+        0xD3 => "destination unavailable",
+        0xD4 => "insufficient privilege level",
+        0xD5 => "command not supported in present state",
+        0xD6 => "command sub-function disabled or unavailable",
+        0xFF => "unspecified error",
+        0x01..=0x7E => "device-specific (OEM) completion code",
+        0x80..=0xBE => "command-specific completion code",
+        _ => "reserved completion code",
+    }
 }
 
 /// The defect of a response body that came with a success status.
@@ -191,9 +286,10 @@ impl DriverError {
     /// Returns whether the same request may succeed if tried again later.
     ///
     /// Timeouts, connection failures, truncated bodies, HTTP 5xx, 408 and 429
-    /// are retryable. Other 4xx, rejected credentials or certificates,
-    /// invalid endpoints and unsupported operations are not: repeating them
-    /// cannot help.
+    /// are retryable, and so are the IPMI completion codes for a busy or
+    /// initializing BMC. Other 4xx and completion codes, rejected credentials
+    /// or certificates, invalid packets, invalid endpoints and unsupported
+    /// operations are not: repeating them cannot help.
     pub fn is_retryable(&self) -> bool {
         match self {
             DriverError::Unreachable { .. } | DriverError::Timeout { .. } => true,
@@ -208,6 +304,15 @@ impl DriverError {
             | DriverError::Authentication { .. }
             | DriverError::SystemNotFound { .. }
             | DriverError::Unsupported { .. } => false,
+            // Busy, timed out, no response possible now, SDR update mode,
+            // firmware update mode, BMC still initializing.
+            DriverError::IpmiCommand { code, .. } => {
+                matches!(code, 0xC0 | 0xC3 | 0xCE | 0xD0 | 0xD1 | 0xD2)
+            }
+            DriverError::IpmiTimeout { .. } | DriverError::IpmiUnreachable { .. } => true,
+            DriverError::IpmiAuthentication { .. } | DriverError::IpmiInvalidResponse { .. } => {
+                false
+            }
         }
     }
 
@@ -232,7 +337,12 @@ impl DriverError {
             | DriverError::Http { node, .. }
             | DriverError::InvalidResponse { node, .. }
             | DriverError::SystemNotFound { node, .. }
-            | DriverError::Unsupported { node, .. } => node,
+            | DriverError::Unsupported { node, .. }
+            | DriverError::IpmiCommand { node, .. }
+            | DriverError::IpmiAuthentication { node, .. }
+            | DriverError::IpmiInvalidResponse { node, .. }
+            | DriverError::IpmiTimeout { node, .. }
+            | DriverError::IpmiUnreachable { node, .. } => node,
         }
     }
 }
