@@ -128,6 +128,36 @@ pub enum DriverError {
         kind: DriverKind,
         operation: String,
     },
+
+    /// The BMC refused the operation because a vendor licence is missing
+    /// (Supermicro's DCMS or OOB licence, Lenovo XCC's Enterprise level).
+    #[error(
+        "licence required: the BMC of node {node} refused {method} {url} with HTTP {status}{}; install the BMC licence for this feature",
+        detail(message)
+    )]
+    LicenceRequired {
+        node: String,
+        url: String,
+        method: http::Method,
+        status: u16,
+        /// The BMC's own explanation.
+        message: Option<String>,
+    },
+
+    /// A task or job that the BMC started for a request ended in failure.
+    #[error(
+        "task of the BMC of node {node} at {url} ended with {state}{}",
+        detail(message)
+    )]
+    TaskFailed {
+        node: String,
+        /// The task monitor or job URL.
+        url: String,
+        /// `TaskState` or `JobState`, such as `Exception`.
+        state: String,
+        /// The task's `Messages`.
+        message: Option<String>,
+    },
 }
 
 /// The defect of a response body that came with a success status.
@@ -207,7 +237,9 @@ impl DriverError {
             | DriverError::TlsHandshake { .. }
             | DriverError::Authentication { .. }
             | DriverError::SystemNotFound { .. }
-            | DriverError::Unsupported { .. } => false,
+            | DriverError::Unsupported { .. }
+            | DriverError::LicenceRequired { .. }
+            | DriverError::TaskFailed { .. } => false,
         }
     }
 
@@ -232,7 +264,9 @@ impl DriverError {
             | DriverError::Http { node, .. }
             | DriverError::InvalidResponse { node, .. }
             | DriverError::SystemNotFound { node, .. }
-            | DriverError::Unsupported { node, .. } => node,
+            | DriverError::Unsupported { node, .. }
+            | DriverError::LicenceRequired { node, .. }
+            | DriverError::TaskFailed { node, .. } => node,
         }
     }
 }
