@@ -565,12 +565,19 @@ fn is_tls_failure(error: &reqwest::Error) -> bool {
         if cause.is::<rustls::Error>() {
             return true;
         }
-        // io::Error::source skips the error it wraps, so look inside.
-        let wrapped = cause
+        // io::Error::source skips the error it wraps, and hyper wraps the
+        // rustls error in two io::Errors, so look inside each layer.
+        let mut wrapped = cause
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::get_ref);
-        if wrapped.is_some_and(|inner| inner.is::<rustls::Error>()) {
-            return true;
+        for _ in 0..4 {
+            let Some(inner) = wrapped else { break };
+            if inner.is::<rustls::Error>() {
+                return true;
+            }
+            wrapped = inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref);
         }
         source = cause.source();
     }
