@@ -56,8 +56,11 @@ pub(super) async fn set_next_boot(
         }
     }
 
-    if service.vendor == Vendor::Hpe && boot.target == BootTarget::Cd {
-        let slot = driver.virtual_cd(&system).await?;
+    // A Cd override without a virtual CD (a physical drive) needs no flag.
+    if service.vendor == Vendor::Hpe
+        && boot.target == BootTarget::Cd
+        && let Some(slot) = driver.find_virtual_cd(&system).await?
+    {
         oem::hpe_boot_from_virtual_cd(&driver.client, &slot, deadline).await?;
     }
 
@@ -107,6 +110,7 @@ async fn set_mode_through_bios(
     let managers = driver.managers(system).await?;
     let done = oem::set_bios_attribute(
         &driver.client,
+        driver.kind,
         vendor,
         &system.url,
         &system.json,

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::client::RedfishClient;
 use super::discovery::resolve;
+use super::profile::Vendor;
 use super::resources::{link_at, str_at};
 use super::service::{members, optional};
 use crate::driver::{Console, DriverError};
@@ -20,6 +21,9 @@ use crate::driver::{Console, DriverError};
 /// Maximum members read from one collection (processors, drives, NICs,
 /// firmware components, sensors).
 const MAX_MEMBERS: usize = 128;
+
+/// OpenBMC's SSH port for the host console (see [`find_console`]).
+const OPENBMC_CONSOLE_PORT: u16 = 2200;
 
 /// Maximum Storage controllers read.
 const MAX_STORAGE: usize = 16;
@@ -417,12 +421,22 @@ fn severity(health: Health) -> u8 {
 /// Finds the serial console the Manager advertises.
 ///
 /// `SerialConsole` of Manager v1.10 and later has one object per protocol
-/// (`SSH`, `Telnet`, `IPMI`) with `ServiceEnabled` and `Port`; older
-/// managers list `ConnectTypesSupported` and the port comes from
+/// (`SSH`, `Telnet`, `IPMI`) with `ServiceEnabled` and `Port`. Older
+/// managers list `ConnectTypesSupported`, and the port comes from
 /// `ManagerNetworkProtocol`. SSH is preferred, then Telnet, then IPMI
 /// Serial-over-LAN. `host` is the BMC's host from `manager_url`.
+///
+/// OpenBMC serves the host console over SSH on its own port 2200, apart from
+/// the BMC shell on 22 that `ManagerNetworkProtocol` lists ("ssh root@<BMC
+/// IP> -p 2200" in NVIDIA's IGX BMC guide, "MCU / IGX Host UART Access", an
+/// OpenBMC-based BMC), so that port is used when the Manager gives none.
+// NOTE: on iDRAC and iLO the advertised SSH port is the BMC's command line,
+// where a vendor command (iDRAC `console com2`, iLO `vsp`; vendor knowledge,
+// not checked here) reaches the serial console. Console::Remote cannot carry
+// that command, so the caller must know it.
 pub(crate) async fn find_console(
     client: &RedfishClient,
+    vendor: Vendor,
     manager_url: &Url,
     manager: &Value,
 ) -> Result<Option<Console>, DriverError> {
@@ -477,6 +491,13 @@ pub(crate) async fn find_console(
     for (key, protocol, default_port) in protocols {
         if !supported.contains(&key) {
             continue;
+        }
+        if vendor == Vendor::OpenBmc && key == "SSH" {
+            return Ok(Some(Console::Remote {
+                protocol: protocol.to_string(),
+                host,
+                port: OPENBMC_CONSOLE_PORT,
+            }));
         }
         let port = network
             .as_ref()

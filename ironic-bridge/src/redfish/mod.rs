@@ -274,13 +274,15 @@ impl RedfishDriver {
         Ok(resources)
     }
 
-    async fn virtual_cd(&self, system: &System) -> Result<MediaSlot, DriverError> {
+    async fn find_virtual_cd(&self, system: &System) -> Result<Option<MediaSlot>, DriverError> {
         let managers = self.managers(system).await?;
-        media::find_cd(&self.client, &system.url, &system.json, &managers)
-            .await?
-            .ok_or_else(|| {
-                self.unsupported("virtual media (no virtual CD under the System or its Managers)")
-            })
+        media::find_cd(&self.client, &system.url, &system.json, &managers).await
+    }
+
+    async fn virtual_cd(&self, system: &System) -> Result<MediaSlot, DriverError> {
+        self.find_virtual_cd(system).await?.ok_or_else(|| {
+            self.unsupported("virtual media (no virtual CD under the System or its Managers)")
+        })
     }
 
     /// Sends `ComputerSystem.Reset` with the first of `preferred` that the
@@ -466,8 +468,10 @@ impl BmcDriver for RedfishDriver {
 
     async fn open_console(&self) -> Result<Console, DriverError> {
         let system = self.read_system().await?;
+        let vendor = self.service().await?.vendor;
         for (url, manager) in self.managers(&system).await? {
-            if let Some(console) = inventory::find_console(&self.client, &url, &manager).await? {
+            let console = inventory::find_console(&self.client, vendor, &url, &manager).await?;
+            if let Some(console) = console {
                 return Ok(console);
             }
         }

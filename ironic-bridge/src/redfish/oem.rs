@@ -14,7 +14,7 @@ use super::media::MediaSlot;
 use super::profile::Vendor;
 use super::resources::{link_at, str_at};
 use super::update::{etag_of, patch, patch_settings};
-use crate::driver::{BootMode, DriverError};
+use crate::driver::{BootMode, DriverError, DriverKind};
 
 /// Returns the BIOS attribute and value that select `mode`, for vendors
 /// whose ComputerSystem has no writable `BootSourceOverrideMode`.
@@ -47,8 +47,10 @@ pub(crate) fn bios_boot_mode(
 /// the Manager (`POST …/Managers/iDRAC.Embedded.1/Jobs` with
 /// `TargetSettingsURI`, the call behind the "CreateBiosConfigJob" command of
 /// Ansible's idrac_redfish_command module). The job runs at the next reset.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn set_bios_attribute(
     client: &RedfishClient,
+    kind: DriverKind,
     vendor: Vendor,
     system_url: &Url,
     system: &Value,
@@ -85,7 +87,7 @@ pub(crate) async fn set_bios_attribute(
         return Ok(true);
     };
     if vendor == Vendor::Dell && change.sent && change.apply_time.is_none() {
-        create_dell_config_job(client, manager, &change.settings_url).await?;
+        create_dell_config_job(client, kind, manager, &change.settings_url).await?;
     }
     Ok(true)
 }
@@ -94,13 +96,14 @@ pub(crate) async fn set_bios_attribute(
 /// `settings_url`.
 async fn create_dell_config_job(
     client: &RedfishClient,
+    kind: DriverKind,
     manager: Option<&(Url, Value)>,
     settings_url: &Url,
 ) -> Result<(), DriverError> {
     let Some((manager_url, manager)) = manager else {
         return Err(DriverError::Unsupported {
             node: client.node().to_string(),
-            kind: crate::driver::DriverKind::Idrac,
+            kind,
             operation: "applying BIOS settings (no Manager to queue the configuration job on)"
                 .to_string(),
         });

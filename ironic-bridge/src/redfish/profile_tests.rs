@@ -1253,3 +1253,321 @@ async fn service_root_without_sessions_keeps_basic_auth() {
             .all(|r| r.header("authorization").is_some())
     );
 }
+
+#[tokio::test]
+async fn dropped_driver_logs_out() {
+    let server = TestServer::start(vec![
+        ("GET", ROOT, root("Dell", DELL_SYSTEM, DELL_MANAGER)),
+        ("POST", SESSIONS, login(TOKEN)),
+        (
+            "GET",
+            DELL_SYSTEM,
+            Canned::json(200, system(DELL_SYSTEM, DELL_MANAGER, "On").to_string()),
+        ),
+        (
+            "DELETE",
+            "/redfish/v1/SessionService/Sessions/1",
+            Canned::json(204, ""),
+        ),
+    ])
+    .await;
+    let driver = driver(&server, DELL_SYSTEM, DriverKind::Idrac);
+    driver.power_state().await.expect("power state");
+
+    drop(driver);
+
+    // The logout runs on a spawned task; give it a bounded time.
+    for _ in 0..50 {
+        if !server.requests_with("DELETE").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logout = server.requests_with("DELETE");
+    assert_eq!(logout.len(), 1);
+    assert_eq!(logout[0].header("x-auth-token"), Some(TOKEN));
+}
+
+#[tokio::test]
+async fn debug_output_hides_token_and_password() {
+    let server = TestServer::start(vec![
+        ("GET", ROOT, root("Dell", DELL_SYSTEM, DELL_MANAGER)),
+        ("POST", SESSIONS, login(TOKEN)),
+        (
+            "GET",
+            DELL_SYSTEM,
+            Canned::json(200, system(DELL_SYSTEM, DELL_MANAGER, "On").to_string()),
+        ),
+    ])
+    .await;
+    let driver = driver(&server, DELL_SYSTEM, DriverKind::Idrac);
+    driver.power_state().await.expect("power state");
+
+    let debug = format!("{driver:?}");
+
+    assert!(!debug.contains(TOKEN), "{debug}");
+    assert!(!debug.contains(PASSWORD), "{debug}");
+}
+
+#[tokio::test]
+async fn missing_session_service_falls_back_to_basic_auth() {
+    let server = TestServer::start(vec![
+        (
+            "GET",
+            ROOT,
+            root(
+                "OpenBMC",
+                "/redfish/v1/Systems/system",
+                "/redfish/v1/Managers/bmc",
+            ),
+        ),
+        (
+            "POST",
+            SESSIONS,
+            Canned::json(404, r#"{"error":{"message":"not found"}}"#),
+        ),
+        (
+            "GET",
+            "/redfish/v1/Systems/system",
+            Canned::json(
+                200,
+                system(
+                    "/redfish/v1/Systems/system",
+                    "/redfish/v1/Managers/bmc",
+                    "On",
+                )
+                .to_string(),
+            ),
+        ),
+    ])
+    .await;
+
+    driver(&server, "/redfish/v1/Systems/system", DriverKind::Redfish)
+        .power_state()
+        .await
+        .expect("power state with basic auth");
+
+    let read = server
+        .requests_with("GET")
+        .into_iter()
+        .find(|r| r.path == "/redfish/v1/Systems/system")
+        .expect("system read");
+    assert!(read.header("authorization").is_some());
+    assert_eq!(read.header("x-auth-token"), None);
+}
+
+#[tokio::test]
+async fn login_without_token_is_invalid_response() {
+    let server = TestServer::start(vec![
+        (
+            "GET",
+            ROOT,
+            root("Lenovo", "/redfish/v1/Systems/1", "/redfish/v1/Managers/1"),
+        ),
+        (
+            "POST",
+            SESSIONS,
+            Canned::html(200, "<html><body>Login</body></html>"),
+        ),
+    ])
+    .await;
+
+    let error = driver(&server, "/redfish/v1/Systems/1", DriverKind::Redfish)
+        .power_state()
+        .await
+        .expect_err("no token");
+
+    assert!(
+        matches!(error, DriverError::InvalidResponse { .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains(NODE), "{message}");
+    assert!(message.contains(SESSIONS), "{message}");
+    assert!(message.contains("X-Auth-Token"), "{message}");
+}
+
+#[tokio::test]
+async fn silent_session_login_times_out() {
+    let server = TestServer::start(vec![
+        ("GET", ROOT, root("Dell", DELL_SYSTEM, DELL_MANAGER)),
+        ("POST", SESSIONS, Canned::Silent),
+    ])
+    .await;
+    let endpoint = BmcEndpoint {
+        timeout: Duration::from_millis(300),
+        ..endpoint(server.at(DELL_SYSTEM), DriverKind::Idrac)
+    };
+
+    let error = RedfishDriver::new(endpoint)
+        .expect("valid endpoint")
+        .power_state()
+        .await
+        .expect_err("no answer");
+
+    assert!(matches!(error, DriverError::Timeout { .. }), "{error:?}");
+    assert!(error.to_string().contains(SESSIONS), "{error}");
+    assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn html_task_monitor_is_invalid_response() {
+    let accepted = json_with(
+        202,
+        json!({}),
+        vec![
+            ("Location", "/redfish/v1/TaskService/Tasks/4".into()),
+            ("Retry-After", "0".into()),
+        ],
+    );
+    let routes = ilo_routes(
+        ilo_cd(false, None),
+        vec![
+            (
+                "POST",
+                "/redfish/v1/Managers/1/VirtualMedia/2/Actions/VirtualMedia.InsertMedia",
+                accepted,
+            ),
+            (
+                "GET",
+                "/redfish/v1/TaskService/Tasks/4",
+                Canned::html(200, "<html>Service Unavailable</html>"),
+            ),
+        ],
+    );
+    let server = TestServer::start(routes).await;
+
+    let error = driver(&server, ILO_SYSTEM, DriverKind::Ilo)
+        .insert_media(IMAGE)
+        .await
+        .expect_err("HTML task");
+
+    assert!(
+        matches!(
+            &error,
+            DriverError::InvalidResponse {
+                problem: crate::driver::ResponseProblem::Html,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("/redfish/v1/TaskService/Tasks/4"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn truncated_media_collection_is_retryable_error() {
+    let mut routes = ilo_routes(ilo_cd(false, None), vec![]);
+    routes.retain(|(_, path, _)| *path != "/redfish/v1/Managers/1/VirtualMedia");
+    routes.push((
+        "GET",
+        "/redfish/v1/Managers/1/VirtualMedia",
+        Canned::json(200, r#"{"Members":[{"@odata.id":"/redfish/v1/Man"#),
+    ));
+    let server = TestServer::start(routes).await;
+
+    let error = driver(&server, ILO_SYSTEM, DriverKind::Ilo)
+        .insert_media(IMAGE)
+        .await
+        .expect_err("truncated JSON");
+
+    assert!(
+        matches!(
+            &error,
+            DriverError::InvalidResponse {
+                problem: crate::driver::ResponseProblem::Truncated(_),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_retryable());
+    assert!(
+        error
+            .to_string()
+            .contains("/redfish/v1/Managers/1/VirtualMedia"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn task_monitor_on_another_server_is_rejected() {
+    let accepted = json_with(
+        202,
+        json!({}),
+        vec![(
+            "Location",
+            "http://192.0.2.1/redfish/v1/TaskService/Tasks/1".into(),
+        )],
+    );
+    let routes = ilo_routes(
+        ilo_cd(false, None),
+        vec![(
+            "POST",
+            "/redfish/v1/Managers/1/VirtualMedia/2/Actions/VirtualMedia.InsertMedia",
+            accepted,
+        )],
+    );
+    let server = TestServer::start(routes).await;
+
+    let error = driver(&server, ILO_SYSTEM, DriverKind::Ilo)
+        .insert_media(IMAGE)
+        .await
+        .expect_err("foreign task monitor");
+
+    assert!(error.to_string().contains("another server"), "{error}");
+}
+
+#[tokio::test]
+async fn openbmc_console_without_port_uses_2200() {
+    let manager = json!({
+        "Model": "OpenBmc",
+        "SerialConsole": { "ServiceEnabled": true, "ConnectTypesSupported": ["IPMI", "SSH"] },
+    });
+    let server = TestServer::start(vec![
+        (
+            "GET",
+            ROOT,
+            root(
+                "OpenBMC",
+                "/redfish/v1/Systems/system",
+                "/redfish/v1/Managers/bmc",
+            ),
+        ),
+        ("POST", SESSIONS, login(TOKEN)),
+        (
+            "GET",
+            "/redfish/v1/Systems/system",
+            Canned::json(
+                200,
+                system(
+                    "/redfish/v1/Systems/system",
+                    "/redfish/v1/Managers/bmc",
+                    "On",
+                )
+                .to_string(),
+            ),
+        ),
+        (
+            "GET",
+            "/redfish/v1/Managers/bmc",
+            Canned::json(200, manager.to_string()),
+        ),
+    ])
+    .await;
+
+    let console = driver(&server, "/redfish/v1/Systems/system", DriverKind::Redfish)
+        .open_console()
+        .await
+        .expect("console");
+
+    assert!(
+        matches!(&console, Console::Remote { protocol, port: 2200, .. } if protocol == "ssh"),
+        "{console:?}"
+    );
+}
