@@ -129,8 +129,8 @@ pub enum DriverError {
         operation: String,
     },
 
-    /// The BMC refused the operation because a vendor licence is missing
-    /// (Supermicro's DCMS or OOB licence, Lenovo XCC's Enterprise level).
+    /// The BMC rejected the operation because a vendor licence is missing
+    /// (for example Supermicro's DCMS or OOB licence).
     #[error(
         "licence required: the BMC of node {node} refused {method} {url} with HTTP {status}{}; install the BMC licence for this feature",
         detail(message)

@@ -9,7 +9,7 @@ use super::{RedfishDriver, boot_target_name, oem, update};
 use crate::driver::{BmcDriver, BootMode, BootOverride, BootPersistence, BootTarget, DriverError};
 
 /// Sets the boot override of `driver`'s system. Sends nothing when the
-/// System already holds every requested value.
+/// System already contains every requested value.
 pub(super) async fn set_next_boot(
     driver: &RedfishDriver,
     boot: BootOverride,

@@ -47,7 +47,7 @@ pub(crate) struct RedfishClient {
     username: String,
     password: Secret,
     /// Time limit of one request. The driver raises it to the vendor's
-    /// default once it knows the vendor (see the `profile` module).
+    /// default once it has detected the vendor (see the `profile` module).
     timeout: Mutex<Duration>,
     pub(super) auth: tokio::sync::Mutex<Auth>,
 }
@@ -343,7 +343,8 @@ impl RedfishClient {
 
         let message = redfish_message(&reply.body).map(|message| self.redact(&message));
         let status = reply.status.as_u16();
-        // Checked before 403: Supermicro answers a missing licence with 403.
+        // Checked before 403, because Supermicro rejects a request that
+        // needs a missing licence with 403.
         if reply.status.is_client_error() && is_licence_error(&reply.body) {
             return Err(DriverError::LicenceRequired {
                 node: self.node.clone(),

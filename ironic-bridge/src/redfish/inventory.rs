@@ -1,9 +1,9 @@
 //! Reading what a machine is made of (inventory), how it is doing
 //! (sensors and health), and where its serial console is.
 //!
-//! Parts a BMC does not offer (404, 405, 501, or a licence it lacks, as
-//! Supermicro for Storage and firmware) are left out of the report instead
-//! of failing it; an invalid response is still an error.
+//! Parts a BMC does not offer are left out of the report instead of failing
+//! it: HTTP 404, 405 and 501, and a missing licence (Supermicro requires one
+//! for Storage and firmware). An invalid response is still an error.
 
 use rackhand_protocol::hardware::{
     Cpu, Disk, Firmware, Health, Inventory, Nic, SensorKind, SensorReading, Sensors,
@@ -79,7 +79,7 @@ async fn linked_members(
 }
 
 /// Reads `Processors`, or builds the list from `ProcessorSummary` when the
-/// collection is missing (sushy-tools answers it with 501).
+/// collection is missing (sushy-tools returns 501 for it).
 async fn read_cpus(
     client: &RedfishClient,
     system_url: &Url,
@@ -176,7 +176,7 @@ async fn read_disks(
     Ok(disks)
 }
 
-/// `MediaType` (`SSD`, `HDD`), with `NVMe` when the protocol says so.
+/// Returns `MediaType` (`SSD`, `HDD`), or `NVMe` for the NVMe protocol.
 fn media_type(drive: &Value) -> Option<String> {
     if str_at(drive, "/Protocol") == Some("NVMe") {
         return Some("NVMe".to_string());
@@ -426,10 +426,11 @@ fn severity(health: Health) -> u8 {
 /// `ManagerNetworkProtocol`. SSH is preferred, then Telnet, then IPMI
 /// Serial-over-LAN. `host` is the BMC's host from `manager_url`.
 ///
-/// OpenBMC serves the host console over SSH on its own port 2200, apart from
-/// the BMC shell on 22 that `ManagerNetworkProtocol` lists ("ssh root@<BMC
-/// IP> -p 2200" in NVIDIA's IGX BMC guide, "MCU / IGX Host UART Access", an
-/// OpenBMC-based BMC), so that port is used when the Manager gives none.
+/// OpenBMC serves the host console over SSH on port 2200, apart from the BMC
+/// shell on the port that `ManagerNetworkProtocol` lists. NVIDIA's guide for
+/// its OpenBMC-based IGX BMC ("MCU / IGX Host UART Access") connects with
+/// `ssh root@<BMC IP> -p 2200`. So 2200 is used when the Manager names no
+/// console port.
 // NOTE: on iDRAC and iLO the advertised SSH port is the BMC's command line,
 // where a vendor command (iDRAC `console com2`, iLO `vsp`; vendor knowledge,
 // not checked here) reaches the serial console. Console::Remote cannot carry

@@ -1,12 +1,13 @@
 //! Virtual media: finding the virtual CD wherever the vendor puts it, and
 //! inserting or ejecting an image.
 //!
-//! Where it lives: DMTF added `VirtualMedia` under ComputerSystem in schema
-//! 2021.1, and newer firmware puts it there (iDRAC 9 on current releases, as
-//! `Systems/System.Embedded.1/VirtualMedia/1`; the sushy-tools emulator).
-//! Older iDRAC firmware (`Managers/iDRAC.Embedded.1/VirtualMedia/CD` on
-//! 3.x), iLO 5/6 (`Managers/1/VirtualMedia/2`), Lenovo XCC, Supermicro and
-//! OpenBMC keep it under the Manager. The driver looks under the System
+//! Where it lives: newer versions of DMTF's ComputerSystem schema link
+//! `VirtualMedia`, and newer firmware puts it there. Current iDRAC 9
+//! releases serve `Systems/System.Embedded.1/VirtualMedia/1`, as does the
+//! sushy-tools emulator under its System. Older iDRAC firmware (3.x) keeps
+//! `Managers/iDRAC.Embedded.1/VirtualMedia/CD`. iLO 5/6, Lenovo XCC,
+//! Supermicro and OpenBMC keep it under the Manager as well (vendor
+//! knowledge, checked only against test fixtures here). The driver looks under the System
 //! first, then under each Manager that manages it, and takes the first slot
 //! whose `MediaTypes` contain `CD` or `DVD`, preferring one with an
 //! `InsertMedia` action (OpenBMC's proxy-mode slots have none).
@@ -43,8 +44,8 @@ impl MediaSlot {
         str_at(&self.json, "/Image")
     }
 
-    /// Whether an image is in the slot: `Inserted`, or a non-empty `Image`
-    /// on BMCs that leave `Inserted` out.
+    /// Returns whether an image is in the slot: `Inserted`, or a non-empty
+    /// `Image` on BMCs that leave `Inserted` out.
     pub fn is_inserted(&self) -> bool {
         match self.json.get("Inserted").and_then(Value::as_bool) {
             Some(inserted) => inserted,
@@ -85,8 +86,7 @@ pub(crate) async fn find_cd(
     }
 
     for collection in collections {
-        // A link the BMC does not serve (sushy-tools links Managers'
-        // VirtualMedia but answers 404) is skipped.
+        // A collection that the BMC links but does not serve is skipped.
         let Some(slots) = optional(members(client, &collection, MAX_SLOTS).await)? else {
             continue;
         };

@@ -5,10 +5,11 @@
 //!
 //! # Design
 //!
-//! One driver serves the `redfish`, `idrac` and `ilo` kinds. The service
-//! root is read once per driver: it names the Systems, Managers, Chassis and
-//! UpdateService, decides between sessions and basic auth (see `session`),
-//! and picks the vendor profile (see `profile`; `idrac` and `ilo` fix it).
+//! One driver serves the `redfish`, `idrac` and `ilo` kinds. It reads the
+//! service root once, which links the Systems, Managers, Chassis and
+//! UpdateService. The root also decides between sessions and basic auth
+//! (see `session`) and selects the vendor profile (see `profile`), unless
+//! the `idrac` or `ilo` kind fixes it.
 //! HTTPS uses rustls with the public web roots plus the endpoint's PEM
 //! certificates, or only the certificate with the endpoint's SHA-256
 //! fingerprint (see `tls`).

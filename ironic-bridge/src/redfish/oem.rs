@@ -19,12 +19,11 @@ use crate::driver::{BootMode, DriverError, DriverKind};
 /// Returns the BIOS attribute and value that select `mode`, for vendors
 /// whose ComputerSystem has no writable `BootSourceOverrideMode`.
 ///
-/// Dell: attribute `BootMode`, values `Uefi` and `Bios` (Dell's BIOS
-/// attribute registry, as iDRAC 9 serves it under `Registries`). HPE:
-/// attribute `BootMode`, values `Uefi` and `LegacyBios` (iLO 5 BIOS
-/// resource, "iLO RESTful API for HPE iLO 5").
-// NOTE: the values are not read from the BMC's attribute registry; a BMC
-// with other names answers the PATCH with HTTP 400 and its own message.
+/// Dell: attribute `BootMode` with `Uefi` or `Bios`. HPE: attribute
+/// `BootMode` with `Uefi` or `LegacyBios`.
+// NOTE: these names are vendor knowledge, checked against no BMC or vendor
+// document here, and not read from the BMC's attribute registry. A BMC with
+// other names rejects the PATCH with HTTP 400 and its own message.
 pub(crate) fn bios_boot_mode(
     vendor: Vendor,
     mode: BootMode,
@@ -42,11 +41,11 @@ pub(crate) fn bios_boot_mode(
 ///
 /// On Dell, a pending BIOS change applies only through a configuration job.
 /// Newer iDRAC 9 firmware creates the job itself when the PATCH carries
-/// `@Redfish.SettingsApplyTime`; older firmware lists no apply times, and
-/// then the driver creates the job with the Dell OEM `Jobs` collection of
-/// the Manager (`POST …/Managers/iDRAC.Embedded.1/Jobs` with
-/// `TargetSettingsURI`, the call behind the "CreateBiosConfigJob" command of
-/// Ansible's idrac_redfish_command module). The job runs at the next reset.
+/// `@Redfish.SettingsApplyTime`. Older firmware lists no apply times, so the
+/// driver creates the job in the Dell OEM `Jobs` collection of the Manager:
+/// `POST …/Managers/iDRAC.Embedded.1/Jobs` with `TargetSettingsURI`. Ansible's
+/// idrac_redfish_command module offers the same step as
+/// "CreateBiosConfigJob". The job runs at the next reset.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn set_bios_attribute(
     client: &RedfishClient,

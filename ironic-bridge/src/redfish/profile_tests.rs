@@ -1,7 +1,7 @@
 //! Tests of sessions, ETags, task monitors, virtual media, inventory,
 //! sensors, console and the vendor profiles against canned responses in
 //! each vendor's shape (resource ids, where virtual media lives, OEM
-//! sections), written for these tests from the vendors' public documents.
+//! sections). The responses are small and written for these tests.
 
 use std::time::Duration;
 
@@ -190,7 +190,7 @@ async fn expired_token_logs_in_again_once() {
 }
 
 #[tokio::test]
-async fn rejected_login_is_authentication_error_without_password() {
+async fn rejected_login_hides_password() {
     let server = TestServer::start(vec![
         ("GET", ROOT, root("Dell", DELL_SYSTEM, DELL_MANAGER)),
         (
@@ -355,7 +355,7 @@ async fn boot_mode_goes_into_the_patch() {
 }
 
 #[tokio::test]
-async fn dell_boot_mode_without_override_mode_queues_bios_job() {
+async fn dell_boot_mode_queues_bios_job() {
     let mut current = system(DELL_SYSTEM, DELL_MANAGER, "On");
     current["Boot"]
         .as_object_mut()
@@ -578,7 +578,7 @@ async fn other_image_is_ejected_first() {
 }
 
 #[tokio::test]
-async fn ilo_cd_boot_sets_boot_on_next_server_reset() {
+async fn ilo_cd_boot_sets_oem_flag() {
     let routes = ilo_routes(
         ilo_cd(true, Some(IMAGE)),
         vec![

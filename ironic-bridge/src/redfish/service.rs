@@ -11,7 +11,7 @@ use super::profile::Vendor;
 use super::resources::{Collection, link_at};
 use crate::driver::{DEFAULT_TIMEOUT, DriverError};
 
-/// What the driver learned from the service root.
+/// The links and profile read from the service root.
 #[derive(Debug, Clone)]
 pub(crate) struct Service {
     pub vendor: Vendor,
@@ -25,7 +25,7 @@ pub(crate) struct Service {
 /// the root links a sessions collection, and picks the vendor profile
 /// (`fixed` when the driver kind names one).
 ///
-/// With `tolerate_missing_root`, a root that answers with an HTTP error or
+/// With `tolerate_missing_root`, a root that returns an HTTP error or
 /// invalid JSON gives a generic service with basic auth, because a
 /// ComputerSystem URL still works without it. Connection failures and
 /// timeouts are errors either way.

@@ -1,9 +1,9 @@
 //! Redfish sessions: login through `SessionService/Sessions`, the
 //! `X-Auth-Token` on every request, and logout.
 //!
-//! A BMC checks the password once per session instead of once per request
-//! (bcrypt makes that slow on small BMCs), and many BMCs allow only a few
-//! sessions at a time, so the driver logs out when it is closed or dropped.
+//! With a session, the BMC checks the password once instead of on every
+//! request. BMCs limit how many sessions are open at a time, so the driver
+//! logs out when it is closed or dropped.
 //! The service root decides: a root that links `Links.Sessions` gets
 //! sessions, any other gets HTTP basic auth. A login that the BMC does not
 //! implement (404, 405, 501) falls back to basic auth.
@@ -16,7 +16,7 @@ use serde_json::json;
 use super::client::{Extra, RedfishClient};
 use crate::driver::{DriverError, ResponseProblem};
 
-/// How the client authenticates.
+/// The client's authentication method.
 #[derive(Debug)]
 pub(crate) enum Auth {
     /// HTTP basic auth on every request.

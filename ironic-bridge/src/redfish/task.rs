@@ -1,10 +1,9 @@
 //! Task monitors: a request the BMC accepts with `202 Accepted` and a
 //! `Location` is polled there until the task ends.
 //!
-//! DMTF's Redfish specification (DSP0266, "Asynchronous operations") lets a
-//! task monitor answer 202 while the task runs, then the operation's own
-//! response or the Task resource with `TaskState` once it ended. The driver
-//! accepts both. Dell's iDRAC jobs report `JobState` next to or instead of
+//! A task monitor returns 202 while the task runs. Once the task ended, it
+//! returns either the operation's own response or the Task resource with
+//! `TaskState`, and the driver accepts both. Dell's iDRAC jobs report `JobState` next to or instead of
 //! `TaskState`, so that is read too.
 
 use std::time::Duration;
@@ -21,7 +20,7 @@ use crate::driver::DriverError;
 /// Poll interval when the task monitor sends no `Retry-After`.
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Longest wait between two polls, whatever `Retry-After` asks for, so a
+/// Longest wait between two polls, whatever `Retry-After` requests, so a
 /// task that ends early is noticed within this time.
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(30);
 

@@ -4,7 +4,7 @@
 //! - A PATCH carries the resource's `ETag` (from the header, else the body's
 //!   `@odata.etag`) in `If-Match`. HTTP 412 (the resource changed since it
 //!   was read) and 428 (the BMC requires `If-Match`) are retried once with a
-//!   freshly read ETag. iLO 5 and Lenovo XCC enforce it on some resources.
+//!   freshly read ETag.
 //! - A resource with `@Redfish.Settings` (BIOS on most vendors) takes its
 //!   changes through the settings object it names. They apply at the time
 //!   that `@Redfish.SettingsApplyTime` requests, when the object lists
