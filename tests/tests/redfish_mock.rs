@@ -322,16 +322,7 @@ async fn hpe_success_answer_wraps_success_message() {
 }
 
 async fn patch_boot(mock: &RedfishMock, boot: Value) -> reqwest::Response {
-    let path = mock.system_path();
-    let etag = mock.etag(&path);
-    client()
-        .patch(format!("{}{path}", mock.url()))
-        .basic_auth(mock.username(), Some(mock.password()))
-        .header("If-Match", etag)
-        .json(&json!({"Boot": boot}))
-        .send()
-        .await
-        .expect("PATCH reaches the mock")
+    patch_matching(mock, &mock.system_path(), json!({"Boot": boot})).await
 }
 
 #[tokio::test]
@@ -370,7 +361,7 @@ async fn boot_target_outside_allowable_values_is_rejected() {
     let body: Value = response.json().await.expect("JSON body");
     assert_eq!(
         body["error"]["@Message.ExtendedInfo"][0]["MessageId"],
-        "Base.1.16.PropertyValueNotInList"
+        "Base.1.19.PropertyValueNotInList"
     );
 }
 
@@ -416,9 +407,21 @@ async fn stale_etag_gets_412_and_fresh_one_passes() {
     assert!(retried.status().is_success());
 }
 
+/// A PATCH with the resource's current ETag in `If-Match`.
+async fn patch_matching(mock: &RedfishMock, path: &str, body: Value) -> reqwest::Response {
+    client()
+        .patch(format!("{}{path}", mock.url()))
+        .basic_auth(mock.username(), Some(mock.password()))
+        .header("If-Match", mock.etag(path))
+        .json(&body)
+        .send()
+        .await
+        .expect("PATCH reaches the mock")
+}
+
 async fn insert(mock: &RedfishMock, slot: &str, body: Value) -> reqwest::Response {
     if mock.vendor() == Vendor::Lenovo {
-        return call(mock, Method::PATCH, slot, Some(body)).await;
+        return patch_matching(mock, slot, body).await;
     }
     let target = format!("{slot}/Actions/VirtualMedia.InsertMedia");
     call(mock, Method::POST, &target, Some(body)).await
@@ -426,7 +429,7 @@ async fn insert(mock: &RedfishMock, slot: &str, body: Value) -> reqwest::Respons
 
 async fn eject(mock: &RedfishMock, slot: &str) -> reqwest::Response {
     if mock.vendor() == Vendor::Lenovo {
-        return call(mock, Method::PATCH, slot, Some(json!({"Image": null}))).await;
+        return patch_matching(mock, slot, json!({"Image": null})).await;
     }
     let target = format!("{slot}/Actions/VirtualMedia.EjectMedia");
     call(mock, Method::POST, &target, Some(json!({}))).await
@@ -505,8 +508,33 @@ async fn lenovo_rdoc_slot_cannot_be_mounted() {
     let mock = start(Vendor::Lenovo).await;
     let slot = "/redfish/v1/Managers/1/VirtualMedia/RDOC1";
     let body = json!({"Image": "http://127.0.0.1:9/a.iso", "Inserted": true});
-    let response = call(&mock, Method::PATCH, slot, Some(body)).await;
+    let response = patch_matching(&mock, slot, body).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn dell_rejects_if_match_on_actions() {
+    let mock = start(Vendor::Dell).await;
+    let target = format!("{}/Actions/ComputerSystem.Reset", mock.system_path());
+    let response = client()
+        .post(format!("{}{target}", mock.url()))
+        .basic_auth(mock.username(), Some(mock.password()))
+        .header("If-Match", mock.etag(&mock.system_path()))
+        .json(&json!({"ResetType": "On"}))
+        .send()
+        .await
+        .expect("POST reaches the mock");
+    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(mock.power_state(), "Off");
+}
+
+#[tokio::test]
+async fn lenovo_patch_without_if_match_gets_412() {
+    let mock = start(Vendor::Lenovo).await;
+    let slot = mock.cd_slot_paths()[0].clone();
+    let body = json!({"Image": "http://127.0.0.1:9/a.iso", "Inserted": true});
+    let response = call(&mock, Method::PATCH, &slot, Some(body)).await;
+    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
 }
 
 #[tokio::test]

@@ -61,9 +61,9 @@
 //! | profile | system / manager | virtual media | quirks |
 //! |---|---|---|---|
 //! | `Generic` | `437XR1138R2` / `BMC` | `Managers/BMC/VirtualMedia/{Floppy1,CD1}` | DMTF mockup shape, 204 on actions |
-//! | `Dell` | `System.Embedded.1` / `iDRAC.Embedded.1` | `Systems/…/VirtualMedia/{1,2}`, or `Managers/…/VirtualMedia/{CD,RemovableDisk}` with [`DellVirtualMedia::UnderManager`] | 409 on a reset to the current power state; BIOS jobs; `W/"gen-N"` ETags |
+//! | `Dell` | `System.Embedded.1` / `iDRAC.Embedded.1` | `Systems/…/VirtualMedia/{1,2}`, or `Managers/…/VirtualMedia/{CD,RemovableDisk}` with [`DellVirtualMedia::UnderManager`] | 409 on a reset to the current power state; 412 on an action POST that carries `If-Match`; BIOS jobs; `W/"gen-N"` ETags |
 //! | `Hpe` | `1` / `1` | `Managers/1/VirtualMedia/2` (CD), `/1` (USB) | `If-Match` required on PATCH; `Oem.Hpe` insert/eject actions and `BootOnNextServerReset`; success answers are 200 with a `Success` message inside an `error` envelope; absolute session `Location` |
-//! | `Lenovo` | `1` / `1` | `Managers/1/VirtualMedia/EXT1..4` (plus `RDOC`, `Remote`) | no InsertMedia action: mount by PATCH of `Image`/`Inserted` on `EXT` slots; PATCH returns the resource |
+//! | `Lenovo` | `1` / `1` | `Managers/1/VirtualMedia/EXT1..4` (plus `RDOC`, `Remote`) | no InsertMedia action: mount by PATCH of `Image`/`Inserted` on `EXT` slots; `If-Match` required on PATCH; PATCH returns the resource |
 //! | `Supermicro` | `1` / `1` | `Managers/1/VirtualMedia/CD1` | InsertMedia rejects `Inserted`/`WriteProtected` (400 naming each); licence errors `SMC.1.0.OemLicenseNotPassed` when [`MockConfig::supermicro_licensed`] is false; eject keeps `ImageName`; SimpleStorage |
 //! | `OpenBmc` | `system` / `bmc` | `Managers/bmc/VirtualMedia/Slot_2`, `Slot_3` (`Slot_0`/`Slot_1` are proxy slots without InsertMedia) | no host EthernetInterfaces (no boot MAC); Sensors instead of Thermal/Power; 200 with a success message on actions |
 //!

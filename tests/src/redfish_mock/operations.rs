@@ -47,6 +47,19 @@ pub(crate) fn post(
             ),
         ));
     }
+    if state.vendor().rejects_if_match_on_actions()
+        && request.headers.contains_key(header::IF_MATCH)
+    {
+        return Err(Failure::new(
+            StatusCode::PRECONDITION_FAILED,
+            ErrorMessage::new(
+                "PreconditionFailed",
+                "The ETag supplied did not match the ETag required to change this resource.",
+                &[],
+            )
+            .resolution("Send actions without If-Match."),
+        ));
+    }
     let body = match (&request.body, request.body_is_empty) {
         (Some(Value::Object(map)), _) => map.clone(),
         (None, true) => Map::new(),

@@ -76,20 +76,31 @@ impl Vendor {
 
     /// The `If-Match` rule on PATCH when the test does not choose one.
     ///
-    /// HPE is strict so that a client which forgets `If-Match` is caught by
-    /// at least one profile. NOTE: iLO's own documents were not checked on
-    /// whether a PATCH without `If-Match` is refused; this is the mock's
-    /// choice. bmcweb and XCC publish ETags (`@odata.etag` appears in the
-    /// XCC REST API document's virtual media example) and are checked only
-    /// when the header is sent. The Supermicro profile ignores the header.
+    /// Newer XCC firmware answers a PATCH without a matching `If-Match` with
+    /// 412 "The ETag supplied did not match the ETag required to change
+    /// this resource" (ansible community.general issue "xcc_redfish_command
+    /// falis on raw patch (missing eTag?)", fwupd issue "redfish: add ETAG
+    /// machenism"). HPE is strict too. NOTE: for iLO this is the mock's
+    /// choice; iLO 4 was seen accepting a PATCH without `If-Match`
+    /// (python-ilorest-library issue "BIOs settings not changed after
+    /// successful response"). The Supermicro profile ignores the header; the
+    /// others check it when sent.
     pub(crate) fn default_if_match(self) -> IfMatchPolicy {
         match self {
-            Vendor::Hpe => IfMatchPolicy::Required,
+            Vendor::Hpe | Vendor::Lenovo => IfMatchPolicy::Required,
             Vendor::Supermicro => IfMatchPolicy::Ignored,
-            Vendor::Generic | Vendor::Dell | Vendor::Lenovo | Vendor::OpenBmc => {
-                IfMatchPolicy::CheckedWhenPresent
-            }
+            Vendor::Generic | Vendor::Dell | Vendor::OpenBmc => IfMatchPolicy::CheckedWhenPresent,
         }
+    }
+
+    /// Whether a POST to an action that carries `If-Match` is answered 412
+    /// whatever the tag.
+    ///
+    /// iDRAC does this (ironcore-dev/metal-operator issue "Dell iDRAC:
+    /// BIOSVersion (and BMCVersion) upgrade fails permanently with 412
+    /// PreconditionFailed"), so a client must send `If-Match` only on PATCH.
+    pub(crate) fn rejects_if_match_on_actions(self) -> bool {
+        matches!(self, Vendor::Dell)
     }
 
     /// Operations that answer 202 with a task monitor when the test does not
