@@ -41,7 +41,10 @@ pub(super) async fn set_next_boot(
             BootMode::Uefi => "UEFI",
             BootMode::Legacy => "Legacy",
         };
-        if current.get("BootSourceOverrideMode").is_some() {
+        let has_mode = current
+            .get("BootSourceOverrideMode")
+            .is_some_and(|mode| !mode.is_null());
+        if has_mode {
             if let Some(allowed) = allowed(&current, "BootSourceOverrideMode")
                 && !allowed.iter().any(|value| value == mode_name)
             {

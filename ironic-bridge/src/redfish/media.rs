@@ -71,6 +71,7 @@ impl MediaSlot {
 /// System and then under `managers`. Returns `None` when there is none.
 pub(crate) async fn find_cd(
     client: &RedfishClient,
+    vendor: Vendor,
     system_url: &Url,
     system: &Value,
     managers: &[(Url, Value)],
@@ -98,7 +99,8 @@ pub(crate) async fn find_cd(
                 url,
                 json,
             };
-            if !slot.is_cd() {
+            let id = slot.url.path_segments().and_then(|mut s| s.next_back());
+            if !slot.is_cd() || !vendor.prefers_media_slot(id.unwrap_or_default()) {
                 continue;
             }
             if slot.action_target("InsertMedia").is_some() {

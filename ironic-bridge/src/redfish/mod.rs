@@ -277,7 +277,8 @@ impl RedfishDriver {
 
     async fn find_virtual_cd(&self, system: &System) -> Result<Option<MediaSlot>, DriverError> {
         let managers = self.managers(system).await?;
-        media::find_cd(&self.client, &system.url, &system.json, &managers).await
+        let vendor = self.service().await?.vendor;
+        media::find_cd(&self.client, vendor, &system.url, &system.json, &managers).await
     }
 
     async fn virtual_cd(&self, system: &System) -> Result<MediaSlot, DriverError> {

@@ -133,6 +133,21 @@ impl Vendor {
     pub fn sends_insert_flags(self) -> bool {
         !matches!(self, Vendor::Supermicro)
     }
+
+    /// Returns whether the virtual media slot with `id` is the one to use
+    /// for an image URL, when the vendor offers several kinds of CD slots.
+    ///
+    /// Lenovo XCC lists `RDOC*` slots (images uploaded to the XCC), `EXT*`
+    /// slots (images mounted from a URL) and `Remote*` slots (the remote
+    /// console's media). Only `EXT*` takes a URL.
+    // NOTE: the slot roles are vendor knowledge, checked only against the
+    // Lenovo test fixture.
+    pub fn prefers_media_slot(self, id: &str) -> bool {
+        match self {
+            Vendor::Lenovo => id.starts_with("EXT"),
+            _ => true,
+        }
+    }
 }
 
 /// Maps one vendor-identifying word to a vendor.

@@ -118,6 +118,9 @@ fn task_outcome(task: &Value) -> Outcome {
                 Outcome::Succeeded
             }
         }
+        // A Dell job that waits for the next reset is Scheduled; the request
+        // it carries was accepted.
+        "Scheduled" if task.get("JobState").is_some() => Outcome::Succeeded,
         // Dell's jobs end in "CompletedWithErrors" or "Failed".
         "Exception" | "Killed" | "Cancelled" | "Interrupted" | "Failed" | "CompletedWithErrors" => {
             Outcome::Failed(state.to_string())

@@ -18,7 +18,7 @@ use http::Method;
 use reqwest::Url;
 use serde_json::{Value, json};
 
-use super::client::{Extra, RedfishClient};
+use super::client::{Extra, RedfishClient, Reply};
 use super::discovery::resolve;
 use super::resources::link_at;
 use super::task::wait_for_task;
@@ -33,6 +33,17 @@ pub(crate) async fn patch(
     body: &Value,
     task_deadline: std::time::Duration,
 ) -> Result<(), DriverError> {
+    let reply = patch_reply(client, url, etag, body).await?;
+    wait_for_task(client, url, &reply, task_deadline).await
+}
+
+/// PATCHes like [`patch`] and returns the reply without waiting for a task.
+async fn patch_reply(
+    client: &RedfishClient,
+    url: &Url,
+    etag: Option<String>,
+    body: &Value,
+) -> Result<Reply, DriverError> {
     let extra = Extra {
         if_match: etag.as_deref(),
     };
@@ -49,7 +60,7 @@ pub(crate) async fn patch(
         }
         other => other?,
     };
-    wait_for_task(client, url, &reply, task_deadline).await
+    Ok(reply)
 }
 
 /// Returns the resource's ETag: the `ETag` header, else `@odata.etag`.
@@ -113,8 +124,14 @@ pub(crate) async fn patch_settings(
             json!({ "ApplyTime": apply_time }),
         );
     }
+    // A change applied at the next reset starts a task or job that waits
+    // for that reset (an iDRAC job stays Scheduled), so only an immediate
+    // change is waited for.
     let etag = etag_of(header, &pending);
-    patch(client, &settings_url, etag, &body, task_deadline).await?;
+    let reply = patch_reply(client, &settings_url, etag, &body).await?;
+    if apply_time != Some("OnReset") {
+        wait_for_task(client, &settings_url, &reply, task_deadline).await?;
+    }
     Ok(Some(SettingsChange {
         settings_url,
         apply_time,

@@ -1,4 +1,4 @@
-//! The Redfish driver against a real Redfish service: sushy-tools'
+//! The Redfish driver against a real Redfish service: sushy-tools
 //! sushy-emulator with its fake driver, started by `tests/peers/redfish-bmc`.
 //!
 //! Each test starts its own emulator (about a second) with fresh systems that
