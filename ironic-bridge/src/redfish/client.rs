@@ -280,6 +280,8 @@ impl RedfishClient {
         let etag = header(ETAG);
         let location = header(LOCATION);
         let auth_token = header(http::HeaderName::from_static("x-auth-token")).map(Secret::new);
+        // TODO: parse the HTTP-date form of Retry-After too; only the
+        // delay in seconds is read, so a date is treated as absent.
         let retry_after = header(RETRY_AFTER)
             .and_then(|value| value.trim().parse::<u64>().ok())
             .map(Duration::from_secs);

@@ -78,7 +78,7 @@ fn assert_names_node_and_hides_password(error: &DriverError, mock: &RedfishMock)
 }
 
 #[tokio::test]
-async fn each_profile_is_detected_and_uses_a_session() {
+async fn each_profile_detected_with_session() {
     for (mock_vendor, kind, vendor) in PROFILES {
         let mock = start(MockConfig::new(mock_vendor)).await;
         let driver = driver(&mock, kind);
@@ -246,7 +246,7 @@ async fn supermicro_insert_omits_inserted_flags() {
 }
 
 #[tokio::test]
-async fn supermicro_without_licence_reports_licence_required() {
+async fn supermicro_unlicensed_media_fails() {
     let mock = start(MockConfig {
         supermicro_licensed: false,
         ..MockConfig::new(MockVendor::Supermicro)
@@ -268,7 +268,7 @@ async fn supermicro_without_licence_reports_licence_required() {
 }
 
 #[tokio::test]
-async fn supermicro_without_licence_still_reads_inventory() {
+async fn supermicro_unlicensed_inventory_works() {
     let mock = start(MockConfig {
         supermicro_licensed: false,
         ..MockConfig::new(MockVendor::Supermicro)
@@ -421,7 +421,7 @@ async fn short_retry_after_is_respected() {
 }
 
 #[tokio::test]
-async fn long_retry_after_is_returned_to_the_caller() {
+async fn long_retry_after_reaches_caller() {
     let mock = start(MockConfig::new(MockVendor::Generic)).await;
     let driver = driver(&mock, DriverKind::Redfish);
     driver.power_state().await.expect("first read");
@@ -434,7 +434,7 @@ async fn long_retry_after_is_returned_to_the_caller() {
 }
 
 #[tokio::test]
-async fn broken_bodies_give_errors_naming_node_and_url() {
+async fn broken_bodies_name_node_and_url() {
     let cases = [
         (Fault::HtmlPage { status: 200 }, "HTML"),
         (Fault::TruncatedBody, "truncated"),
@@ -697,7 +697,7 @@ async fn cut_media_slot_body_is_retryable() {
 }
 
 #[tokio::test]
-async fn ilo_cd_boot_sets_boot_on_next_server_reset() {
+async fn ilo_cd_boot_sets_oem_flag() {
     let mock = start(MockConfig::new(MockVendor::Hpe)).await;
     let driver = driver(&mock, DriverKind::Ilo);
     let slot = mock.cd_slot_paths()[0].clone();
