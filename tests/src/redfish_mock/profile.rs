@@ -76,7 +76,7 @@ impl Vendor {
 
     /// The `If-Match` rule on PATCH when the test does not choose one.
     ///
-    /// Newer XCC firmware answers a PATCH without a matching `If-Match` with
+    /// Newer XCC firmware rejects a PATCH without a matching `If-Match` with
     /// 412 "The ETag supplied did not match the ETag required to change
     /// this resource" (ansible community.general issue "xcc_redfish_command
     /// falis on raw patch (missing eTag?)", fwupd issue "redfish: add ETAG
@@ -93,7 +93,7 @@ impl Vendor {
         }
     }
 
-    /// Whether a POST to an action that carries `If-Match` is answered 412
+    /// Whether a POST to an action that carries `If-Match` gets 412
     /// whatever the tag.
     ///
     /// iDRAC does this (ironcore-dev/metal-operator issue "Dell iDRAC:
@@ -103,7 +103,7 @@ impl Vendor {
         matches!(self, Vendor::Dell)
     }
 
-    /// Operations that answer 202 with a task monitor when the test does not
+    /// Operations that return 202 with a task monitor when the test does not
     /// choose them.
     ///
     /// Only Dell's BIOS settings are asynchronous by default: a PATCH of
@@ -150,7 +150,7 @@ impl Vendor {
     ///
     /// NOTE: this follows iDRAC behaviour as commonly reported by users, not
     /// a Dell document that was opened; clients must read `PowerState`
-    /// before resetting anyway, so the stricter answer catches those that
+    /// before resetting anyway, so the stricter response catches those that
     /// don't.
     pub(crate) fn rejects_redundant_reset(self) -> bool {
         matches!(self, Vendor::Dell)
@@ -161,7 +161,7 @@ impl Vendor {
     ///
     /// Supermicro does: the ansible community.general pull request
     /// "redfish_command: VirtualMediaInsert does not work with Supermicro"
-    /// quotes the BMC's 400 answer, "The property Inserted is not in the
+    /// quotes the BMC's 400 response, "The property Inserted is not in the
     /// list of valid properties for the resource" (the DMTF Base registry's
     /// `PropertyUnknown` message).
     pub(crate) fn rejects_insert_flags(self) -> bool {
@@ -183,7 +183,7 @@ impl Vendor {
     ///
     /// XCC does, and only on its `EXT{N}` slots: `RDOC{N}` and `Remote{N}`
     /// cannot be inserted that way (Lenovo XCC REST API document, "PATCH –
-    /// Insert/Eject a virtual media"; the answer is the updated resource).
+    /// Insert/Eject a virtual media"; the response is the updated resource).
     pub(crate) fn mounts_by_patch(self) -> bool {
         matches!(self, Vendor::Lenovo)
     }
@@ -202,11 +202,11 @@ pub enum AuthMode {
     /// This is what iDRAC 9, iLO 5, XCC, Supermicro and bmcweb accept out of
     /// the box, and the default for every profile.
     SessionOrBasic,
-    /// Only `X-Auth-Token`: basic auth is answered with 401, as on a BMC
+    /// Only `X-Auth-Token`: basic auth gets 401, as on a BMC
     /// whose operator turned basic auth off (bmcweb's
     /// `AccountService.Oem.OpenBMC.AuthMethods.BasicAuth`, for example).
     SessionOnly,
-    /// Only basic auth: `SessionService/Sessions` answers 405.
+    /// Only basic auth: `SessionService/Sessions` returns 405.
     BasicOnly,
 }
 
