@@ -111,7 +111,7 @@ use server::Shared;
 use state::{Settings, State};
 
 /// How to start a mock. [`MockConfig::new`] gives the vendor's defaults.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MockConfig {
     pub vendor: Vendor,
     pub username: String,
@@ -140,6 +140,26 @@ pub struct MockConfig {
     /// Whether the Supermicro profile has its virtual media and storage
     /// licence; without it those fail with `SMC.1.0.OemLicenseNotPassed`.
     pub supermicro_licensed: bool,
+}
+
+impl std::fmt::Debug for MockConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockConfig")
+            .field("vendor", &self.vendor)
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("auth", &self.auth)
+            .field("if_match", &self.if_match)
+            .field("tls", &self.tls)
+            .field("dell_virtual_media", &self.dell_virtual_media)
+            .field("powered_on", &self.powered_on)
+            .field("power_on_delay", &self.power_on_delay)
+            .field("async_operations", &self.async_operations)
+            .field("task_polls", &self.task_polls)
+            .field("task_outcome", &self.task_outcome)
+            .field("supermicro_licensed", &self.supermicro_licensed)
+            .finish()
+    }
 }
 
 impl MockConfig {

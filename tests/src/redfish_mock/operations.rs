@@ -507,9 +507,12 @@ fn check_insert(
             &[image, "Image", "VirtualMedia.InsertMedia"],
         )));
     }
+    // The image share's password is not needed to apply the insert.
+    let mut kept = Value::Object(body.clone());
+    super::state::redact(&mut kept);
     Ok(Effect::InsertMedia {
         path: path.to_string(),
-        body: Value::Object(body.clone()),
+        body: kept,
     })
 }
 

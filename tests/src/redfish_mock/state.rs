@@ -84,7 +84,7 @@ pub(crate) struct Session {
 }
 
 /// The settings that stay fixed for one mock.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Settings {
     pub vendor: Vendor,
     pub username: String,
@@ -101,7 +101,19 @@ pub(crate) struct Settings {
     pub chassis: String,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("vendor", &self.vendor)
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("auth", &self.auth)
+            .field("if_match", &self.if_match)
+            .field("system", &self.system)
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct State {
     pub settings: Settings,
     pub resources: BTreeMap<String, Value>,
@@ -117,6 +129,21 @@ pub(crate) struct State {
     pub redirects: Vec<(String, Redirect)>,
     /// Requests left to fail with 503, and the `Retry-After` seconds.
     pub unavailable: Option<(u32, u32)>,
+}
+
+/// Prints counts instead of contents: the session map is keyed by tokens.
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("settings", &self.settings)
+            .field("resources", &self.resources.len())
+            .field("sessions", &self.sessions.len())
+            .field("tasks", &self.tasks.len())
+            .field("jobs", &self.jobs.len())
+            .field("requests", &self.requests.len())
+            .field("faults", &self.faults)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Removes a trailing slash (iLO 4 wrote `@odata.id` with one, and clients
@@ -333,7 +360,8 @@ impl State {
     }
 }
 
-fn redact(value: &mut Value) {
+/// Replaces every `Password` member, at any depth, with `"[redacted]"`.
+pub(crate) fn redact(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (key, member) in map.iter_mut() {
