@@ -15,13 +15,25 @@ pub enum Vendor {
     Generic,
     /// Dell iDRAC 9 (`System.Embedded.1`, `iDRAC.Embedded.1`).
     Dell,
-    /// HPE iLO 5/6 (`Systems/1`, `Managers/1`).
+    /// HPE iLO 5/6 (`Systems/1`, `Managers/1`), with virtual media slot `1`
+    /// for floppy/USB and `2` for CD/DVD under `Managers/1/VirtualMedia`.
+    /// NOTE: the slot numbering follows common iLO 5 client code and was not
+    /// checked against an HPE document here.
     Hpe,
     /// Lenovo XClarity Controller (`Systems/1`, `Managers/1`).
     Lenovo,
-    /// Supermicro X12/H12-class BMC (`Systems/1`, `Managers/1`).
+    /// Supermicro X12/H12-class BMC (`Systems/1`, `Managers/1`), with the CD
+    /// slot at `Managers/1/VirtualMedia/CD1` (the InsertMedia URL quoted in
+    /// ansible community.general pull request "redfish_command:
+    /// VirtualMediaInsert does not work with Supermicro").
     Supermicro,
-    /// OpenBMC's bmcweb (`Systems/system`, `Managers/bmc`).
+    /// OpenBMC's bmcweb (`Systems/system`, `Managers/bmc`), with slots
+    /// `Slot_0`…`Slot_3` under `Managers/bmc/VirtualMedia`. Proxy-mode slots
+    /// carry `TransferProtocolType` `OEM` and a WebSocket endpoint (bmcweb's
+    /// `redfish-core/lib/virtual_media.hpp`). NOTE: that slots 0–1 are proxy
+    /// slots and 2–3 take URL mounts comes from public mounting scripts, not
+    /// from bmcweb's source; the numbering depends on the platform's
+    /// configuration.
     OpenBmc,
 }
 
