@@ -844,6 +844,8 @@ async fn https_serves_certificate_from_mock_ca() {
 
     let digest = ring::digest::digest(&ring::digest::SHA256, &tls.cert_der);
     assert_eq!(tls.cert_sha256, hex::encode(digest.as_ref()));
+    assert_eq!(tls.ca_sha256.len(), 64);
+    assert_ne!(tls.ca_sha256, tls.cert_sha256);
 }
 
 #[tokio::test]

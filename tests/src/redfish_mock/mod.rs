@@ -81,8 +81,8 @@
 //! [`RedfishMock::update_resource`] changes a resource behind the client's
 //! back (a stale ETag). [`RedfishMock::requests`] lists what the client
 //! sent, passwords redacted. With [`MockConfig::tls`] the mock serves HTTPS
-//! with a fresh CA; [`RedfishMock::tls`] gives the CA PEM and the server
-//! certificate's SHA-256 for pinning.
+//! with a fresh CA; [`RedfishMock::tls`] gives the CA PEM and the SHA-256
+//! of the server and CA certificates for pinning.
 
 mod errors;
 mod faults;
