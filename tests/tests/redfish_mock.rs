@@ -337,7 +337,6 @@ async fn once_boot_override_is_used_up_by_boot() {
         assert!(reset(&mock, "On").await.status().is_success());
         let system = get_json(&mock, &mock.system_path()).await;
         assert_eq!(system["Boot"]["BootSourceOverrideEnabled"], "Disabled");
-        assert_eq!(system["Boot"]["BootSourceOverrideTarget"], "None");
     }
 }
 
@@ -768,7 +767,7 @@ async fn hang_fault_never_answers() {
     mock.inject_fault(FaultRule::new(&path, Fault::Hang).method("GET"));
     let quick = client_with_roots(rustls::RootCertStore::empty(), Duration::from_millis(500));
     let result = quick.get(format!("{}{path}", mock.url())).send().await;
-    let error = result.expect_err("no answer within the timeout");
+    let error = result.expect_err("no response within the timeout");
     assert!(error.is_timeout(), "{error}");
 }
 
@@ -845,4 +844,120 @@ async fn https_serves_certificate_from_mock_ca() {
 
     let digest = ring::digest::digest(&ring::digest::SHA256, &tls.cert_der);
     assert_eq!(tls.cert_sha256, hex::encode(digest.as_ref()));
+    assert_eq!(tls.ca_sha256.len(), 64);
+    assert_ne!(tls.ca_sha256, tls.cert_sha256);
+}
+
+#[tokio::test]
+async fn debug_output_hides_password_and_tokens() {
+    let config = MockConfig::new(Vendor::Dell);
+    assert!(!format!("{config:?}").contains(&config.password));
+
+    let mock = RedfishMock::start(config.clone())
+        .await
+        .expect("mock starts");
+    let login = client()
+        .post(format!("{}/redfish/v1/SessionService/Sessions", mock.url()))
+        .json(&json!({"UserName": mock.username(), "Password": mock.password()}))
+        .send()
+        .await
+        .expect("login reaches the mock");
+    let token = login.headers()["x-auth-token"]
+        .to_str()
+        .expect("ASCII")
+        .to_string();
+    let printed = format!("{mock:?}");
+    assert!(!printed.contains(&mock.password()), "{printed}");
+    assert!(!printed.contains(&token), "{printed}");
+}
+
+#[tokio::test]
+async fn pending_bios_values_apply_at_next_boot() {
+    let mock = start(Vendor::Generic).await;
+    let settings = format!("{}/Bios/Settings", mock.system_path());
+    let body = json!({"Attributes": {"ProcTurboMode": "Disabled"}});
+    let response = call(&mock, Method::PATCH, &settings, Some(body)).await;
+    assert!(response.status().is_success());
+    let bios_path = format!("{}/Bios", mock.system_path());
+    assert_eq!(
+        get_json(&mock, &bios_path).await["Attributes"]["ProcTurboMode"],
+        "Enabled"
+    );
+
+    assert!(reset(&mock, "On").await.status().is_success());
+    assert_eq!(
+        get_json(&mock, &bios_path).await["Attributes"]["ProcTurboMode"],
+        "Disabled"
+    );
+    assert_eq!(get_json(&mock, &settings).await["Attributes"], json!({}));
+}
+
+#[tokio::test]
+async fn unknown_bios_attribute_is_rejected() {
+    let mock = start(Vendor::Dell).await;
+    let settings = format!("{}/Bios/Settings", mock.system_path());
+    let body = json!({"Attributes": {"NoSuchAttribute": "x"}});
+    let response = call(&mock, Method::PATCH, &settings, Some(body)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn supermicro_storage_needs_licence() {
+    let mut config = MockConfig::new(Vendor::Supermicro);
+    config.supermicro_licensed = false;
+    let mock = RedfishMock::start(config).await.expect("mock starts");
+    let storage = format!("{}/Storage", mock.system_path());
+    let response = call(&mock, Method::GET, &storage, None).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let simple = format!("{}/SimpleStorage", mock.system_path());
+    let response = call(&mock, Method::GET, &simple, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn hpe_boot_on_next_reset_is_patchable() {
+    let mock = start(Vendor::Hpe).await;
+    let slot = "/redfish/v1/Managers/1/VirtualMedia/2";
+    let body = json!({"Oem": {"Hpe": {"BootOnNextServerReset": true}}});
+    let response = patch_matching(&mock, slot, body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let media = get_json(&mock, slot).await;
+    assert_eq!(media["Oem"]["Hpe"]["BootOnNextServerReset"], true);
+}
+
+#[tokio::test]
+async fn hpe_oem_insert_action_mounts_image() {
+    let mock = start(Vendor::Hpe).await;
+    let slot = "/redfish/v1/Managers/1/VirtualMedia/2";
+    let target = format!("{slot}/Actions/Oem/Hpe/HpeiLOVirtualMedia.InsertVirtualMedia");
+    let body = json!({"Image": "http://127.0.0.1:9/a.iso"});
+    let response = call(&mock, Method::POST, &target, Some(body)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(get_json(&mock, slot).await["Inserted"], true);
+}
+
+#[tokio::test]
+async fn sessions_collection_lists_live_sessions() {
+    let mock = start(Vendor::OpenBmc).await;
+    let login = client()
+        .post(format!("{}/redfish/v1/SessionService/Sessions", mock.url()))
+        .json(&json!({"UserName": mock.username(), "Password": mock.password()}))
+        .send()
+        .await
+        .expect("login reaches the mock");
+    let location = login.headers()["location"]
+        .to_str()
+        .expect("ASCII")
+        .to_string();
+    let sessions = get_json(&mock, "/redfish/v1/SessionService/Sessions").await;
+    assert_eq!(sessions["Members@odata.count"], 1);
+    assert_eq!(sessions["Members"][0]["@odata.id"], location.as_str());
+}
+
+#[tokio::test]
+async fn trailing_slash_names_same_resource() {
+    let mock = start(Vendor::Hpe).await;
+    let with_slash = format!("{}/", mock.system_path());
+    let body = get_json(&mock, &with_slash).await;
+    assert_eq!(body["@odata.id"], mock.system_path().as_str());
 }

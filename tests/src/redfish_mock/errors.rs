@@ -109,7 +109,7 @@ impl Failure {
 /// Dell, Lenovo, HPE and bmcweb name their Base registry with a dotted
 /// version (`Base.1.12.`, `Base.1.8.`, `Base.1.4.`, `Base.1.19.`);
 /// Supermicro writes `Base.v1_4_0.`. The versions differ between firmware
-/// releases; these are ones seen in answers quoted in public GitHub issues:
+/// releases; these are ones seen in responses quoted in public GitHub issues:
 /// penmasters/zabbix-book "Redfish API" for Supermicro,
 /// lenovo/python-redfish-lenovo "redfish issue with ThinkEdge SE450 and
 /// SR650" for Lenovo, ansible community.general "VirtualMediaInsert does not
@@ -132,7 +132,7 @@ pub(crate) fn message_id(vendor: Vendor, key: &str) -> String {
 
 const GENERAL: &str = "A general error has occurred. See ExtendedInfo for more information.";
 
-/// The error body for `messages` in this vendor's shape.
+/// Builds the error body for `messages` in this vendor's shape.
 ///
 /// - iLO names the envelope code `iLO.0.10.ExtendedInfo` and gives only
 ///   `MessageId` and `MessageArgs` per entry (ansible community.general
@@ -146,7 +146,7 @@ const GENERAL: &str = "A general error has occurred. See ExtendedInfo for more i
 ///   (python-redfish-lenovo issue "redfish issue with ThinkEdge SE450").
 /// - bmcweb puts the first message's id in `code` and its text in
 ///   `message`. NOTE: taken from the DMTF specification's example, not from
-///   a captured bmcweb answer.
+///   a captured bmcweb response.
 pub(crate) fn error_body(vendor: Vendor, messages: &[ErrorMessage]) -> Value {
     let first_id = messages
         .first()
@@ -222,16 +222,16 @@ fn entry(vendor: Vendor, m: &ErrorMessage) -> Value {
     }
 }
 
-/// The answer to a successful action or PATCH that has no resource to
-/// return.
+/// Builds the response to a successful action or PATCH that has no
+/// resource to return.
 ///
-/// iLO answers 200 with a `Base.1.4.Success` message inside an `error`
+/// iLO returns 200 with a `Base.1.4.Success` message inside an `error`
 /// envelope (output quoted in HewlettPackard/python-ilorest-library pull
 /// request "Update set_ESKM_PrimaryKeyServer.py"), so a client must decide
-/// success by status code, not by the presence of `error`. bmcweb answers
+/// success by status code, not by the presence of `error`. bmcweb returns
 /// 200 with a bare `@Message.ExtendedInfo` success list (ibm-openbmc/bmcweb
 /// pull request "Fix 204/304 incorrectly tracing CRITICAL message"). The
-/// others answer 204.
+/// others return 204.
 pub(crate) fn success(vendor: Vendor) -> Response {
     let mut ok = ErrorMessage::new("Success", "The request completed successfully.", &[])
         .resolution("None.");
@@ -252,7 +252,7 @@ pub(crate) fn success(vendor: Vendor) -> Response {
     }
 }
 
-/// The 401 answer for a request without valid credentials.
+/// Builds the 401 failure for a request without valid credentials.
 pub(crate) fn unauthorized(vendor: Vendor, path: &str) -> Failure {
     let message = match vendor {
         // Supermicro names the URI (penmasters/zabbix-book issue "Redfish API").
@@ -263,7 +263,8 @@ pub(crate) fn unauthorized(vendor: Vendor, path: &str) -> Failure {
             ),
             &[path, "unauthorized"],
         ),
-        // XCC answers AccessDenied (python-redfish-lenovo issue 308).
+        // XCC returns AccessDenied (python-redfish-lenovo issue "redfish issue
+        // with ThinkEdge SE450 and SR650").
         Vendor::Lenovo => ErrorMessage::new(
             "AccessDenied",
             format!(
@@ -285,10 +286,10 @@ pub(crate) fn unauthorized(vendor: Vendor, path: &str) -> Failure {
     )
 }
 
-/// Supermicro's answer when a feature needs a licence that is not activated.
+/// Builds Supermicro's failure for a feature whose licence is not activated.
 ///
 /// Supermicro gates Redfish features (virtual media, storage, firmware
-/// update) behind the SFT-DCMS-SINGLE or SFT-OOB-LIC keys and answers with
+/// update) behind the SFT-DCMS-SINGLE or SFT-OOB-LIC keys and responds with
 /// MessageId `SMC.1.0.OemLicenseNotPassed` (fwupd's "Supermicro BMC
 /// License" page for the keys; the MessageId appears in public Redfish
 /// tools' source). The 403 status is the mock's choice.

@@ -15,12 +15,12 @@ use super::profile::Vendor;
 /// also ends when the mock is dropped.
 pub const HANG_LIMIT: Duration = Duration::from_secs(300);
 
-/// A broken answer that replaces the normal one.
+/// A broken response that replaces the normal one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// An HTML error page (`text/html`) with this status, as a reverse proxy
     /// or a BMC's web server sends when its Redfish service is down. 200 is
-    /// allowed: some BMCs answer a login page with 200.
+    /// allowed: some BMCs return a login page with 200.
     HtmlPage { status: u16 },
     /// The resource's JSON with a `Content-Length` larger than the bytes
     /// sent; the connection closes early.
@@ -30,7 +30,7 @@ pub enum Fault {
     CutJson,
     /// A body that is not JSON at all, served as `application/json`.
     InvalidJson,
-    /// No answer: the request is held open until [`HANG_LIMIT`] or until the
+    /// No response: the request is held open until [`HANG_LIMIT`] or until the
     /// mock is dropped, whichever comes first.
     Hang,
     /// A DMTF `@Message.ExtendedInfo` error body in the profile's shape.

@@ -54,7 +54,7 @@ fn files(vendor: Vendor) -> [(&'static str, &'static str); 5] {
     }
 }
 
-/// The resource tree of `vendor`, keyed by path.
+/// Loads the resource tree of `vendor`, keyed by path.
 ///
 /// The Dell fixtures describe virtual media in both places iDRAC has used;
 /// `dell_virtual_media` keeps one and removes the other with its link.

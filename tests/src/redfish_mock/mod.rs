@@ -33,7 +33,8 @@
 //!
 //! - `ComputerSystem.Reset` changes `PowerState` (through `PoweringOn` when
 //!   [`MockConfig::power_on_delay`] is set). A boot uses up a `Once` boot
-//!   override (it returns to `Disabled`/`None`); `Continuous` stays.
+//!   override (`BootSourceOverrideEnabled` returns to `Disabled`), while
+//!   `Continuous` stays.
 //! - PATCH of the system's `Boot` is checked against the AllowableValues.
 //! - `InsertMedia`/`EjectMedia` change the slot's `Image`, `Inserted`,
 //!   `ConnectedVia`; inserting into a full slot is 409.
@@ -44,13 +45,13 @@
 //!   vendor's error body.
 //! - Every resource has an `ETag` header (and `@odata.etag` on most
 //!   profiles); PATCH honours [`IfMatchPolicy`] with 412 and an error body.
-//! - Operations listed in [`MockConfig::async_operations`] answer 202 with
-//!   `Location` (a task monitor) and `Retry-After: 1`. The monitor answers
+//! - Operations listed in [`MockConfig::async_operations`] return 202 with
+//!   `Location` (a task monitor) and `Retry-After: 1`. The monitor returns
 //!   202 [`MockConfig::task_polls`] times, then per
 //!   [`MockConfig::task_outcome`]: 204, or 200 with the Task in `Completed`
 //!   or `Exception` with Messages. The effect is applied at completion.
 //! - Dell: PATCH of `Bios/Settings` with `@Redfish.SettingsApplyTime`
-//!   answers 202 with `Location` of a job under
+//!   returns 202 with `Location` of a job under
 //!   `Managers/iDRAC.Embedded.1/Jobs/JID_…`. An `OnReset` job stays
 //!   `Scheduled` until the next reset, then turns `Running` and `Completed`
 //!   after `task_polls` GETs, applying the attributes. The job queue is
@@ -62,7 +63,7 @@
 //! |---|---|---|---|
 //! | `Generic` | `437XR1138R2` / `BMC` | `Managers/BMC/VirtualMedia/{Floppy1,CD1}` | DMTF mockup shape, 204 on actions |
 //! | `Dell` | `System.Embedded.1` / `iDRAC.Embedded.1` | `Systems/…/VirtualMedia/{1,2}`, or `Managers/…/VirtualMedia/{CD,RemovableDisk}` with [`DellVirtualMedia::UnderManager`] | 409 on a reset to the current power state; 412 on an action POST that carries `If-Match`; BIOS jobs; `W/"gen-N"` ETags |
-//! | `Hpe` | `1` / `1` | `Managers/1/VirtualMedia/2` (CD), `/1` (USB) | `If-Match` required on PATCH; `Oem.Hpe` insert/eject actions and `BootOnNextServerReset`; success answers are 200 with a `Success` message inside an `error` envelope; absolute session `Location` |
+//! | `Hpe` | `1` / `1` | `Managers/1/VirtualMedia/2` (CD), `/1` (USB) | `If-Match` required on PATCH; `Oem.Hpe` insert/eject actions and `BootOnNextServerReset`; success responses are 200 with a `Success` message inside an `error` envelope; absolute session `Location` |
 //! | `Lenovo` | `1` / `1` | `Managers/1/VirtualMedia/EXT1..4` (plus `RDOC`, `Remote`) | no InsertMedia action: mount by PATCH of `Image`/`Inserted` on `EXT` slots; `If-Match` required on PATCH; PATCH returns the resource |
 //! | `Supermicro` | `1` / `1` | `Managers/1/VirtualMedia/CD1` | InsertMedia rejects `Inserted`/`WriteProtected` (400 naming each); licence errors `SMC.1.0.OemLicenseNotPassed` when [`MockConfig::supermicro_licensed`] is false; eject keeps `ImageName`; SimpleStorage |
 //! | `OpenBmc` | `system` / `bmc` | `Managers/bmc/VirtualMedia/Slot_2`, `Slot_3` (`Slot_0`/`Slot_1` are proxy slots without InsertMedia) | no host EthernetInterfaces (no boot MAC); Sensors instead of Thermal/Power; 200 with a success message on actions |
@@ -73,15 +74,15 @@
 //! # Knobs
 //!
 //! [`RedfishMock::inject_fault`] breaks a path ([`Fault`]: HTML page,
-//! truncated body, cut or invalid JSON, no answer, ExtendedInfo error,
-//! licence error, 503). [`RedfishMock::set_unavailable`] answers the next N
+//! truncated body, cut or invalid JSON, no response, ExtendedInfo error,
+//! licence error, 503). [`RedfishMock::set_unavailable`] fails the next N
 //! requests with 503 and `Retry-After`. [`RedfishMock::add_redirect`]
 //! redirects a path to the same host or to another host.
 //! [`RedfishMock::update_resource`] changes a resource behind the client's
 //! back (a stale ETag). [`RedfishMock::requests`] lists what the client
 //! sent, passwords redacted. With [`MockConfig::tls`] the mock serves HTTPS
-//! with a fresh CA; [`RedfishMock::tls`] gives the CA PEM and the server
-//! certificate's SHA-256 for pinning.
+//! with a fresh CA; [`RedfishMock::tls`] gives the CA PEM and the SHA-256
+//! of the server and CA certificates for pinning.
 
 mod errors;
 mod faults;
@@ -110,7 +111,7 @@ use server::Shared;
 use state::{Settings, State};
 
 /// How to start a mock. [`MockConfig::new`] gives the vendor's defaults.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MockConfig {
     pub vendor: Vendor,
     pub username: String,
@@ -129,16 +130,36 @@ pub struct MockConfig {
     /// How long a powering-on system reports `PoweringOn`; zero goes to `On`
     /// at once.
     pub power_on_delay: Duration,
-    /// Operations answered with 202 and a task monitor; `None` takes the
+    /// Operations that return 202 and a task monitor; `None` takes the
     /// vendor's (Dell: BIOS settings).
     pub async_operations: Option<Vec<AsyncOperation>>,
-    /// How many polls of a task monitor (or Dell job) answer 202 (or
+    /// How many polls of a task monitor (or Dell job) return 202 (or
     /// `Running`) before the task finishes.
     pub task_polls: u32,
     pub task_outcome: TaskOutcome,
     /// Whether the Supermicro profile has its virtual media and storage
-    /// licence; without it those answer `SMC.1.0.OemLicenseNotPassed`.
+    /// licence; without it those fail with `SMC.1.0.OemLicenseNotPassed`.
     pub supermicro_licensed: bool,
+}
+
+impl std::fmt::Debug for MockConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockConfig")
+            .field("vendor", &self.vendor)
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("auth", &self.auth)
+            .field("if_match", &self.if_match)
+            .field("tls", &self.tls)
+            .field("dell_virtual_media", &self.dell_virtual_media)
+            .field("powered_on", &self.powered_on)
+            .field("power_on_delay", &self.power_on_delay)
+            .field("async_operations", &self.async_operations)
+            .field("task_polls", &self.task_polls)
+            .field("task_outcome", &self.task_outcome)
+            .field("supermicro_licensed", &self.supermicro_licensed)
+            .finish()
+    }
 }
 
 impl MockConfig {
@@ -346,7 +367,7 @@ impl RedfishMock {
         self.shared.lock().faults.clear();
     }
 
-    /// Answers the next `count` requests, whatever their path, with 503 and
+    /// Fails the next `count` requests, whatever their path, with 503 and
     /// `Retry-After: retry_after_secs`.
     pub fn set_unavailable(&self, count: u32, retry_after_secs: u32) {
         self.shared.lock().unavailable = Some((count, retry_after_secs));

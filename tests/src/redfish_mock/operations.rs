@@ -215,7 +215,7 @@ fn create_session(
         .insert(token.clone(), Session { path: path.clone() });
 
     // iLO sends an absolute Location with a trailing slash. NOTE: recalled
-    // from iLO 5 answers, not from an HPE document opened here; it checks
+    // from iLO 5 responses, not from an HPE document opened here; it checks
     // that the client resolves Location instead of assuming a path.
     let location = match state.vendor() {
         Vendor::Hpe => format!("{base_url}{path}/"),
@@ -446,8 +446,8 @@ fn check_boot(state: &State, path: &str, boot: &Value) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The answer to a successful PATCH: XCC returns the updated resource (its
-/// REST API document says so for virtual media); the others answer as for
+/// Builds the response to a successful PATCH: XCC returns the updated
+/// resource (its REST API document shows this for virtual media); the others respond as for
 /// an action.
 fn patch_success(state: &State, path: &str) -> Response {
     if state.vendor() == Vendor::Lenovo {
@@ -507,9 +507,12 @@ fn check_insert(
             &[image, "Image", "VirtualMedia.InsertMedia"],
         )));
     }
+    // The image share's password is not needed to apply the insert.
+    let mut kept = Value::Object(body.clone());
+    super::state::redact(&mut kept);
     Ok(Effect::InsertMedia {
         path: path.to_string(),
-        body: Value::Object(body.clone()),
+        body: kept,
     })
 }
 
@@ -831,9 +834,9 @@ fn accepted(monitor: &str, task: &Value) -> Response {
     response
 }
 
-/// Answers a GET of a task monitor: 202 while polls remain, then the final
-/// answer chosen by [`TaskOutcome`]. A finished monitor keeps giving its
-/// final answer.
+/// Responds to a GET of a task monitor: 202 while polls remain, then the
+/// final response chosen by [`TaskOutcome`]. A finished monitor keeps
+/// returning its final response.
 pub(crate) fn poll_task(state: &mut State, monitor: &str) -> Response {
     let Some(task) = state.tasks.get_mut(monitor) else {
         return Failure::not_found(monitor).render(state.vendor());

@@ -15,13 +15,25 @@ pub enum Vendor {
     Generic,
     /// Dell iDRAC 9 (`System.Embedded.1`, `iDRAC.Embedded.1`).
     Dell,
-    /// HPE iLO 5/6 (`Systems/1`, `Managers/1`).
+    /// HPE iLO 5/6 (`Systems/1`, `Managers/1`), with virtual media slot `1`
+    /// for floppy/USB and `2` for CD/DVD under `Managers/1/VirtualMedia`.
+    /// NOTE: the slot numbering follows common iLO 5 client code and was not
+    /// checked against an HPE document here.
     Hpe,
     /// Lenovo XClarity Controller (`Systems/1`, `Managers/1`).
     Lenovo,
-    /// Supermicro X12/H12-class BMC (`Systems/1`, `Managers/1`).
+    /// Supermicro X12/H12-class BMC (`Systems/1`, `Managers/1`), with the CD
+    /// slot at `Managers/1/VirtualMedia/CD1` (the InsertMedia URL quoted in
+    /// ansible community.general pull request "redfish_command:
+    /// VirtualMediaInsert does not work with Supermicro").
     Supermicro,
-    /// OpenBMC's bmcweb (`Systems/system`, `Managers/bmc`).
+    /// OpenBMC's bmcweb (`Systems/system`, `Managers/bmc`), with slots
+    /// `Slot_0`…`Slot_3` under `Managers/bmc/VirtualMedia`. Proxy-mode slots
+    /// carry `TransferProtocolType` `OEM` and a WebSocket endpoint (bmcweb's
+    /// `redfish-core/lib/virtual_media.hpp`). NOTE: that slots 0–1 are proxy
+    /// slots and 2–3 take URL mounts comes from public mounting scripts, not
+    /// from bmcweb's source; the numbering depends on the platform's
+    /// configuration.
     OpenBmc,
 }
 
@@ -76,7 +88,7 @@ impl Vendor {
 
     /// The `If-Match` rule on PATCH when the test does not choose one.
     ///
-    /// Newer XCC firmware answers a PATCH without a matching `If-Match` with
+    /// Newer XCC firmware rejects a PATCH without a matching `If-Match` with
     /// 412 "The ETag supplied did not match the ETag required to change
     /// this resource" (ansible community.general issue "xcc_redfish_command
     /// falis on raw patch (missing eTag?)", fwupd issue "redfish: add ETAG
@@ -93,7 +105,7 @@ impl Vendor {
         }
     }
 
-    /// Whether a POST to an action that carries `If-Match` is answered 412
+    /// Whether a POST to an action that carries `If-Match` gets 412
     /// whatever the tag.
     ///
     /// iDRAC does this (ironcore-dev/metal-operator issue "Dell iDRAC:
@@ -103,7 +115,7 @@ impl Vendor {
         matches!(self, Vendor::Dell)
     }
 
-    /// Operations that answer 202 with a task monitor when the test does not
+    /// Operations that return 202 with a task monitor when the test does not
     /// choose them.
     ///
     /// Only Dell's BIOS settings are asynchronous by default: a PATCH of
@@ -150,7 +162,7 @@ impl Vendor {
     ///
     /// NOTE: this follows iDRAC behaviour as commonly reported by users, not
     /// a Dell document that was opened; clients must read `PowerState`
-    /// before resetting anyway, so the stricter answer catches those that
+    /// before resetting anyway, so the stricter response catches those that
     /// don't.
     pub(crate) fn rejects_redundant_reset(self) -> bool {
         matches!(self, Vendor::Dell)
@@ -161,7 +173,7 @@ impl Vendor {
     ///
     /// Supermicro does: the ansible community.general pull request
     /// "redfish_command: VirtualMediaInsert does not work with Supermicro"
-    /// quotes the BMC's 400 answer, "The property Inserted is not in the
+    /// quotes the BMC's 400 response, "The property Inserted is not in the
     /// list of valid properties for the resource" (the DMTF Base registry's
     /// `PropertyUnknown` message).
     pub(crate) fn rejects_insert_flags(self) -> bool {
@@ -183,7 +195,7 @@ impl Vendor {
     ///
     /// XCC does, and only on its `EXT{N}` slots: `RDOC{N}` and `Remote{N}`
     /// cannot be inserted that way (Lenovo XCC REST API document, "PATCH –
-    /// Insert/Eject a virtual media"; the answer is the updated resource).
+    /// Insert/Eject a virtual media"; the response is the updated resource).
     pub(crate) fn mounts_by_patch(self) -> bool {
         matches!(self, Vendor::Lenovo)
     }
@@ -202,11 +214,11 @@ pub enum AuthMode {
     /// This is what iDRAC 9, iLO 5, XCC, Supermicro and bmcweb accept out of
     /// the box, and the default for every profile.
     SessionOrBasic,
-    /// Only `X-Auth-Token`: basic auth is answered with 401, as on a BMC
+    /// Only `X-Auth-Token`: basic auth gets 401, as on a BMC
     /// whose operator turned basic auth off (bmcweb's
     /// `AccountService.Oem.OpenBMC.AuthMethods.BasicAuth`, for example).
     SessionOnly,
-    /// Only basic auth: `SessionService/Sessions` answers 405.
+    /// Only basic auth: `SessionService/Sessions` returns 405.
     BasicOnly,
 }
 

@@ -230,7 +230,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// Paths that answer without credentials, as the Redfish specification
+/// Whether the path is served without credentials, as the Redfish specification
 /// requires for the service root and session login.
 fn is_public(method: &Method, path: &str) -> bool {
     match *method {

@@ -32,20 +32,20 @@ pub enum RequestAuth {
     Basic {
         username: String,
     },
-    /// An `X-Auth-Token` header; `valid` tells whether it named a live session.
+    /// An `X-Auth-Token` header; `valid` is true when it named a live session.
     Session {
         valid: bool,
     },
 }
 
-/// How a task ends after its 202 answers.
+/// How a task ends after its 202 responses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskOutcome {
-    /// The monitor answers 204 with no body.
+    /// The monitor returns 204 with no body.
     NoContent,
-    /// The monitor answers 200 with the Task, `TaskState` `Completed`.
+    /// The monitor returns 200 with the Task, `TaskState` `Completed`.
     Completed,
-    /// The monitor answers 200 with the Task, `TaskState` `Exception`, and a
+    /// The monitor returns 200 with the Task, `TaskState` `Exception`, and a
     /// message with this id and text; the operation's effect is not applied.
     Exception { message_id: String, message: String },
 }
@@ -84,7 +84,7 @@ pub(crate) struct Session {
 }
 
 /// The settings that stay fixed for one mock.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Settings {
     pub vendor: Vendor,
     pub username: String,
@@ -101,7 +101,19 @@ pub(crate) struct Settings {
     pub chassis: String,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("vendor", &self.vendor)
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("auth", &self.auth)
+            .field("if_match", &self.if_match)
+            .field("system", &self.system)
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct State {
     pub settings: Settings,
     pub resources: BTreeMap<String, Value>,
@@ -115,8 +127,23 @@ pub(crate) struct State {
     pub requests: Vec<RecordedRequest>,
     pub faults: Vec<FaultRule>,
     pub redirects: Vec<(String, Redirect)>,
-    /// Requests left to answer 503, and the `Retry-After` seconds.
+    /// Requests left to fail with 503, and the `Retry-After` seconds.
     pub unavailable: Option<(u32, u32)>,
+}
+
+/// Prints counts instead of contents: the session map is keyed by tokens.
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("settings", &self.settings)
+            .field("resources", &self.resources.len())
+            .field("sessions", &self.sessions.len())
+            .field("tasks", &self.tasks.len())
+            .field("jobs", &self.jobs.len())
+            .field("requests", &self.requests.len())
+            .field("faults", &self.faults)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Removes a trailing slash (iLO 4 wrote `@odata.id` with one, and clients
@@ -171,7 +198,7 @@ impl State {
         self.vendor().etag(path_hash(path), generation)
     }
 
-    /// The resource at `path` as a client sees it, with `@odata.etag` where
+    /// Returns the resource at `path` as a client sees it, with `@odata.etag` where
     /// the profile puts one.
     pub fn get(&self, path: &str) -> Option<Value> {
         let mut value = self.resources.get(path)?.clone();
@@ -238,7 +265,7 @@ impl State {
         );
     }
 
-    /// The system's `PowerState`, after finishing a `PoweringOn` whose delay
+    /// Returns the system's `PowerState`, after finishing a `PoweringOn` whose delay
     /// has passed.
     pub fn power_state(&mut self) -> String {
         if let Some(until) = self.powering_on_until
@@ -283,13 +310,14 @@ impl State {
             self.powering_on_until = Some(Instant::now() + delay);
         }
 
-        // A one-time override applies to this boot only; DMTF's
-        // ComputerSystem schema says the service sets it back to Disabled.
+        // A one-time override applies to this boot only: DMTF's
+        // ComputerSystem v1_20_1 schema resets BootSourceOverrideEnabled to
+        // Disabled after it. The target is left as it was.
         let system = self.settings.system.clone();
         if self.resources[&system]["Boot"]["BootSourceOverrideEnabled"] == "Once" {
             self.merge(
                 &system,
-                &json!({"Boot": {"BootSourceOverrideEnabled": "Disabled", "BootSourceOverrideTarget": "None"}}),
+                &json!({"Boot": {"BootSourceOverrideEnabled": "Disabled"}}),
             );
         }
 
@@ -332,7 +360,8 @@ impl State {
     }
 }
 
-fn redact(value: &mut Value) {
+/// Replaces every `Password` member, at any depth, with `"[redacted]"`.
+pub(crate) fn redact(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (key, member) in map.iter_mut() {

@@ -19,6 +19,8 @@ pub struct TlsMaterial {
     pub cert_der: Vec<u8>,
     /// SHA-256 of `cert_der`, lowercase hex without separators.
     pub cert_sha256: String,
+    /// SHA-256 of the CA certificate's DER, lowercase hex without separators.
+    pub ca_sha256: String,
 }
 
 pub(crate) fn generate() -> anyhow::Result<(TlsMaterial, TlsAcceptor)> {
@@ -41,12 +43,13 @@ pub(crate) fn generate() -> anyhow::Result<(TlsMaterial, TlsAcceptor)> {
         .push(DnType::CommonName, "Redfish mock BMC");
     let cert = params.signed_by(&key, &issuer)?;
 
-    let digest = ring::digest::digest(&ring::digest::SHA256, cert.der());
+    let sha256 = |der: &[u8]| hex::encode(ring::digest::digest(&ring::digest::SHA256, der));
     let material = TlsMaterial {
         ca_pem: ca_cert.pem(),
         cert_pem: cert.pem(),
         cert_der: cert.der().to_vec(),
-        cert_sha256: hex::encode(digest.as_ref()),
+        cert_sha256: sha256(cert.der()),
+        ca_sha256: sha256(ca_cert.der()),
     };
 
     let chain = vec![
