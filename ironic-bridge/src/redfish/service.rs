@@ -162,3 +162,56 @@ pub(crate) fn optional<T>(result: Result<T, DriverError>) -> Result<Option<T>, D
         Err(error) => Err(error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rackhand_protocol::Secret;
+
+    use super::apply_vendor_timeout;
+    use crate::driver::{BmcEndpoint, DEFAULT_TIMEOUT, DriverKind};
+    use crate::redfish::client::RedfishClient;
+    use crate::redfish::profile::Vendor;
+
+    fn client(timeout: Duration) -> RedfishClient {
+        let endpoint = BmcEndpoint {
+            timeout,
+            ..BmcEndpoint::new(
+                DriverKind::Idrac,
+                "https://bmc.example",
+                "admin",
+                Secret::new("pw".into()),
+                "n1",
+            )
+        };
+        RedfishClient::new(&endpoint).expect("client builds")
+    }
+
+    #[test]
+    fn dell_raises_the_default_timeout() {
+        let client = client(DEFAULT_TIMEOUT);
+
+        apply_vendor_timeout(&client, Vendor::Dell);
+
+        assert_eq!(client.timeout(), Duration::from_secs(90));
+    }
+
+    #[test]
+    fn chosen_timeout_is_kept() {
+        let client = client(Duration::from_secs(7));
+
+        apply_vendor_timeout(&client, Vendor::Dell);
+
+        assert_eq!(client.timeout(), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn generic_keeps_the_default_timeout() {
+        let client = client(DEFAULT_TIMEOUT);
+
+        apply_vendor_timeout(&client, Vendor::Generic);
+
+        assert_eq!(client.timeout(), DEFAULT_TIMEOUT);
+    }
+}
