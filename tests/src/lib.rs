@@ -1,7 +1,9 @@
 //! Harness for Rackhand's cross-crate tests: starts the real peers under
 //! `tests/peers/` (Redfish BMC emulator, PowerDNS, SMTP sink, libvirt lab, …)
-//! and finds the workspace's binaries.
+//! and finds the workspace's binaries; also a Redfish BMC mock in several
+//! vendors' shapes for the hardware drivers' tests.
 
 pub mod peers;
+pub mod redfish_mock;
 pub mod stack;
 pub mod workspace;

@@ -98,6 +98,10 @@ pub struct BmcEndpoint {
     /// the public web roots; BMCs usually carry a certificate from a private
     /// or self-signed CA.
     pub ca_pem: Option<String>,
+    /// The SHA-256 fingerprint of the BMC's TLS certificate, as 64 hex
+    /// digits with or without colons. When set, only the certificate with
+    /// this fingerprint is accepted, whatever CA signed it.
+    pub fingerprint: Option<String>,
     /// The node's boot NIC. When `url` is a service root that lists several
     /// ComputerSystems, the one with an EthernetInterface of this MAC is
     /// driven.
@@ -105,8 +109,8 @@ pub struct BmcEndpoint {
 }
 
 impl BmcEndpoint {
-    /// Creates an endpoint with [`DEFAULT_TIMEOUT`], no extra CA and no boot
-    /// MAC.
+    /// Creates an endpoint with [`DEFAULT_TIMEOUT`], no extra CA, no
+    /// certificate fingerprint and no boot MAC.
     pub fn new(
         kind: DriverKind,
         url: impl Into<String>,
@@ -122,6 +126,7 @@ impl BmcEndpoint {
             node: node.into(),
             timeout: DEFAULT_TIMEOUT,
             ca_pem: None,
+            fingerprint: None,
             boot_mac: None,
         }
     }

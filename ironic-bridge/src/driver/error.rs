@@ -188,6 +188,36 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+
+    /// The BMC rejected the operation because a vendor licence is missing
+    /// (for example Supermicro's DCMS or OOB licence).
+    #[error(
+        "licence required: the BMC of node {node} refused {method} {url} with HTTP {status}{}; install the BMC licence for this feature",
+        detail(message)
+    )]
+    LicenceRequired {
+        node: String,
+        url: String,
+        method: http::Method,
+        status: u16,
+        /// The BMC's own explanation.
+        message: Option<String>,
+    },
+
+    /// A task or job that the BMC started for a request ended in failure.
+    #[error(
+        "task of the BMC of node {node} at {url} ended with {state}{}",
+        detail(message)
+    )]
+    TaskFailed {
+        node: String,
+        /// The task monitor or job URL.
+        url: String,
+        /// `TaskState` or `JobState`, such as `Exception`.
+        state: String,
+        /// The task's `Messages`.
+        message: Option<String>,
+    },
 }
 
 /// Returns the IPMI 2.0 meaning of a completion code (table 5-2 of the
@@ -303,7 +333,9 @@ impl DriverError {
             | DriverError::TlsHandshake { .. }
             | DriverError::Authentication { .. }
             | DriverError::SystemNotFound { .. }
-            | DriverError::Unsupported { .. } => false,
+            | DriverError::Unsupported { .. }
+            | DriverError::LicenceRequired { .. }
+            | DriverError::TaskFailed { .. } => false,
             // Busy, timed out, no response possible now, SDR update mode,
             // firmware update mode, BMC still initializing.
             DriverError::IpmiCommand { code, .. } => {
@@ -342,7 +374,9 @@ impl DriverError {
             | DriverError::IpmiAuthentication { node, .. }
             | DriverError::IpmiInvalidResponse { node, .. }
             | DriverError::IpmiTimeout { node, .. }
-            | DriverError::IpmiUnreachable { node, .. } => node,
+            | DriverError::IpmiUnreachable { node, .. }
+            | DriverError::LicenceRequired { node, .. }
+            | DriverError::TaskFailed { node, .. } => node,
         }
     }
 }

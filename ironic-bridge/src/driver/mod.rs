@@ -304,20 +304,12 @@ impl BmcDriver for Driver {
 /// first operation contacts the BMC (and discovers the ComputerSystem when
 /// `url` is a service root).
 pub fn connect(endpoint: BmcEndpoint) -> Result<Driver, DriverError> {
-    let unsupported = |endpoint: BmcEndpoint| DriverError::Unsupported {
-        node: endpoint.node,
-        kind: endpoint.kind,
-        operation: "connect".to_string(),
-    };
-
     match endpoint.kind {
-        DriverKind::Redfish => Ok(Driver::Redfish(RedfishDriver::new(endpoint)?)),
-        // TODO: add an iDRAC driver: RedfishDriver plus Dell OEM parts (job
-        // queue for BIOS and boot settings, virtual media under Managers).
-        DriverKind::Idrac => Err(unsupported(endpoint)),
-        // TODO: add an iLO driver: RedfishDriver plus HPE OEM parts (ETag
-        // `If-Match` on PATCH, virtual media under Managers).
-        DriverKind::Ilo => Err(unsupported(endpoint)),
+        // `idrac` and `ilo` are the Redfish driver with the Dell or HPE
+        // profile fixed instead of detected (see `redfish::Vendor`).
+        DriverKind::Redfish | DriverKind::Idrac | DriverKind::Ilo => {
+            Ok(Driver::Redfish(RedfishDriver::new(endpoint)?))
+        }
         DriverKind::Ipmi => Ok(Driver::Ipmi(IpmiDriver::new(endpoint)?)),
         DriverKind::Ironic => Ok(Driver::Ironic(IronicDriver::new(endpoint)?)),
     }
@@ -327,10 +319,10 @@ pub fn connect(endpoint: BmcEndpoint) -> Result<Driver, DriverError> {
 mod tests {
     use rackhand_protocol::Secret;
 
-    use super::{BmcDriver, BmcEndpoint, DriverError, DriverKind, connect};
+    use super::{BmcDriver, BmcEndpoint, Driver, DriverError, DriverKind, connect};
 
     #[test]
-    fn connect_rejects_unimplemented_kinds() {
+    fn connect_builds_vendor_kinds_on_redfish() {
         for kind in [DriverKind::Idrac, DriverKind::Ilo] {
             let endpoint = BmcEndpoint::new(
                 kind,
@@ -339,13 +331,29 @@ mod tests {
                 Secret::new("pw".to_string()),
                 "node-7",
             );
-            let error = connect(endpoint).expect_err("not implemented yet");
-            assert!(
-                matches!(&error, DriverError::Unsupported { node, kind: k, .. } if node == "node-7" && *k == kind),
-                "{error:?}"
-            );
-            assert!(!error.is_retryable());
+            let driver = connect(endpoint).expect("vendor kinds are implemented");
+            assert!(matches!(driver, Driver::Redfish(_)), "{driver:?}");
+            assert_eq!(driver.kind(), kind);
         }
+    }
+
+    #[test]
+    fn connect_rejects_invalid_fingerprint() {
+        let endpoint = BmcEndpoint {
+            fingerprint: Some("not-hex".to_string()),
+            ..BmcEndpoint::new(
+                DriverKind::Idrac,
+                "https://bmc.example",
+                "admin",
+                Secret::new("pw".to_string()),
+                "node-7",
+            )
+        };
+        let error = connect(endpoint).expect_err("invalid fingerprint");
+        assert!(
+            matches!(&error, DriverError::InvalidEndpoint { node, .. } if node == "node-7"),
+            "{error:?}"
+        );
     }
 
     #[test]

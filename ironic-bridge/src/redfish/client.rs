@@ -2,15 +2,17 @@
 //! time, and the mapping of every failure to a [`DriverError`].
 
 use std::error::Error as _;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use http::Method;
-use http::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ACCEPT, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION, RETRY_AFTER};
 use rackhand_protocol::Secret;
 use reqwest::{Response, StatusCode, Url, redirect};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::session::{Auth, Credentials};
 use super::tls;
 use crate::driver::{BmcEndpoint, DriverError, ResponseProblem};
 
@@ -28,6 +30,15 @@ const MAX_REDIRECTS: usize = 5;
 /// Maximum `@Message.ExtendedInfo` entries copied into an error message.
 const MAX_EXTENDED_INFO: usize = 4;
 
+/// Maximum times one request is sent: the first try, a new session login
+/// after a 401, and waits for `Retry-After` on 429 or 503.
+const MAX_ATTEMPTS: usize = 4;
+
+/// Longest `Retry-After` the client waits out itself on HTTP 429 or 503. A
+/// longer delay is returned to the caller in [`DriverError::Http`], whose
+/// retry policy spans minutes, so one step does not block for that long.
+pub(crate) const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(10);
+
 /// An authenticated JSON client for one BMC.
 #[derive(Debug)]
 pub(crate) struct RedfishClient {
@@ -35,23 +46,42 @@ pub(crate) struct RedfishClient {
     node: String,
     username: String,
     password: Secret,
-    timeout: Duration,
+    /// Time limit of one request. The driver raises it to the vendor's
+    /// default once it has detected the vendor (see the `profile` module).
+    timeout: Mutex<Duration>,
+    pub(super) auth: tokio::sync::Mutex<Auth>,
 }
 
 /// A complete HTTP response, body read.
-struct Reply {
-    status: StatusCode,
-    content_type: Option<String>,
-    retry_after: Option<Duration>,
-    body: Vec<u8>,
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub retry_after: Option<Duration>,
+    pub etag: Option<String>,
+    pub location: Option<String>,
+    /// `X-Auth-Token`, only read from a session login response.
+    pub auth_token: Option<Secret>,
+    pub body: Vec<u8>,
+}
+
+/// Headers a request carries besides authentication and content type.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Extra<'a> {
+    pub if_match: Option<&'a str>,
 }
 
 impl RedfishClient {
     pub fn new(endpoint: &BmcEndpoint) -> Result<Self, DriverError> {
-        let tls = tls::client_config(&endpoint.node, endpoint.ca_pem.as_deref())?;
+        let tls = tls::client_config(
+            &endpoint.node,
+            &endpoint.url,
+            endpoint.ca_pem.as_deref(),
+            endpoint.fingerprint.as_deref(),
+        )?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
-            .timeout(endpoint.timeout)
+            .connect_timeout(endpoint.timeout)
             .redirect(same_origin_redirects())
             // BMCs sit on a management network reached directly; a proxy
             // from the environment would receive the BMC credentials.
@@ -67,7 +97,8 @@ impl RedfishClient {
             node: endpoint.node.clone(),
             username: endpoint.username.clone(),
             password: endpoint.password.clone(),
-            timeout: endpoint.timeout,
+            timeout: Mutex::new(endpoint.timeout),
+            auth: tokio::sync::Mutex::new(Auth::Basic),
         })
     }
 
@@ -75,32 +106,113 @@ impl RedfishClient {
         &self.node
     }
 
+    pub(super) fn username(&self) -> &str {
+        &self.username
+    }
+
+    pub(super) fn password(&self) -> &Secret {
+        &self.password
+    }
+
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Returns the time limit of one request.
+    pub fn timeout(&self) -> Duration {
+        *self.timeout.lock().expect("timeout lock is never poisoned")
+    }
+
+    /// Changes the time limit of the requests sent from now on.
+    pub fn set_timeout(&self, timeout: Duration) {
+        *self.timeout.lock().expect("timeout lock is never poisoned") = timeout;
+    }
+
     /// Sends a GET and parses the success body as `T`.
     pub async fn get_json<T: DeserializeOwned>(&self, url: &Url) -> Result<T, DriverError> {
-        let reply = self.exchange(Method::GET, url, None).await?;
-        self.check_status(&reply, &Method::GET, url)?;
-        self.parse_json(&reply, &Method::GET, url)
+        Ok(self.get_with_etag(url).await?.0)
     }
 
-    /// Sends a POST or PATCH with a JSON body and ignores the success body
-    /// (BMCs respond with 200, 202 or 204 and varying content).
-    pub async fn send_json(
+    /// Sends a GET and parses the success body as `T`, with the resource's
+    /// `ETag` header.
+    pub async fn get_with_etag<T: DeserializeOwned>(
         &self,
-        method: Method,
         url: &Url,
-        body: &serde_json::Value,
-    ) -> Result<(), DriverError> {
-        let reply = self.exchange(method.clone(), url, Some(body)).await?;
-        self.check_status(&reply, &method, url)
+    ) -> Result<(T, Option<String>), DriverError> {
+        let reply = self.send(Method::GET, url, None, Extra::default()).await?;
+        let value = self.parse_json(&reply, &Method::GET, url)?;
+        Ok((value, reply.etag))
     }
 
-    /// Runs one request inside a debug span carrying `node` and `url`, with
-    /// the endpoint's timeout over the whole exchange.
-    async fn exchange(
+    /// Sends one request and returns the reply of a success status; any
+    /// other status is an error.
+    pub async fn send(
         &self,
         method: Method,
         url: &Url,
         body: Option<&serde_json::Value>,
+        extra: Extra<'_>,
+    ) -> Result<Reply, DriverError> {
+        let reply = self.exchange(&method, url, body, extra).await?;
+        self.check_status(&reply, &method, url)?;
+        Ok(reply)
+    }
+
+    /// Sends a request with the current credentials. A 401 on a session
+    /// token logs in again once; a 429 or 503 with a short `Retry-After` is
+    /// waited out and sent again. Both are bounded by [`MAX_ATTEMPTS`].
+    async fn exchange(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+        extra: Extra<'_>,
+    ) -> Result<Reply, DriverError> {
+        let mut logged_in_again = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let credentials = self.credentials().await?;
+            let reply = self
+                .exchange_once(method, url, body, &credentials, extra)
+                .await?;
+            if attempt >= MAX_ATTEMPTS {
+                return Ok(reply);
+            }
+
+            if reply.status == StatusCode::UNAUTHORIZED
+                && credentials.is_session()
+                && !logged_in_again
+            {
+                tracing::debug!(node = %self.node, %url, "session token rejected; logging in again");
+                self.forget_session(&credentials).await;
+                logged_in_again = true;
+                continue;
+            }
+
+            let throttled = matches!(
+                reply.status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            );
+            match reply.retry_after {
+                Some(wait) if throttled && wait <= MAX_RETRY_AFTER_WAIT => {
+                    tracing::warn!(node = %self.node, %url, status = reply.status.as_u16(), wait_secs = wait.as_secs(), "BMC is busy; retrying after Retry-After");
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Ok(reply),
+            }
+        }
+    }
+
+    /// Runs one request inside a debug span carrying `node` and `url`, with
+    /// the client's timeout over the whole exchange.
+    pub(super) async fn exchange_once(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+        credentials: &Credentials,
+        extra: Extra<'_>,
     ) -> Result<Reply, DriverError> {
         let span = tracing::debug_span!(
             "redfish_request",
@@ -108,11 +220,12 @@ impl RedfishClient {
             url = %url,
             method = %method,
         );
+        let timeout = self.timeout();
         async {
-            let exchange = self.exchange_unbounded(&method, url, body);
-            let reply = match tokio::time::timeout(self.timeout, exchange).await {
+            let exchange = self.exchange_unbounded(method, url, body, credentials, extra);
+            let reply = match tokio::time::timeout(timeout, exchange).await {
                 Ok(reply) => reply?,
-                Err(_elapsed) => return Err(self.timeout_error(&method, url)),
+                Err(_elapsed) => return Err(self.timeout_error(method, url)),
             };
             tracing::debug!(
                 status = reply.status.as_u16(),
@@ -130,16 +243,21 @@ impl RedfishClient {
         method: &Method,
         url: &Url,
         body: Option<&serde_json::Value>,
+        credentials: &Credentials,
+        extra: Extra<'_>,
     ) -> Result<Reply, DriverError> {
-        // TODO: log in through the Redfish SessionService and send
-        // X-Auth-Token instead of basic auth, so the BMC checks the password
-        // once per session. sushy-tools has no SessionService, so this
-        // needs another test peer.
         let mut request = self
             .http
             .request(method.clone(), url.clone())
-            .basic_auth(&self.username, Some(self.password.expose()))
             .header(ACCEPT, "application/json");
+        request = match credentials {
+            Credentials::Basic => request.basic_auth(&self.username, Some(self.password.expose())),
+            Credentials::Token(token) => request.header("X-Auth-Token", token.expose().as_str()),
+            Credentials::None => request,
+        };
+        if let Some(if_match) = extra.if_match {
+            request = request.header(IF_MATCH, if_match);
+        }
         if let Some(body) = body {
             request = request
                 .header(CONTENT_TYPE, "application/json")
@@ -151,15 +269,20 @@ impl RedfishClient {
             .await
             .map_err(|error| self.transport_error(method, url, error))?;
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string);
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header(CONTENT_TYPE);
+        let etag = header(ETAG);
+        let location = header(LOCATION);
+        let auth_token = header(http::HeaderName::from_static("x-auth-token")).map(Secret::new);
+        // TODO: parse the HTTP-date form of Retry-After too; only the
+        // delay in seconds is read, so a date is treated as absent.
+        let retry_after = header(RETRY_AFTER)
             .and_then(|value| value.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let body = self.read_body(&mut response, method, url).await?;
@@ -168,6 +291,9 @@ impl RedfishClient {
             status,
             content_type,
             retry_after,
+            etag,
+            location,
+            auth_token,
             body,
         })
     }
@@ -207,13 +333,29 @@ impl RedfishClient {
     }
 
     /// Turns a non-success status into the matching error.
-    fn check_status(&self, reply: &Reply, method: &Method, url: &Url) -> Result<(), DriverError> {
+    pub fn check_status(
+        &self,
+        reply: &Reply,
+        method: &Method,
+        url: &Url,
+    ) -> Result<(), DriverError> {
         if reply.status.is_success() {
             return Ok(());
         }
 
         let message = redfish_message(&reply.body).map(|message| self.redact(&message));
         let status = reply.status.as_u16();
+        // Checked before 403, because Supermicro rejects a request that
+        // needs a missing licence with 403.
+        if reply.status.is_client_error() && is_licence_error(&reply.body) {
+            return Err(DriverError::LicenceRequired {
+                node: self.node.clone(),
+                url: url.to_string(),
+                method: method.clone(),
+                status,
+                message,
+            });
+        }
         if reply.status == StatusCode::UNAUTHORIZED || reply.status == StatusCode::FORBIDDEN {
             return Err(DriverError::Authentication {
                 node: self.node.clone(),
@@ -235,7 +377,7 @@ impl RedfishClient {
         })
     }
 
-    fn parse_json<T: DeserializeOwned>(
+    pub fn parse_json<T: DeserializeOwned>(
         &self,
         reply: &Reply,
         method: &Method,
@@ -288,7 +430,7 @@ impl RedfishClient {
             node: self.node.clone(),
             url: url.to_string(),
             method: method.clone(),
-            timeout: self.timeout,
+            timeout: self.timeout(),
         }
     }
 
@@ -375,6 +517,35 @@ pub(crate) fn redfish_message(body: &[u8]) -> Option<String> {
     Some(truncate_chars(&message, EXCERPT_BYTES))
 }
 
+/// Returns whether a Redfish error body says that a BMC licence is missing:
+/// a `MessageId` or message that mentions a licence, such as Supermicro's
+/// `SMC.1.0.OemLicenseNotPassed` ("Not licensed to perform this request")
+/// or the DMTF `License` registry's messages.
+pub(crate) fn is_licence_error(body: &[u8]) -> bool {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let error = json.get("error").unwrap_or(&json);
+    let mut texts: Vec<&str> = ["code", "message"]
+        .iter()
+        .filter_map(|key| error.get(*key).and_then(serde_json::Value::as_str))
+        .collect();
+    let extended = error
+        .get("@Message.ExtendedInfo")
+        .and_then(serde_json::Value::as_array);
+    for info in extended.into_iter().flatten().take(MAX_EXTENDED_INFO) {
+        for key in ["MessageId", "Message"] {
+            if let Some(text) = info.get(key).and_then(serde_json::Value::as_str) {
+                texts.push(text);
+            }
+        }
+    }
+    texts.iter().any(|text| {
+        let text = text.to_ascii_lowercase();
+        text.contains("licens") || text.contains("licenc")
+    })
+}
+
 /// Cuts `text` to at most `max_bytes` bytes on a character boundary.
 fn truncate_chars(text: &str, max_bytes: usize) -> String {
     if text.len() <= max_bytes {
@@ -397,12 +568,19 @@ fn is_tls_failure(error: &reqwest::Error) -> bool {
         if cause.is::<rustls::Error>() {
             return true;
         }
-        // io::Error::source skips the error it wraps, so look inside.
-        let wrapped = cause
+        // io::Error::source skips the error it wraps, and hyper wraps the
+        // rustls error in two io::Errors, so look inside each layer.
+        let mut wrapped = cause
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::get_ref);
-        if wrapped.is_some_and(|inner| inner.is::<rustls::Error>()) {
-            return true;
+        for _ in 0..4 {
+            let Some(inner) = wrapped else { break };
+            if inner.is::<rustls::Error>() {
+                return true;
+            }
+            wrapped = inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref);
         }
         source = cause.source();
     }

@@ -6,7 +6,7 @@ use rackhand_protocol::MacAddr;
 use reqwest::Url;
 
 use super::client::RedfishClient;
-use super::resources::{Collection, ComputerSystem, EthernetInterface, ServiceRoot};
+use super::resources::{Collection, ComputerSystem, EthernetInterface};
 use crate::driver::{DriverError, ResponseProblem};
 
 /// Maximum ComputerSystems examined in one Systems collection.
@@ -107,21 +107,20 @@ fn without_userinfo(raw: &str) -> String {
     }
 }
 
-/// Finds the ComputerSystem under the service root `root`: the only member
-/// of the Systems collection, or, when `boot_mac` is given, the member with
-/// an EthernetInterface of that MAC.
+/// Finds the ComputerSystem in the Systems collection `systems` of the
+/// service root `root`: the only member, or, when `boot_mac` is given, the
+/// member with an EthernetInterface of that MAC.
 pub(crate) async fn discover_system(
     client: &RedfishClient,
     root: &Url,
+    systems: Option<&Url>,
     boot_mac: Option<MacAddr>,
 ) -> Result<Url, DriverError> {
-    let service_root: ServiceRoot = client.get_json(root).await?;
-    let Some(systems_link) = service_root.systems else {
+    let Some(systems_url) = systems.cloned() else {
         let problem =
             ResponseProblem::UnexpectedContent("the service root has no Systems link".into());
         return Err(client.invalid_response(&Method::GET, root, problem, b""));
     };
-    let systems_url = resolve(client, root, &systems_link.odata_id)?;
 
     let collection: Collection = client.get_json(&systems_url).await?;
     let members = collection

@@ -1,78 +1,163 @@
-//! The Redfish driver: power and boot control of one ComputerSystem over the
-//! DMTF Redfish REST API.
+//! The Redfish driver: power, boot, virtual media, inventory, sensors and
+//! console of one ComputerSystem over the DMTF Redfish REST API, with the
+//! vendor profiles for Dell iDRAC, HPE iLO, Lenovo XCC, Supermicro and
+//! OpenBMC.
 //!
 //! # Design
 //!
-//! The driver speaks plain Redfish with HTTP basic auth and JSON, over HTTP
-//! or HTTPS. HTTPS uses rustls with `ring` and trusts the public web roots
-//! plus the endpoint's PEM certificates, which also pin self-signed BMC
-//! certificates (see the `tls` module). Vendor differences stay out of this
-//! module: OEM extensions belong to the iDRAC and iLO drivers that will wrap
-//! it.
+//! One driver serves the `redfish`, `idrac` and `ilo` kinds. It reads the
+//! service root once, which links the Systems, Managers, Chassis and
+//! UpdateService. The root also decides between sessions and basic auth
+//! (see `session`) and selects the vendor profile (see `profile`), unless
+//! the `idrac` or `ilo` kind fixes it.
+//! HTTPS uses rustls with the public web roots plus the endpoint's PEM
+//! certificates, or only the certificate with the endpoint's SHA-256
+//! fingerprint (see `tls`).
 //!
 //! - The ComputerSystem URL is resolved on the first call and cached. A
 //!   service root endpoint is walked through its Systems collection (see
 //!   the `discovery` module). A failed discovery is retried by the next call.
-//! - `power_on` and `power_off` read the system first: they skip the reset
-//!   when the node is already in the requested state, and pick the
-//!   `ResetType` from the values the BMC allows
-//!   (`ResetType@Redfish.AllowableValues` or the action's `ActionInfo`).
-//! - `set_next_boot` PATCHes `Boot.BootSourceOverrideTarget` and
-//!   `BootSourceOverrideEnabled`, after checking the target against the
-//!   BMC's allowed values when it lists them.
-//! - Every request has the endpoint's timeout, runs in a debug span with
-//!   `node` and `url`, and follows redirects only to the same server. Links
-//!   from the BMC that point to another server are rejected, so the
-//!   credentials go nowhere else.
+//! - Every operation reads before it writes: `power_on`, `power_off`,
+//!   `set_next_boot`, `insert_media` and `eject_media` send nothing when the
+//!   BMC already is in the requested state.
+//! - `ComputerSystem.Reset` picks the `ResetType` from the values the BMC
+//!   allows (`ResetType@Redfish.AllowableValues` or the action's
+//!   `ActionInfo`).
+//! - PATCHes carry `If-Match` and are retried once on 412 (see `update`);
+//!   a 202 with `Location` is polled to the end (see `task`).
+//! - Every request has the endpoint's timeout (or the vendor's, when the
+//!   endpoint keeps the default), runs in a debug span with `node` and
+//!   `url`, and follows redirects only to the same server. Links from the
+//!   BMC that point to another server are rejected, so the credentials go
+//!   nowhere else.
 //!
 //! A BMC accepts a reset long before the power state changes (1 to 11
 //! seconds on the sushy-tools emulator by default), so callers
 //! poll [`BmcDriver::power_state`].
 
+mod boot;
 mod client;
 mod discovery;
+mod inventory;
+mod media;
+mod oem;
+mod profile;
 mod resources;
+mod service;
+mod session;
+mod task;
 mod tls;
+mod update;
 
+#[cfg(test)]
+mod profile_tests;
 #[cfg(test)]
 mod test_server;
 #[cfg(test)]
 mod tests;
 
+use std::time::Duration;
+
 use http::Method;
 use rackhand_protocol::MacAddr;
+use rackhand_protocol::hardware::{Inventory, Sensors};
 use reqwest::Url;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use crate::driver::{
-    BmcDriver, BmcEndpoint, BootOverride, BootPersistence, BootTarget, DriverError, DriverKind,
-    PowerState, ResponseProblem,
+    BmcDriver, BmcEndpoint, BootOverride, BootTarget, Console, DriverError, DriverKind, PowerState,
+    ResponseProblem,
 };
-use client::RedfishClient;
-use discovery::Target;
+use client::{Extra, RedfishClient};
+use discovery::{Target, resolve};
+use media::MediaSlot;
+pub use profile::Vendor;
 use resources::{ActionInfo, ComputerSystem};
+use service::Service;
+
+/// Maximum Managers and Chassis read for one system.
+const MAX_LINKED: usize = 8;
 
 /// A driver for one ComputerSystem behind a Redfish service.
+///
+/// Dropping the driver logs out of its session in the background;
+/// [`RedfishDriver::close`] logs out and waits for it.
 #[derive(Debug)]
 pub struct RedfishDriver {
+    kind: DriverKind,
     client: RedfishClient,
     target: Target,
     boot_mac: Option<MacAddr>,
+    service: OnceCell<Service>,
     system_url: OnceCell<Url>,
+    task_deadline: Option<Duration>,
+}
+
+/// A ComputerSystem as last read: its URL, JSON and ETag.
+struct System {
+    url: Url,
+    json: Value,
+    etag: Option<String>,
 }
 
 impl RedfishDriver {
     /// Checks the endpoint and builds the HTTP client. Sends nothing.
+    ///
+    /// `endpoint.kind` is `redfish`, `idrac` or `ilo`; the last two fix the
+    /// vendor profile instead of detecting it.
     pub fn new(endpoint: BmcEndpoint) -> Result<Self, DriverError> {
         let target = discovery::parse_target(&endpoint.node, &endpoint.url)?;
         let client = RedfishClient::new(&endpoint)?;
         Ok(RedfishDriver {
+            kind: endpoint.kind,
             client,
             target,
             boot_mac: endpoint.boot_mac,
+            service: OnceCell::new(),
             system_url: OnceCell::new(),
+            task_deadline: None,
         })
+    }
+
+    /// Sets how long task monitors are polled, in place of the vendor's
+    /// default.
+    pub fn with_task_deadline(mut self, deadline: Duration) -> Self {
+        self.task_deadline = Some(deadline);
+        self
+    }
+
+    /// Logs out of the Redfish session, if one is open. Later calls log in
+    /// again.
+    pub async fn close(&self) -> Result<(), DriverError> {
+        self.client.close().await
+    }
+
+    /// Returns the vendor profile, reading the service root on first use.
+    pub async fn vendor(&self) -> Result<Vendor, DriverError> {
+        Ok(self.service().await?.vendor)
+    }
+
+    async fn service(&self) -> Result<&Service, DriverError> {
+        self.service
+            .get_or_try_init(|| async {
+                let fixed = profile::Vendor::from_kind(self.kind);
+                match &self.target {
+                    Target::ServiceRoot(root) => {
+                        service::discover_service(&self.client, root, fixed, false).await
+                    }
+                    Target::System(system) => {
+                        let root = service::root_of_system(system);
+                        service::discover_service(&self.client, &root, fixed, true).await
+                    }
+                }
+            })
+            .await
+    }
+
+    fn task_deadline(&self, service: &Service) -> Duration {
+        self.task_deadline
+            .unwrap_or_else(|| service.vendor.task_deadline())
     }
 
     /// Returns the ComputerSystem URL, discovering it on the first call.
@@ -81,6 +166,7 @@ impl RedfishDriver {
     /// call, so that a node record pointing at another machine's BMC fails
     /// before any power action instead of power-cycling that machine.
     pub async fn system_url(&self) -> Result<&Url, DriverError> {
+        let service = self.service().await?;
         self.system_url
             .get_or_try_init(|| async {
                 match &self.target {
@@ -91,28 +177,127 @@ impl RedfishDriver {
                         Ok(url.clone())
                     }
                     Target::ServiceRoot(root) => {
-                        discovery::discover_system(&self.client, root, self.boot_mac).await
+                        discovery::discover_system(
+                            &self.client,
+                            root,
+                            service.systems.as_ref(),
+                            self.boot_mac,
+                        )
+                        .await
                     }
                 }
             })
             .await
     }
 
-    async fn system(&self) -> Result<(Url, ComputerSystem), DriverError> {
+    async fn read_system(&self) -> Result<System, DriverError> {
         let url = self.system_url().await?.clone();
-        let system = self.client.get_json(&url).await?;
-        Ok((url, system))
+        let (json, header): (Value, Option<String>) = self.client.get_with_etag(&url).await?;
+        let etag = update::etag_of(header, &json);
+        Ok(System { url, json, etag })
+    }
+
+    fn typed(&self, system: &System) -> Result<ComputerSystem, DriverError> {
+        serde_json::from_value(system.json.clone()).map_err(|error| {
+            let problem = ResponseProblem::UnexpectedContent(error.to_string());
+            self.client
+                .invalid_response(&Method::GET, &system.url, problem, b"")
+        })
+    }
+
+    /// Reads the Managers of the system: `Links.ManagedBy`, else every
+    /// member of the service's Managers collection.
+    async fn managers(&self, system: &System) -> Result<Vec<(Url, Value)>, DriverError> {
+        let service = self.service().await?;
+        let linked: Vec<&str> = system
+            .json
+            .pointer("/Links/ManagedBy")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|link| link.get("@odata.id").and_then(Value::as_str))
+            .collect();
+        let urls = if linked.is_empty() {
+            match &service.managers {
+                Some(collection) => {
+                    service::optional(service::members(&self.client, collection, MAX_LINKED).await)?
+                        .unwrap_or_default()
+                }
+                None => Vec::new(),
+            }
+        } else {
+            linked
+                .iter()
+                .take(MAX_LINKED)
+                .map(|id| resolve(&self.client, &system.url, id))
+                .collect::<Result<_, _>>()?
+        };
+        self.read_all(urls).await
+    }
+
+    /// Reads the Chassis of the system: `Links.Chassis`, else every member
+    /// of the service's Chassis collection.
+    async fn chassis(&self, system: &System) -> Result<Vec<(Url, Value)>, DriverError> {
+        let service = self.service().await?;
+        let linked: Vec<&str> = system
+            .json
+            .pointer("/Links/Chassis")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|link| link.get("@odata.id").and_then(Value::as_str))
+            .collect();
+        let urls = if linked.is_empty() {
+            match &service.chassis {
+                Some(collection) => {
+                    service::optional(service::members(&self.client, collection, MAX_LINKED).await)?
+                        .unwrap_or_default()
+                }
+                None => Vec::new(),
+            }
+        } else {
+            linked
+                .iter()
+                .take(MAX_LINKED)
+                .map(|id| resolve(&self.client, &system.url, id))
+                .collect::<Result<_, _>>()?
+        };
+        self.read_all(urls).await
+    }
+
+    async fn read_all(&self, urls: Vec<Url>) -> Result<Vec<(Url, Value)>, DriverError> {
+        let mut resources = Vec::with_capacity(urls.len());
+        for url in urls {
+            if let Some(json) = service::optional(self.client.get_json::<Value>(&url).await)? {
+                resources.push((url, json));
+            }
+        }
+        Ok(resources)
+    }
+
+    async fn find_virtual_cd(&self, system: &System) -> Result<Option<MediaSlot>, DriverError> {
+        let managers = self.managers(system).await?;
+        let vendor = self.service().await?.vendor;
+        media::find_cd(&self.client, vendor, &system.url, &system.json, &managers).await
+    }
+
+    async fn virtual_cd(&self, system: &System) -> Result<MediaSlot, DriverError> {
+        self.find_virtual_cd(system).await?.ok_or_else(|| {
+            self.unsupported("virtual media (no virtual CD under the System or its Managers)")
+        })
     }
 
     /// Sends `ComputerSystem.Reset` with the first of `preferred` that the
-    /// BMC allows (the first one when the BMC lists no allowed values).
-    async fn reset(
+    /// BMC allows (the first one when the BMC lists no allowed values), and
+    /// waits for a task the BMC starts for it.
+    async fn send_reset(
         &self,
-        url: &Url,
-        system: &ComputerSystem,
+        system: &System,
         preferred: &[&'static str],
     ) -> Result<(), DriverError> {
-        let reset = system
+        let typed = self.typed(system)?;
+        let url = &system.url;
+        let reset = typed
             .actions
             .as_ref()
             .and_then(|actions| actions.reset.as_ref());
@@ -128,7 +313,7 @@ impl RedfishDriver {
                 .client
                 .invalid_response(&Method::GET, url, problem, b""));
         };
-        let target = discovery::resolve(&self.client, url, target)?;
+        let target = resolve(&self.client, url, target)?;
 
         let allowed = match (&reset.allowed_reset_types, &reset.action_info) {
             (Some(allowed), _) => Some(allowed.clone()),
@@ -143,10 +328,15 @@ impl RedfishDriver {
             ))
         })?;
 
+        let action = system.json.pointer("/Actions/#ComputerSystem.Reset");
+        let body = update::with_operation_apply_time(action, json!({ "ResetType": reset_type }));
         tracing::debug!(node = self.node(), url = %target, reset_type, "sending ComputerSystem.Reset");
-        self.client
-            .send_json(Method::POST, &target, &json!({ "ResetType": reset_type }))
-            .await
+        let reply = self
+            .client
+            .send(Method::POST, &target, Some(&body), Extra::default())
+            .await?;
+        let deadline = self.task_deadline(self.service().await?);
+        task::wait_for_task(&self.client, &target, &reply, deadline).await
     }
 
     async fn allowed_from_action_info(
@@ -154,7 +344,7 @@ impl RedfishDriver {
         system_url: &Url,
         info: &str,
     ) -> Result<Option<Vec<String>>, DriverError> {
-        let info_url = discovery::resolve(&self.client, system_url, info)?;
+        let info_url = resolve(&self.client, system_url, info)?;
         let info: ActionInfo = self.client.get_json(&info_url).await?;
         let allowed = info
             .parameters
@@ -167,7 +357,7 @@ impl RedfishDriver {
     fn unsupported(&self, operation: &str) -> DriverError {
         DriverError::Unsupported {
             node: self.node().to_string(),
-            kind: DriverKind::Redfish,
+            kind: self.kind,
             operation: operation.to_string(),
         }
     }
@@ -179,27 +369,27 @@ impl BmcDriver for RedfishDriver {
     }
 
     fn kind(&self) -> DriverKind {
-        DriverKind::Redfish
+        self.kind
     }
 
     async fn power_state(&self) -> Result<PowerState, DriverError> {
-        let (url, system) = self.system().await?;
-        power_state_of(&self.client, &url, &system)
+        let system = self.read_system().await?;
+        power_state_of(&self.client, &system.url, &self.typed(&system)?)
     }
 
     async fn power_on(&self) -> Result<(), DriverError> {
-        let (url, system) = self.system().await?;
-        let state = power_state_of(&self.client, &url, &system)?;
+        let system = self.read_system().await?;
+        let state = power_state_of(&self.client, &system.url, &self.typed(&system)?)?;
         if matches!(state, PowerState::On | PowerState::PoweringOn) {
             tracing::debug!(node = self.node(), %state, "already on; no reset sent");
             return Ok(());
         }
-        self.reset(&url, &system, &["On", "ForceOn"]).await
+        self.send_reset(&system, &["On", "ForceOn"]).await
     }
 
     async fn power_off(&self, force: bool) -> Result<(), DriverError> {
-        let (url, system) = self.system().await?;
-        let state = power_state_of(&self.client, &url, &system)?;
+        let system = self.read_system().await?;
+        let state = power_state_of(&self.client, &system.url, &self.typed(&system)?)?;
         if matches!(state, PowerState::Off | PowerState::PoweringOff) {
             tracing::debug!(node = self.node(), %state, "already off; no reset sent");
             return Ok(());
@@ -209,54 +399,30 @@ impl BmcDriver for RedfishDriver {
         } else {
             &["GracefulShutdown"]
         };
-        self.reset(&url, &system, preferred).await
+        self.send_reset(&system, preferred).await
+    }
+
+    async fn reset(&self) -> Result<(), DriverError> {
+        let system = self.read_system().await?;
+        let state = power_state_of(&self.client, &system.url, &self.typed(&system)?)?;
+        match state {
+            PowerState::Off | PowerState::PoweringOff => {
+                self.send_reset(&system, &["On", "ForceOn"]).await
+            }
+            _ => {
+                self.send_reset(&system, &["ForceRestart", "PowerCycle"])
+                    .await
+            }
+        }
     }
 
     async fn set_next_boot(&self, boot: BootOverride) -> Result<(), DriverError> {
-        let BootOverride {
-            target,
-            persistence,
-            mode: _,
-        } = boot;
-        // TODO: apply `boot.mode` through BootSourceOverrideMode.
-        let (url, system) = self.system().await?;
-        let target_name = boot_target_name(target);
-        let allowed = system
-            .boot
-            .as_ref()
-            .and_then(|boot| boot.allowed_targets.as_ref());
-        if let Some(allowed) = allowed
-            && !allowed.iter().any(|value| value == target_name)
-        {
-            return Err(self.unsupported(&format!(
-                "BootSourceOverrideTarget {target_name} (the BMC allows {})",
-                allowed.join(", ")
-            )));
-        }
-
-        let enabled = match persistence {
-            BootPersistence::Once => "Once",
-            BootPersistence::Continuous => "Continuous",
-        };
-        // NOTE: no If-Match header is sent. A BMC that requires the ETag on
-        // PATCH rejects the request, which surfaces as DriverError::Http.
-        let body = json!({
-            "Boot": {
-                "BootSourceOverrideTarget": target_name,
-                "BootSourceOverrideEnabled": enabled,
-            }
-        });
-        tracing::debug!(
-            node = self.node(),
-            target = target_name,
-            enabled,
-            "setting boot override"
-        );
-        self.client.send_json(Method::PATCH, &url, &body).await
+        boot::set_next_boot(self, boot).await
     }
 
     async fn boot_macs(&self) -> Result<Vec<MacAddr>, DriverError> {
-        let (url, system) = self.system().await?;
+        let url = self.system_url().await?.clone();
+        let system: ComputerSystem = self.client.get_json(&url).await?;
         discovery::interface_macs(&self.client, &url, &system)
             .await?
             .ok_or_else(|| {
@@ -264,6 +430,54 @@ impl BmcDriver for RedfishDriver {
                     "listing MAC addresses (the ComputerSystem has no EthernetInterfaces)",
                 )
             })
+    }
+
+    async fn insert_media(&self, image_url: &str) -> Result<(), DriverError> {
+        let system = self.read_system().await?;
+        let slot = self.virtual_cd(&system).await?;
+        let service = self.service().await?;
+        let deadline = self.task_deadline(service);
+        tracing::debug!(node = self.node(), slot = %slot.url, "inserting virtual media");
+        media::insert(&self.client, service.vendor, slot, image_url, deadline).await
+    }
+
+    async fn eject_media(&self) -> Result<(), DriverError> {
+        let system = self.read_system().await?;
+        let slot = self.virtual_cd(&system).await?;
+        let deadline = self.task_deadline(self.service().await?);
+        media::eject(&self.client, &slot, deadline).await
+    }
+
+    async fn inventory(&self) -> Result<Inventory, DriverError> {
+        let system = self.read_system().await?;
+        let managers = self.managers(&system).await?;
+        let service = self.service().await?;
+        inventory::read_inventory(
+            &self.client,
+            &system.url,
+            &system.json,
+            service.update_service.as_ref(),
+            managers.first().map(|(_, manager)| manager),
+        )
+        .await
+    }
+
+    async fn sensors(&self) -> Result<Sensors, DriverError> {
+        let system = self.read_system().await?;
+        let chassis = self.chassis(&system).await?;
+        inventory::read_sensors(&self.client, &system.json, &chassis).await
+    }
+
+    async fn open_console(&self) -> Result<Console, DriverError> {
+        let system = self.read_system().await?;
+        let vendor = self.service().await?.vendor;
+        for (url, manager) in self.managers(&system).await? {
+            let console = inventory::find_console(&self.client, vendor, &url, &manager).await?;
+            if let Some(console) = console {
+                return Ok(console);
+            }
+        }
+        Err(self.unsupported("serial console (no Manager advertises an enabled SerialConsole)"))
     }
 }
 

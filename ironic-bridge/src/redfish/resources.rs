@@ -11,13 +11,6 @@ pub(crate) struct Link {
     pub odata_id: String,
 }
 
-/// `ServiceRoot` (`/redfish/v1/`).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct ServiceRoot {
-    pub systems: Option<Link>,
-}
-
 /// Any resource collection (`ComputerSystemCollection`,
 /// `EthernetInterfaceCollection`).
 #[derive(Debug, Deserialize)]
@@ -32,16 +25,8 @@ pub(crate) struct Collection {
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ComputerSystem {
     pub power_state: Option<String>,
-    pub boot: Option<Boot>,
     pub actions: Option<SystemActions>,
     pub ethernet_interfaces: Option<Link>,
-}
-
-/// `ComputerSystem.Boot`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Boot {
-    #[serde(rename = "BootSourceOverrideTarget@Redfish.AllowableValues")]
-    pub allowed_targets: Option<Vec<String>>,
 }
 
 /// `ComputerSystem.Actions`.
@@ -86,4 +71,20 @@ pub(crate) struct EthernetInterface {
     pub mac_address: Option<String>,
     #[serde(rename = "PermanentMACAddress")]
     pub permanent_mac_address: Option<String>,
+}
+
+/// Returns the `@odata.id` of the link at the JSON `pointer` in `json`
+/// (`/Links/Sessions`, `/Systems`).
+pub(crate) fn link_at<'a>(json: &'a serde_json::Value, pointer: &str) -> Option<&'a str> {
+    json.pointer(pointer)?
+        .get("@odata.id")?
+        .as_str()
+        .filter(|id| !id.is_empty())
+}
+
+/// Returns the string at the JSON `pointer`, if it is a non-empty string.
+pub(crate) fn str_at<'a>(json: &'a serde_json::Value, pointer: &str) -> Option<&'a str> {
+    json.pointer(pointer)?
+        .as_str()
+        .filter(|text| !text.is_empty())
 }

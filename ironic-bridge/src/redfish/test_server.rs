@@ -89,7 +89,8 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     /// Starts a server that serves `(method, path, response)` routes. Any
-    /// other request gets a Redfish-style 404.
+    /// other request gets a Redfish-style 404. A route listed several times
+    /// answers with its responses in order, then repeats the last.
     pub async fn start(routes: Vec<(&'static str, &str, Canned)>) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -160,10 +161,22 @@ async fn serve(
     else {
         return;
     };
-    let canned = routes
+    // A route listed several times answers its n-th request with its n-th
+    // response, and repeats the last one after that.
+    let matching: Vec<&Canned> = routes
         .iter()
-        .find(|(method, path, _)| *method == request.method && *path == request.path)
-        .map(|(_, _, canned)| canned.clone())
+        .filter(|(method, path, _)| *method == request.method && *path == request.path)
+        .map(|(_, _, canned)| canned)
+        .collect();
+    let earlier = recorder
+        .lock()
+        .expect("recorder lock is never poisoned")
+        .iter()
+        .filter(|seen| seen.method == request.method && seen.path == request.path)
+        .count();
+    let canned = matching
+        .get(earlier.min(matching.len().saturating_sub(1)))
+        .map(|canned| (*canned).clone())
         .unwrap_or_else(|| {
             Canned::json(
                 404,

@@ -1,4 +1,4 @@
-//! The Redfish driver against a real Redfish service: sushy-tools'
+//! The Redfish driver against a real Redfish service: sushy-tools
 //! sushy-emulator with its fake driver, started by `tests/peers/redfish-bmc`.
 //!
 //! Each test starts its own emulator (about a second) with fresh systems that
@@ -16,7 +16,9 @@ use rackhand_ironic_bridge::{
     BmcDriver, BmcEndpoint, BootOverride, BootPersistence, BootTarget, DriverKind, PowerState,
     connect,
 };
+use rackhand_protocol::hardware::SensorKind;
 use rackhand_protocol::{MacAddr, Secret};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Upper bound for a power change to show; the emulator needs about one
 /// second, the rest is slack for a loaded test machine.
@@ -288,10 +290,12 @@ async fn https_with_endpoint_ca_is_trusted() {
 
     let untrusted = connect(bmc.endpoint(bmc.system_url(0))).expect("connect");
     let error = untrusted.power_state().await.expect_err("unknown CA");
+    // A rejected certificate is permanent, not a connection failure.
     assert!(
-        matches!(&error, DriverError::Unreachable { .. }),
+        matches!(&error, DriverError::TlsHandshake { .. }),
         "{error:?}"
     );
+    assert!(!error.is_retryable());
 }
 
 #[tokio::test]
@@ -339,4 +343,151 @@ async fn system_url_with_its_own_mac_passes() {
     let system = driver.system_url().await.expect("the MAC matches");
 
     assert_eq!(system.as_str(), bmc.system_url(0));
+}
+
+#[tokio::test]
+async fn https_with_pinned_fingerprint_is_trusted() {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let bmc = Bmc::start(true);
+    let pem = std::fs::read(bmc.var("REDFISH_CA_CERT")).expect("read the peer's certificate");
+    let der = CertificateDer::from_pem_slice(&pem).expect("the peer writes one PEM certificate");
+    let fingerprint = hex::encode(ring::digest::digest(&ring::digest::SHA256, der.as_ref()));
+    let pinned = BmcEndpoint {
+        fingerprint: Some(fingerprint),
+        ..bmc.endpoint(bmc.system_url(0))
+    };
+
+    let state = connect(pinned)
+        .expect("connect")
+        .power_state()
+        .await
+        .expect("power state over HTTPS with the pinned certificate");
+    assert_eq!(state, PowerState::Off);
+
+    let other = BmcEndpoint {
+        fingerprint: Some("00".repeat(32)),
+        ..bmc.endpoint(bmc.system_url(0))
+    };
+    let error = connect(other)
+        .expect("connect")
+        .power_state()
+        .await
+        .expect_err("another fingerprint");
+    assert!(
+        matches!(&error, DriverError::TlsHandshake { .. }),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable());
+}
+
+#[tokio::test]
+async fn virtual_media_insert_is_idempotent_and_ejects() {
+    let bmc = Bmc::start(false);
+    let driver = connect(bmc.endpoint(bmc.system_url(0))).expect("connect");
+    let (image, _server) = serve_image().await;
+    let id = &bmc.list("REDFISH_SYSTEM_IDS")[0];
+    let insert_path =
+        format!("/redfish/v1/Systems/{id}/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia");
+    let eject_path =
+        format!("/redfish/v1/Systems/{id}/VirtualMedia/Cd/Actions/VirtualMedia.EjectMedia");
+
+    driver.insert_media(&image).await.expect("insert");
+    driver.insert_media(&image).await.expect("insert again");
+
+    assert_eq!(bmc.requests("POST", &insert_path), 1);
+
+    driver.eject_media().await.expect("eject");
+    driver.eject_media().await.expect("eject again");
+
+    assert_eq!(bmc.requests("POST", &eject_path), 1);
+}
+
+#[tokio::test]
+async fn inventory_lists_disks_and_nic() {
+    let bmc = Bmc::start(false);
+    let driver = connect(bmc.endpoint(bmc.system_url(0))).expect("connect");
+
+    let inventory = driver.inventory().await.expect("inventory");
+
+    // sushy-tools: static Storage 1 with Disk.0 (480 GB) and Disk.1 (1.92 TB).
+    assert_eq!(inventory.disks.len(), 2);
+    assert_eq!(inventory.nics.len(), 1);
+    assert_eq!(inventory.nics[0].mac, Some(bmc.mac(0)));
+    assert!(inventory.uuid.is_some(), "{inventory:?}");
+}
+
+#[tokio::test]
+async fn sensors_read_emulated_thermal() {
+    let bmc = Bmc::start(false);
+    let driver = connect(bmc.endpoint(bmc.system_url(0))).expect("connect");
+
+    let sensors = driver.sensors().await.expect("sensors");
+
+    // sushy-tools 2.2.0's chassis has one CPU temperature per system, an
+    // intake temperature and two fans, and no Power resource.
+    let temperatures = sensors
+        .readings
+        .iter()
+        .filter(|reading| reading.kind == SensorKind::Temperature)
+        .count();
+    let fans = sensors
+        .readings
+        .iter()
+        .filter(|reading| reading.kind == SensorKind::Fan)
+        .count();
+    assert_eq!(temperatures, 3);
+    assert_eq!(fans, 2);
+}
+
+#[tokio::test]
+async fn reset_of_off_node_powers_it_on() {
+    let bmc = Bmc::start(false);
+    let driver = connect(bmc.endpoint(bmc.system_url(0))).expect("connect");
+
+    driver.reset().await.expect("reset");
+
+    assert_eq!(
+        wait_for_power(&driver, PowerState::On).await,
+        PowerState::On
+    );
+}
+
+/// Serves a 4 KiB image on a loopback port for the emulator to download on
+/// InsertMedia. Returns its URL and the task, which stops when dropped.
+async fn serve_image() -> (String, AbortOnDrop) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let url = format!(
+        "http://{}/boot.iso",
+        listener.local_addr().expect("listener has an address")
+    );
+    let task = tokio::spawn(async move {
+        // The emulator downloads the image once per InsertMedia.
+        for _ in 0..16 {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let body = vec![0u8; 4096];
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+        }
+    });
+    (url, AbortOnDrop(task))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

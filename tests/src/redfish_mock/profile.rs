@@ -1,0 +1,268 @@
+//! Vendor profiles: where each BMC family puts its resources and how it
+//! behaves where the Redfish standard leaves room or where the firmware
+//! departs from it.
+//!
+//! Sources are named by title where a fact came from one; facts without a
+//! named source are the mock's own choice and say so.
+
+use std::time::Duration;
+
+/// The BMC family that the mock imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Vendor {
+    /// A plain service shaped like the DMTF public mockups
+    /// (`Systems/437XR1138R2`, `Managers/BMC`, `Chassis/1U`).
+    Generic,
+    /// Dell iDRAC 9 (`System.Embedded.1`, `iDRAC.Embedded.1`).
+    Dell,
+    /// HPE iLO 5/6 (`Systems/1`, `Managers/1`), with virtual media slot `1`
+    /// for floppy/USB and `2` for CD/DVD under `Managers/1/VirtualMedia`.
+    /// NOTE: the slot numbering follows common iLO 5 client code and was not
+    /// checked against an HPE document here.
+    Hpe,
+    /// Lenovo XClarity Controller (`Systems/1`, `Managers/1`).
+    Lenovo,
+    /// Supermicro X12/H12-class BMC (`Systems/1`, `Managers/1`), with the CD
+    /// slot at `Managers/1/VirtualMedia/CD1` (the InsertMedia URL quoted in
+    /// ansible community.general pull request "redfish_command:
+    /// VirtualMediaInsert does not work with Supermicro").
+    Supermicro,
+    /// OpenBMC's bmcweb (`Systems/system`, `Managers/bmc`), with slots
+    /// `Slot_0`…`Slot_3` under `Managers/bmc/VirtualMedia`. Proxy-mode slots
+    /// carry `TransferProtocolType` `OEM` and a WebSocket endpoint (bmcweb's
+    /// `redfish-core/lib/virtual_media.hpp`). NOTE: that slots 0–1 are proxy
+    /// slots and 2–3 take URL mounts comes from public mounting scripts, not
+    /// from bmcweb's source; the numbering depends on the platform's
+    /// configuration.
+    OpenBmc,
+}
+
+impl Vendor {
+    /// All profiles, for tests that run the same check on each.
+    pub const ALL: [Vendor; 6] = [
+        Vendor::Generic,
+        Vendor::Dell,
+        Vendor::Hpe,
+        Vendor::Lenovo,
+        Vendor::Supermicro,
+        Vendor::OpenBmc,
+    ];
+
+    /// The folder under `tests/fixtures/redfish/` that holds this profile.
+    pub fn fixture_dir(self) -> &'static str {
+        match self {
+            Vendor::Generic => "generic",
+            Vendor::Dell => "dell",
+            Vendor::Hpe => "hpe",
+            Vendor::Lenovo => "lenovo",
+            Vendor::Supermicro => "supermicro",
+            Vendor::OpenBmc => "openbmc",
+        }
+    }
+
+    /// The ComputerSystem, Manager and Chassis that the fixtures contain.
+    pub(crate) fn paths(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Vendor::Generic => (
+                "/redfish/v1/Systems/437XR1138R2",
+                "/redfish/v1/Managers/BMC",
+                "/redfish/v1/Chassis/1U",
+            ),
+            Vendor::Dell => (
+                "/redfish/v1/Systems/System.Embedded.1",
+                "/redfish/v1/Managers/iDRAC.Embedded.1",
+                "/redfish/v1/Chassis/System.Embedded.1",
+            ),
+            Vendor::Hpe | Vendor::Lenovo | Vendor::Supermicro => (
+                "/redfish/v1/Systems/1",
+                "/redfish/v1/Managers/1",
+                "/redfish/v1/Chassis/1",
+            ),
+            Vendor::OpenBmc => (
+                "/redfish/v1/Systems/system",
+                "/redfish/v1/Managers/bmc",
+                "/redfish/v1/Chassis/chassis",
+            ),
+        }
+    }
+
+    /// The `If-Match` rule on PATCH when the test does not choose one.
+    ///
+    /// Newer XCC firmware rejects a PATCH without a matching `If-Match` with
+    /// 412 "The ETag supplied did not match the ETag required to change
+    /// this resource" (ansible community.general issue "xcc_redfish_command
+    /// falis on raw patch (missing eTag?)", fwupd issue "redfish: add ETAG
+    /// machenism"). HPE is strict too. NOTE: for iLO this is the mock's
+    /// choice; iLO 4 was seen accepting a PATCH without `If-Match`
+    /// (python-ilorest-library issue "BIOs settings not changed after
+    /// successful response"). The Supermicro profile ignores the header; the
+    /// others check it when sent.
+    pub(crate) fn default_if_match(self) -> IfMatchPolicy {
+        match self {
+            Vendor::Hpe | Vendor::Lenovo => IfMatchPolicy::Required,
+            Vendor::Supermicro => IfMatchPolicy::Ignored,
+            Vendor::Generic | Vendor::Dell | Vendor::OpenBmc => IfMatchPolicy::CheckedWhenPresent,
+        }
+    }
+
+    /// Whether a POST to an action that carries `If-Match` gets 412
+    /// whatever the tag.
+    ///
+    /// iDRAC does this (ironcore-dev/metal-operator issue "Dell iDRAC:
+    /// BIOSVersion (and BMCVersion) upgrade fails permanently with 412
+    /// PreconditionFailed"), so a client must send `If-Match` only on PATCH.
+    pub(crate) fn rejects_if_match_on_actions(self) -> bool {
+        matches!(self, Vendor::Dell)
+    }
+
+    /// Operations that return 202 with a task monitor when the test does not
+    /// choose them.
+    ///
+    /// Only Dell's BIOS settings are asynchronous by default: a PATCH of
+    /// `Bios/Settings` with `@Redfish.SettingsApplyTime` creates a
+    /// `BIOSConfiguration` job in the iDRAC job queue (Dell's
+    /// iDRAC-Redfish-Scripting maintainers describe this flow in their
+    /// GitHub issue "BIOS Configuration Changes not being applied after
+    /// reboot").
+    pub(crate) fn default_async_operations(self) -> Vec<AsyncOperation> {
+        match self {
+            Vendor::Dell => vec![AsyncOperation::BiosSettings],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The format of the `ETag` header for generation `generation` of a
+    /// resource whose path hashes to `hash`.
+    ///
+    /// iDRAC's weak tags count generations (`W/"gen-12"` in resources quoted
+    /// in Dell's iDRAC-Redfish-Scripting issue "iDRAC10 - Virtual Media Boot
+    /// problems?"); XCC uses a strong 32-digit hex tag (XCC REST API
+    /// document, "PATCH – Insert/Eject a virtual media" example). The other
+    /// profiles use a weak hex tag, which is the mock's choice.
+    pub(crate) fn etag(self, hash: u64, generation: u64) -> String {
+        match self {
+            Vendor::Dell => format!("W/\"gen-{generation}\""),
+            Vendor::Lenovo => format!("\"{hash:016x}{generation:016x}\""),
+            _ => format!(
+                "W/\"{:08x}\"",
+                (hash ^ generation.wrapping_mul(0x9e37_79b9)) as u32
+            ),
+        }
+    }
+
+    /// Whether resources carry `@odata.etag` in their body as well as the
+    /// `ETag` header. NOTE: for Supermicro this is the mock's choice, not a
+    /// documented fact.
+    pub(crate) fn etag_in_body(self) -> bool {
+        !matches!(self, Vendor::Supermicro)
+    }
+
+    /// Whether `ResetType` `On` on a powered-on system (or `ForceOff` on a
+    /// powered-off one) is rejected with 409 instead of being a no-op.
+    ///
+    /// NOTE: this follows iDRAC behaviour as commonly reported by users, not
+    /// a Dell document that was opened; clients must read `PowerState`
+    /// before resetting anyway, so the stricter response catches those that
+    /// don't.
+    pub(crate) fn rejects_redundant_reset(self) -> bool {
+        matches!(self, Vendor::Dell)
+    }
+
+    /// Whether `InsertMedia` rejects the `Inserted` and `WriteProtected`
+    /// parameters with 400 naming them.
+    ///
+    /// Supermicro does: the ansible community.general pull request
+    /// "redfish_command: VirtualMediaInsert does not work with Supermicro"
+    /// quotes the BMC's 400 response, "The property Inserted is not in the
+    /// list of valid properties for the resource" (the DMTF Base registry's
+    /// `PropertyUnknown` message).
+    pub(crate) fn rejects_insert_flags(self) -> bool {
+        matches!(self, Vendor::Supermicro)
+    }
+
+    /// Whether `EjectMedia` leaves `ImageName` behind.
+    ///
+    /// Supermicro does, and marks the slot empty only through `ConnectedVia`
+    /// `NotConnected` (ansible community.general pull request "Added
+    /// workaround for Supermicro in VirtualMediaInsert command to treat
+    /// 'NotConnected' slots as empty").
+    pub(crate) fn keeps_image_name_on_eject(self) -> bool {
+        matches!(self, Vendor::Supermicro)
+    }
+
+    /// Whether virtual media is mounted by PATCH of the slot (`Image`,
+    /// `Inserted`) instead of the `InsertMedia` action.
+    ///
+    /// XCC does, and only on its `EXT{N}` slots: `RDOC{N}` and `Remote{N}`
+    /// cannot be inserted that way (Lenovo XCC REST API document, "PATCH –
+    /// Insert/Eject a virtual media"; the response is the updated resource).
+    pub(crate) fn mounts_by_patch(self) -> bool {
+        matches!(self, Vendor::Lenovo)
+    }
+
+    /// How long a powering-on system reports `PoweringOn` when the test
+    /// sets no delay.
+    pub(crate) fn default_power_on_delay(self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// Which authentication schemes the mock accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `X-Auth-Token` from `SessionService/Sessions`, or HTTP basic auth.
+    /// This is what iDRAC 9, iLO 5, XCC, Supermicro and bmcweb accept out of
+    /// the box, and the default for every profile.
+    SessionOrBasic,
+    /// Only `X-Auth-Token`: basic auth gets 401, as on a BMC
+    /// whose operator turned basic auth off (bmcweb's
+    /// `AccountService.Oem.OpenBMC.AuthMethods.BasicAuth`, for example).
+    SessionOnly,
+    /// Only basic auth: `SessionService/Sessions` returns 405.
+    BasicOnly,
+}
+
+/// When PATCH must carry `If-Match`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMatchPolicy {
+    /// The header is not looked at.
+    Ignored,
+    /// A header that does not match the resource's current ETag gets 412; no
+    /// header is accepted.
+    CheckedWhenPresent,
+    /// A missing or stale header gets 412.
+    Required,
+}
+
+/// Where a Dell profile serves virtual media.
+///
+/// iDRAC 9 firmware before 6.x lists `CD` and `RemovableDisk` under
+/// `Managers/iDRAC.Embedded.1/VirtualMedia`; 6.x and later (and iDRAC 10)
+/// list slots `1` and `2` under `Systems/System.Embedded.1/VirtualMedia`.
+/// Sources: Dell's GitHub issues "How to map virtual media?" and "iDRAC10 -
+/// Virtual Media Boot problems?" in dell/iDRAC-Redfish-Scripting, and the
+/// dell/terraform-provider-redfish pull request "Updated virtual media
+/// resource" (support for firmware 6.x and 7.x next to 5.x).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DellVirtualMedia {
+    /// Newer firmware: `Systems/System.Embedded.1/VirtualMedia/{1,2}`.
+    #[default]
+    UnderSystem,
+    /// Older firmware: `Managers/iDRAC.Embedded.1/VirtualMedia/{CD,RemovableDisk}`.
+    UnderManager,
+}
+
+/// An operation that can be made asynchronous (202 + task monitor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AsyncOperation {
+    /// `VirtualMedia.InsertMedia` (and HPE's `InsertVirtualMedia`).
+    InsertMedia,
+    /// `VirtualMedia.EjectMedia` (and HPE's `EjectVirtualMedia`).
+    EjectMedia,
+    /// `ComputerSystem.Reset`.
+    Reset,
+    /// PATCH of `Bios/Settings` with `@Redfish.SettingsApplyTime`. On Dell
+    /// this creates a job under `Managers/iDRAC.Embedded.1/Jobs`; elsewhere a
+    /// DMTF task.
+    BiosSettings,
+}
