@@ -406,7 +406,7 @@ async fn stale_etag_gets_412_and_fresh_one_passes() {
     assert!(retried.status().is_success());
 }
 
-/// A PATCH with the resource's current ETag in `If-Match`.
+/// Sends a PATCH with the resource's current ETag in `If-Match`.
 async fn patch_matching(mock: &RedfishMock, path: &str, body: Value) -> reqwest::Response {
     client()
         .patch(format!("{}{path}", mock.url()))

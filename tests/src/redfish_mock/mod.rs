@@ -251,7 +251,7 @@ impl RedfishMock {
         })
     }
 
-    /// The BMC address: `http://127.0.0.1:PORT` (or `https://`), no path.
+    /// Returns the BMC address: `http://127.0.0.1:PORT` (or `https://`), no path.
     pub fn url(&self) -> String {
         self.shared.base_url.clone()
     }
@@ -272,12 +272,12 @@ impl RedfishMock {
         self.shared.lock().vendor()
     }
 
-    /// The CA and fingerprint when the mock serves HTTPS.
+    /// Returns the CA and fingerprints when the mock serves HTTPS.
     pub fn tls(&self) -> Option<&TlsMaterial> {
         self.tls.as_ref()
     }
 
-    /// The ComputerSystem's path, e.g. `/redfish/v1/Systems/System.Embedded.1`.
+    /// Returns the ComputerSystem's path, e.g. `/redfish/v1/Systems/System.Embedded.1`.
     pub fn system_path(&self) -> String {
         self.shared.lock().settings.system.clone()
     }
@@ -314,7 +314,7 @@ impl RedfishMock {
             .collect()
     }
 
-    /// The system's current `PowerState`.
+    /// Returns the system's current `PowerState`.
     pub fn power_state(&self) -> String {
         self.shared.lock().power_state()
     }
@@ -326,7 +326,7 @@ impl RedfishMock {
         guard.write_power_state(state);
     }
 
-    /// The resource at `path` as the client would read it, if it exists.
+    /// Returns the resource at `path` as the client would read it, if it exists.
     pub fn resource(&self, path: &str) -> Option<Value> {
         let mut state = self.shared.lock();
         state.power_state();
@@ -339,12 +339,12 @@ impl RedfishMock {
         self.shared.lock().merge(&state::normalize(path), patch)
     }
 
-    /// The current `ETag` of the resource at `path`.
+    /// Returns the current `ETag` of the resource at `path`.
     pub fn etag(&self, path: &str) -> String {
         self.shared.lock().etag(&state::normalize(path))
     }
 
-    /// Every request received so far, oldest first.
+    /// Returns every request received so far, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
     }
@@ -353,7 +353,7 @@ impl RedfishMock {
         self.shared.lock().requests.clear();
     }
 
-    /// How many sessions are logged in.
+    /// Returns how many sessions are logged in.
     pub fn active_sessions(&self) -> usize {
         self.shared.lock().sessions.len()
     }

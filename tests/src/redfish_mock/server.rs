@@ -230,7 +230,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// Whether the path is served without credentials, as the Redfish specification
+/// Returns whether the path is served without credentials, as the Redfish specification
 /// requires for the service root and session login.
 fn is_public(method: &Method, path: &str) -> bool {
     match *method {
@@ -282,7 +282,7 @@ fn redirect(state: &State, shared: &Shared, request: &Incoming) -> Option<Respon
     Some(response)
 }
 
-/// A JSON resource with its `ETag`.
+/// Builds a JSON response with the resource's `ETag`.
 pub(crate) fn json_response(status: StatusCode, etag: Option<String>, body: &Value) -> Response {
     let mut response = (
         status,
@@ -327,7 +327,7 @@ fn get(state: &mut State, path: &str) -> Result<Response, Failure> {
     Ok(json_response(StatusCode::OK, Some(state.etag(path)), &body))
 }
 
-/// The 400 for a body that is missing or not a JSON object.
+/// Builds the 400 failure for a body that is missing or not a JSON object.
 pub(crate) fn invalid_body(request: &Incoming) -> Failure {
     Failure::bad_request(ErrorMessage::new(
         "MalformedJSON",
