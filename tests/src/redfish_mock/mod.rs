@@ -87,6 +87,8 @@
 mod errors;
 mod faults;
 mod fixtures;
+mod jobs;
+mod media;
 mod operations;
 mod profile;
 mod server;

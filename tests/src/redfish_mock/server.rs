@@ -19,9 +19,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::errors::{ErrorMessage, Failure, unauthorized};
 use super::faults::{self, Redirect};
-use super::operations;
 use super::profile::AuthMode;
 use super::state::{RecordedRequest, RequestAuth, State, normalize};
+use super::{jobs, operations};
 
 /// Largest request body the mock reads.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -308,10 +308,10 @@ fn get(state: &mut State, path: &str) -> Result<Response, Failure> {
         ));
     }
     if state.tasks.contains_key(path) {
-        return Ok(operations::poll_task(state, path));
+        return Ok(jobs::poll_task(state, path));
     }
     if state.jobs.contains_key(path) {
-        operations::advance_job(state, path);
+        jobs::advance_job(state, path);
     }
     if path == state.settings.system || path == state.settings.chassis {
         // Finishes a PoweringOn whose delay has passed.
