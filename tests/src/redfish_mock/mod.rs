@@ -68,6 +68,9 @@
 //! | `Supermicro` | `1` / `1` | `Managers/1/VirtualMedia/CD1` | InsertMedia rejects `Inserted`/`WriteProtected` (400 naming each); licence errors `SMC.1.0.OemLicenseNotPassed` when [`MockConfig::supermicro_licensed`] is false; eject keeps `ImageName`; SimpleStorage |
 //! | `OpenBmc` | `system` / `bmc` | `Managers/bmc/VirtualMedia/Slot_2`, `Slot_3` (`Slot_0`/`Slot_1` are proxy slots without InsertMedia) | no host EthernetInterfaces (no boot MAC); Sensors instead of Thermal/Power; 200 with a success message on actions |
 //!
+//! Query parameters (`$expand`, `$select`) are ignored: every GET returns
+//! the plain resource. Only HTTP/1.1 is served.
+//!
 //! Error bodies follow each vendor's shape (see `errors.rs`); every one
 //! carries `error.@Message.ExtendedInfo[*].MessageId`.
 //!
@@ -79,7 +82,8 @@
 //! requests with 503 and `Retry-After`. [`RedfishMock::add_redirect`]
 //! redirects a path to the same host or to another host.
 //! [`RedfishMock::update_resource`] changes a resource behind the client's
-//! back (a stale ETag). [`RedfishMock::requests`] lists what the client
+//! back (a stale ETag). [`RedfishMock::expire_sessions`] logs every session
+//! out. [`RedfishMock::requests`] lists what the client
 //! sent, passwords redacted. With [`MockConfig::tls`] the mock serves HTTPS
 //! with a fresh CA; [`RedfishMock::tls`] gives the CA PEM and the SHA-256
 //! of the server and CA certificates for pinning.
@@ -358,6 +362,18 @@ impl RedfishMock {
     /// Returns how many sessions are logged in.
     pub fn active_sessions(&self) -> usize {
         self.shared.lock().sessions.len()
+    }
+
+    /// Logs every session out, as a BMC reboot or a session timeout does;
+    /// their tokens get 401 from then on.
+    pub fn expire_sessions(&self) {
+        let mut state = self.shared.lock();
+        let paths: Vec<String> = state.sessions.values().map(|s| s.path.clone()).collect();
+        state.sessions.clear();
+        for path in paths {
+            state.resources.remove(&path);
+            state.remove_member("/redfish/v1/SessionService/Sessions", &path);
+        }
     }
 
     /// Adds a fault; the first matching rule wins.
