@@ -406,7 +406,7 @@ async fn stale_etag_gets_412_and_fresh_one_passes() {
     assert!(retried.status().is_success());
 }
 
-/// A PATCH with the resource's current ETag in `If-Match`.
+/// Sends a PATCH with the resource's current ETag in `If-Match`.
 async fn patch_matching(mock: &RedfishMock, path: &str, body: Value) -> reqwest::Response {
     client()
         .patch(format!("{}{path}", mock.url()))
@@ -960,4 +960,32 @@ async fn trailing_slash_names_same_resource() {
     let with_slash = format!("{}/", mock.system_path());
     let body = get_json(&mock, &with_slash).await;
     assert_eq!(body["@odata.id"], mock.system_path().as_str());
+}
+
+#[tokio::test]
+async fn expired_session_token_gets_401() {
+    let mock = start(Vendor::Supermicro).await;
+    let login = client()
+        .post(format!("{}/redfish/v1/SessionService/Sessions", mock.url()))
+        .json(&json!({"UserName": mock.username(), "Password": mock.password()}))
+        .send()
+        .await
+        .expect("login reaches the mock");
+    let token = login.headers()["x-auth-token"]
+        .to_str()
+        .expect("ASCII")
+        .to_string();
+    mock.expire_sessions();
+    assert_eq!(mock.active_sessions(), 0);
+
+    let read = client()
+        .get(format!("{}{}", mock.url(), mock.system_path()))
+        .header("X-Auth-Token", &token)
+        .send()
+        .await
+        .expect("GET reaches the mock");
+    assert_eq!(read.status(), StatusCode::UNAUTHORIZED);
+    let requests = mock.requests();
+    let last = requests.last().expect("GET recorded");
+    assert_eq!(last.auth, RequestAuth::Session { valid: false });
 }

@@ -68,6 +68,9 @@
 //! | `Supermicro` | `1` / `1` | `Managers/1/VirtualMedia/CD1` | InsertMedia rejects `Inserted`/`WriteProtected` (400 naming each); licence errors `SMC.1.0.OemLicenseNotPassed` when [`MockConfig::supermicro_licensed`] is false; eject keeps `ImageName`; SimpleStorage |
 //! | `OpenBmc` | `system` / `bmc` | `Managers/bmc/VirtualMedia/Slot_2`, `Slot_3` (`Slot_0`/`Slot_1` are proxy slots without InsertMedia) | no host EthernetInterfaces (no boot MAC); Sensors instead of Thermal/Power; 200 with a success message on actions |
 //!
+//! Query parameters (`$expand`, `$select`) are ignored: every GET returns
+//! the plain resource. Only HTTP/1.1 is served.
+//!
 //! Error bodies follow each vendor's shape (see `errors.rs`); every one
 //! carries `error.@Message.ExtendedInfo[*].MessageId`.
 //!
@@ -79,7 +82,8 @@
 //! requests with 503 and `Retry-After`. [`RedfishMock::add_redirect`]
 //! redirects a path to the same host or to another host.
 //! [`RedfishMock::update_resource`] changes a resource behind the client's
-//! back (a stale ETag). [`RedfishMock::requests`] lists what the client
+//! back (a stale ETag). [`RedfishMock::expire_sessions`] logs every session
+//! out. [`RedfishMock::requests`] lists what the client
 //! sent, passwords redacted. With [`MockConfig::tls`] the mock serves HTTPS
 //! with a fresh CA; [`RedfishMock::tls`] gives the CA PEM and the SHA-256
 //! of the server and CA certificates for pinning.
@@ -87,6 +91,8 @@
 mod errors;
 mod faults;
 mod fixtures;
+mod jobs;
+mod media;
 mod operations;
 mod profile;
 mod server;
@@ -251,7 +257,7 @@ impl RedfishMock {
         })
     }
 
-    /// The BMC address: `http://127.0.0.1:PORT` (or `https://`), no path.
+    /// Returns the BMC address: `http://127.0.0.1:PORT` (or `https://`), no path.
     pub fn url(&self) -> String {
         self.shared.base_url.clone()
     }
@@ -272,12 +278,12 @@ impl RedfishMock {
         self.shared.lock().vendor()
     }
 
-    /// The CA and fingerprint when the mock serves HTTPS.
+    /// Returns the CA and fingerprints when the mock serves HTTPS.
     pub fn tls(&self) -> Option<&TlsMaterial> {
         self.tls.as_ref()
     }
 
-    /// The ComputerSystem's path, e.g. `/redfish/v1/Systems/System.Embedded.1`.
+    /// Returns the ComputerSystem's path, e.g. `/redfish/v1/Systems/System.Embedded.1`.
     pub fn system_path(&self) -> String {
         self.shared.lock().settings.system.clone()
     }
@@ -314,7 +320,7 @@ impl RedfishMock {
             .collect()
     }
 
-    /// The system's current `PowerState`.
+    /// Returns the system's current `PowerState`.
     pub fn power_state(&self) -> String {
         self.shared.lock().power_state()
     }
@@ -326,7 +332,7 @@ impl RedfishMock {
         guard.write_power_state(state);
     }
 
-    /// The resource at `path` as the client would read it, if it exists.
+    /// Returns the resource at `path` as the client would read it, if it exists.
     pub fn resource(&self, path: &str) -> Option<Value> {
         let mut state = self.shared.lock();
         state.power_state();
@@ -339,12 +345,12 @@ impl RedfishMock {
         self.shared.lock().merge(&state::normalize(path), patch)
     }
 
-    /// The current `ETag` of the resource at `path`.
+    /// Returns the current `ETag` of the resource at `path`.
     pub fn etag(&self, path: &str) -> String {
         self.shared.lock().etag(&state::normalize(path))
     }
 
-    /// Every request received so far, oldest first.
+    /// Returns every request received so far, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
     }
@@ -353,9 +359,21 @@ impl RedfishMock {
         self.shared.lock().requests.clear();
     }
 
-    /// How many sessions are logged in.
+    /// Returns how many sessions are logged in.
     pub fn active_sessions(&self) -> usize {
         self.shared.lock().sessions.len()
+    }
+
+    /// Logs every session out, as a BMC reboot or a session timeout does;
+    /// their tokens get 401 from then on.
+    pub fn expire_sessions(&self) {
+        let mut state = self.shared.lock();
+        let paths: Vec<String> = state.sessions.values().map(|s| s.path.clone()).collect();
+        state.sessions.clear();
+        for path in paths {
+            state.resources.remove(&path);
+            state.remove_member("/redfish/v1/SessionService/Sessions", &path);
+        }
     }
 
     /// Adds a fault; the first matching rule wins.

@@ -3,7 +3,7 @@
 //! departs from it.
 //!
 //! Sources are named by title where a fact came from one; facts without a
-//! named source are the mock's own choice and say so.
+//! named source are the mock's own choice and are marked as such.
 
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ impl Vendor {
         Vendor::OpenBmc,
     ];
 
-    /// The folder under `tests/fixtures/redfish/` that holds this profile.
+    /// The folder under `tests/fixtures/redfish/` that contains this profile.
     pub fn fixture_dir(self) -> &'static str {
         match self {
             Vendor::Generic => "generic",
@@ -60,7 +60,7 @@ impl Vendor {
         }
     }
 
-    /// The ComputerSystem, Manager and Chassis that the fixtures contain.
+    /// Returns the paths of the ComputerSystem, Manager and Chassis in the fixtures.
     pub(crate) fn paths(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Vendor::Generic => (
@@ -86,7 +86,7 @@ impl Vendor {
         }
     }
 
-    /// The `If-Match` rule on PATCH when the test does not choose one.
+    /// Returns the `If-Match` rule on PATCH when the test does not choose one.
     ///
     /// Newer XCC firmware rejects a PATCH without a matching `If-Match` with
     /// 412 "The ETag supplied did not match the ETag required to change
@@ -105,7 +105,7 @@ impl Vendor {
         }
     }
 
-    /// Whether a POST to an action that carries `If-Match` gets 412
+    /// Returns whether a POST to an action that carries `If-Match` gets 412
     /// whatever the tag.
     ///
     /// iDRAC does this (ironcore-dev/metal-operator issue "Dell iDRAC:
@@ -150,14 +150,14 @@ impl Vendor {
         }
     }
 
-    /// Whether resources carry `@odata.etag` in their body as well as the
+    /// Returns whether resources carry `@odata.etag` in their body as well as the
     /// `ETag` header. NOTE: for Supermicro this is the mock's choice, not a
     /// documented fact.
     pub(crate) fn etag_in_body(self) -> bool {
         !matches!(self, Vendor::Supermicro)
     }
 
-    /// Whether `ResetType` `On` on a powered-on system (or `ForceOff` on a
+    /// Returns whether `ResetType` `On` on a powered-on system (or `ForceOff` on a
     /// powered-off one) is rejected with 409 instead of being a no-op.
     ///
     /// NOTE: this follows iDRAC behaviour as commonly reported by users, not
@@ -168,7 +168,7 @@ impl Vendor {
         matches!(self, Vendor::Dell)
     }
 
-    /// Whether `InsertMedia` rejects the `Inserted` and `WriteProtected`
+    /// Returns whether `InsertMedia` rejects the `Inserted` and `WriteProtected`
     /// parameters with 400 naming them.
     ///
     /// Supermicro does: the ansible community.general pull request
@@ -180,7 +180,7 @@ impl Vendor {
         matches!(self, Vendor::Supermicro)
     }
 
-    /// Whether `EjectMedia` leaves `ImageName` behind.
+    /// Returns whether `EjectMedia` leaves `ImageName` behind.
     ///
     /// Supermicro does, and marks the slot empty only through `ConnectedVia`
     /// `NotConnected` (ansible community.general pull request "Added
@@ -190,7 +190,7 @@ impl Vendor {
         matches!(self, Vendor::Supermicro)
     }
 
-    /// Whether virtual media is mounted by PATCH of the slot (`Image`,
+    /// Returns whether virtual media is mounted by PATCH of the slot (`Image`,
     /// `Inserted`) instead of the `InsertMedia` action.
     ///
     /// XCC does, and only on its `EXT{N}` slots: `RDOC{N}` and `Remote{N}`
@@ -200,7 +200,7 @@ impl Vendor {
         matches!(self, Vendor::Lenovo)
     }
 
-    /// How long a powering-on system reports `PoweringOn` when the test
+    /// Returns how long a powering-on system reports `PoweringOn` when the test
     /// sets no delay.
     pub(crate) fn default_power_on_delay(self) -> Duration {
         Duration::ZERO

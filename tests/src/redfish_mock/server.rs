@@ -19,9 +19,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::errors::{ErrorMessage, Failure, unauthorized};
 use super::faults::{self, Redirect};
-use super::operations;
 use super::profile::AuthMode;
 use super::state::{RecordedRequest, RequestAuth, State, normalize};
+use super::{jobs, operations};
 
 /// Largest request body the mock reads.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -230,7 +230,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// Whether the path is served without credentials, as the Redfish specification
+/// Returns whether the path is served without credentials, as the Redfish specification
 /// requires for the service root and session login.
 fn is_public(method: &Method, path: &str) -> bool {
     match *method {
@@ -282,7 +282,7 @@ fn redirect(state: &State, shared: &Shared, request: &Incoming) -> Option<Respon
     Some(response)
 }
 
-/// A JSON resource with its `ETag`.
+/// Builds a JSON response with the resource's `ETag`.
 pub(crate) fn json_response(status: StatusCode, etag: Option<String>, body: &Value) -> Response {
     let mut response = (
         status,
@@ -308,10 +308,10 @@ fn get(state: &mut State, path: &str) -> Result<Response, Failure> {
         ));
     }
     if state.tasks.contains_key(path) {
-        return Ok(operations::poll_task(state, path));
+        return Ok(jobs::poll_task(state, path));
     }
     if state.jobs.contains_key(path) {
-        operations::advance_job(state, path);
+        jobs::advance_job(state, path);
     }
     if path == state.settings.system || path == state.settings.chassis {
         // Finishes a PoweringOn whose delay has passed.
@@ -327,7 +327,7 @@ fn get(state: &mut State, path: &str) -> Result<Response, Failure> {
     Ok(json_response(StatusCode::OK, Some(state.etag(path)), &body))
 }
 
-/// The 400 for a body that is missing or not a JSON object.
+/// Builds the 400 failure for a body that is missing or not a JSON object.
 pub(crate) fn invalid_body(request: &Incoming) -> Failure {
     Failure::bad_request(ErrorMessage::new(
         "MalformedJSON",
