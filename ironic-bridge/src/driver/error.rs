@@ -128,6 +128,16 @@ pub enum DriverError {
         kind: DriverKind,
         operation: String,
     },
+
+    /// The BMC, or the Ironic conductor in front of it, accepted the request
+    /// and then reported that it failed, with its own message. Permanent.
+    #[error("{operation} on node {node} at {url} failed: {message}")]
+    Failed {
+        node: String,
+        url: String,
+        operation: String,
+        message: String,
+    },
 }
 
 /// The defect of a response body that came with a success status.
@@ -207,7 +217,8 @@ impl DriverError {
             | DriverError::TlsHandshake { .. }
             | DriverError::Authentication { .. }
             | DriverError::SystemNotFound { .. }
-            | DriverError::Unsupported { .. } => false,
+            | DriverError::Unsupported { .. }
+            | DriverError::Failed { .. } => false,
         }
     }
 
@@ -232,7 +243,8 @@ impl DriverError {
             | DriverError::Http { node, .. }
             | DriverError::InvalidResponse { node, .. }
             | DriverError::SystemNotFound { node, .. }
-            | DriverError::Unsupported { node, .. } => node,
+            | DriverError::Unsupported { node, .. }
+            | DriverError::Failed { node, .. } => node,
         }
     }
 }

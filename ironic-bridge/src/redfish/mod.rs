@@ -32,10 +32,10 @@
 mod client;
 mod discovery;
 mod resources;
-mod tls;
+pub(crate) mod tls;
 
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 #[cfg(test)]
 mod tests;
 
