@@ -54,8 +54,8 @@ pub use client::{
 };
 pub use error::IronicError;
 pub use provision::{
-    ConfigDrive, DeployRequest, DeployStart, DriverInfo, InstanceInfo, Node, NodeSpec,
-    StateDeadlines,
+    ConfigDrive, DeployRequest, DeployStart, DriverInfo, HistoryEvent, InstanceInfo, Node,
+    NodeSpec, StateDeadlines,
 };
 
 use crate::driver::{

@@ -669,32 +669,45 @@ impl IronicClient {
         }
     }
 
-    /// Returns the newest `ERROR` event of the node's history (API 1.78).
-    pub async fn last_history_error(&self, node: &str) -> Result<Option<String>, IronicError> {
+    /// Returns the node's history events, oldest first (API 1.78; empty on
+    /// older servers).
+    pub async fn history(&self, node: &str) -> Result<Vec<HistoryEvent>, IronicError> {
         #[derive(Deserialize)]
         struct History {
-            history: Vec<Event>,
-        }
-        #[derive(Deserialize)]
-        struct Event {
-            #[serde(default)]
-            created_at: String,
-            #[serde(default)]
-            severity: String,
-            #[serde(default)]
-            event: String,
+            history: Vec<HistoryEvent>,
         }
 
         if self.api_version().await? < HISTORY_API_VERSION {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let path = format!("/v1/nodes/{}/history", segment(node));
-        let history: History = self.get_json(node, &path).await?;
-        Ok(history
+        let mut history: History = self.get_json(node, &path).await?;
+        history
             .history
+            .sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        Ok(history.history)
+    }
+
+    /// Returns the newest `ERROR` event of the node's history.
+    pub async fn last_history_error(&self, node: &str) -> Result<Option<String>, IronicError> {
+        Ok(self
+            .history(node)
+            .await?
             .into_iter()
-            .filter(|event| event.severity.eq_ignore_ascii_case("error"))
-            .max_by(|a, b| a.created_at.cmp(&b.created_at))
+            .rev()
+            .find(|event| event.severity.eq_ignore_ascii_case("error"))
             .map(|event| event.event))
     }
+}
+
+/// One entry of a node's history: what Ironic did or what failed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HistoryEvent {
+    #[serde(default)]
+    pub created_at: String,
+    /// `INFO`, `WARNING` or `ERROR`.
+    #[serde(default)]
+    pub severity: String,
+    #[serde(default)]
+    pub event: String,
 }
