@@ -90,7 +90,7 @@ async fn available_node(client: &IronicClient, name: &str) {
 }
 
 #[tokio::test]
-async fn fake_node_goes_from_enroll_to_active_and_back() {
+async fn fake_node_full_deploy_cycle() {
     let ironic = Ironic::start(&[]);
     let client = ironic.client();
 
@@ -138,7 +138,7 @@ async fn enroll_reuses_node_of_same_name() {
 }
 
 #[tokio::test]
-async fn retry_with_same_instance_uuid_finds_deployment_in_progress() {
+async fn same_instance_retry_finds_deployment() {
     // Two seconds per fake deploy step keep the node in "deploying".
     let ironic = Ironic::start(&[("IRONIC_FAKE_DEPLOY_DELAY", "2")]);
     let client = ironic.client();
@@ -172,7 +172,7 @@ async fn retry_with_same_instance_uuid_finds_deployment_in_progress() {
 }
 
 #[tokio::test]
-async fn other_instance_on_busy_node_is_refused() {
+async fn other_instance_on_busy_node_rejected() {
     let ironic = Ironic::start(&[]);
     let client = ironic.client();
     available_node(&client, "web-4").await;
@@ -191,7 +191,7 @@ async fn other_instance_on_busy_node_is_refused() {
 }
 
 #[tokio::test]
-async fn unknown_clean_step_surfaces_clean_failed_with_ironic_message() {
+async fn unknown_clean_step_gives_clean_failed() {
     let ironic = Ironic::start(&[]);
     let client = ironic.client();
     client.enroll(&fake_node("web-5")).await.expect("enroll");
@@ -294,7 +294,7 @@ async fn microversion_is_negotiated_from_root() {
 }
 
 #[tokio::test]
-async fn missing_node_error_carries_ironic_message_and_url() {
+async fn missing_node_error_has_fault() {
     let ironic = Ironic::start(&[]);
     let error = ironic
         .client()
@@ -314,7 +314,7 @@ async fn missing_node_error_carries_ironic_message_and_url() {
 }
 
 #[tokio::test]
-async fn deploy_from_manageable_is_refused_with_state() {
+async fn deploy_from_manageable_rejected() {
     let ironic = Ironic::start(&[]);
     let client = ironic.client();
     client.enroll(&fake_node("web-7")).await.expect("enroll");
@@ -444,7 +444,7 @@ async fn wait_for_emulator_power(bmc: &Peer, system: &str, want: &str) {
 }
 
 #[tokio::test]
-async fn redfish_node_power_through_ironic_changes_emulator() {
+async fn redfish_power_changes_emulator() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let bmc_state = tempfile::tempdir().expect("state folder");
     let bmc = Peer::start(

@@ -40,10 +40,10 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Maximum length of a body excerpt or message kept in an error.
 const EXCERPT_BYTES: usize = 512;
 
-/// Attempts of one request while Ironic answers 409 "locked": the conductor
-/// holds a node's lock for a power change or a state transition, seconds on
-/// a real BMC (about 18 s after an abort, measured on Ironic 39). The API
-/// itself waits about 2 s before it answers 409.
+/// Attempts of one request while Ironic returns 409 "locked". The conductor
+/// keeps a node's lock during a power change or a state transition, for
+/// seconds on a real BMC (about 18 s after an abort, measured on Ironic 39
+/// with sushy-tools). The API itself waits about 2 s before it returns 409.
 const LOCKED_ATTEMPTS: u32 = 6;
 
 /// The first delay after a 409 "locked"; it doubles up to [`LOCKED_MAX_DELAY`].
@@ -99,7 +99,7 @@ pub fn negotiate(
     (highest >= server_min && highest >= client_min).then_some(highest)
 }
 
-/// How the client authenticates to Ironic.
+/// The authentication the client uses with Ironic.
 ///
 /// `Debug` prints passwords as `[redacted]`.
 #[derive(Debug, Clone, Default)]
@@ -112,7 +112,7 @@ pub enum IronicAuth {
     Basic { username: String, password: Secret },
     /// Keystone v3 password authentication: the client fetches a token,
     /// sends it as `X-Auth-Token`, caches it and fetches a new one once when
-    /// Ironic answers 401.
+    /// Ironic returns 401.
     Keystone(KeystoneAuth),
 }
 
@@ -128,7 +128,7 @@ pub struct KeystoneAuth {
     pub project_domain: String,
 }
 
-/// Where Ironic is and how to talk to it.
+/// The Ironic API endpoint and the client's settings for it.
 #[derive(Debug, Clone)]
 pub struct IronicConfig {
     /// The API root, e.g. `http://ironic:6385` (a path prefix before `/v1`,

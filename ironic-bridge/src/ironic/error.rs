@@ -156,7 +156,7 @@ impl IronicError {
     /// Connection failures, timeouts, truncated bodies, HTTP 5xx, 408, 429,
     /// 409 (a node locked by its conductor after the client's own retries)
     /// and a state deadline are retryable: a retry with the same
-    /// `instance_uuid` resumes the deployment. Failure states, refused
+    /// `instance_uuid` resumes the deployment. Failure states, rejected
     /// actions and other 4xx are permanent.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -1,4 +1,4 @@
-//! A node's hardware as Ironic knows it: the inventory that inspection
+//! A node's hardware as Ironic stores it: the inventory that inspection
 //! stored (API 1.81), else the scheduling `properties`, and its ports' MACs.
 
 use rackhand_protocol::MacAddr;

@@ -3,13 +3,13 @@
 //!
 //! # Design
 //!
-//! [`IronicClient`] speaks the API: it negotiates the microversion once from
+//! [`IronicClient`] speaks the API. It negotiates the microversion once from
 //! `GET /` (the highest that the server and [`MAX_API_VERSION`] share, at
-//! least [`MIN_API_VERSION`]) and sends it with every request, authenticates
-//! with nothing, HTTP basic or a Keystone v3 token, retries a node locked by
-//! its conductor a few times with backoff, and turns Ironic's double-encoded
-//! error bodies into the `faultstring` of an [`IronicError`] that names the
-//! node and the URL. The provisioning calls ([`IronicClient::enroll`],
+//! least [`MIN_API_VERSION`]) and sends it with every request. It
+//! authenticates with nothing, HTTP basic or a Keystone v3 token, and retries
+//! a node locked by its conductor a few times with backoff. Ironic's
+//! double-encoded error bodies become the `faultstring` of an
+//! [`IronicError`] that names the node and the URL. The provisioning calls ([`IronicClient::enroll`],
 //! [`IronicClient::deploy`], [`IronicClient::wait_for_state`], …) are what
 //! the site agent's pipeline steps use; each reads the node and changes only
 //! what differs, and the order's correlation key is the node's
@@ -306,19 +306,19 @@ impl BmcDriver for IronicDriver {
         let persistent = boot.persistence == BootPersistence::Continuous;
 
         if let Some(mode) = boot.mode {
-            let wanted = match mode {
+            let requested_mode = match mode {
                 BootMode::Uefi => "uefi",
                 BootMode::Legacy => "bios",
             };
             let node = self.client.node(&self.ident).await?;
-            if node.boot_mode.as_deref() != Some(wanted) {
+            if node.boot_mode.as_deref() != Some(requested_mode) {
                 let path = self.node_path("/states/boot_mode");
                 self.client
                     .send(
                         &self.ident,
                         Method::PUT,
                         &path,
-                        Some(&json!({"target": wanted})),
+                        Some(&json!({"target": requested_mode})),
                     )
                     .await?;
             }

@@ -440,7 +440,7 @@ impl IronicClient {
     /// with the same key is under way or done. Returns at once; call
     /// [`Self::wait_for_state`] (or use [`Self::provision`]) to wait.
     ///
-    /// Refused with [`IronicError::Conflict`] when the node holds another
+    /// Rejected with [`IronicError::Conflict`] when the node holds another
     /// instance or is not available; a node whose deployment with this key
     /// failed gives [`IronicError::ProvisionFailed`] with Ironic's message.
     pub async fn deploy(
@@ -486,7 +486,7 @@ impl IronicClient {
     }
 
     /// Decides from the node's state whether a deploy with `request` must be
-    /// started (`None`), is already under way, or is refused.
+    /// started (`None`), is already under way, or is rejected.
     async fn existing_deployment(
         &self,
         node: &str,
@@ -494,15 +494,15 @@ impl IronicClient {
         request: &DeployRequest,
     ) -> Result<Option<DeployStart>, IronicError> {
         let state = current.provision_state.as_str();
-        let refuse = |reason: String| IronicError::Conflict {
+        let reject = |reason: String| IronicError::Conflict {
             node: node.to_string(),
             url: self.url_of(&format!("/v1/nodes/{}", segment(node))),
             action: format!("deploy instance {}", request.instance_uuid),
             reason,
         };
         match current.instance_uuid.as_deref() {
-            Some(other) if other != request.instance_uuid => Err(refuse(format!(
-                "it holds instance {other} in provision state {state:?}"
+            Some(other) if other != request.instance_uuid => Err(reject(format!(
+                "its instance_uuid is already {other} (provision state {state:?})"
             ))),
             Some(_) if DEPLOYING_STATES.contains(&state) => {
                 tracing::info!(node_id = node, correlation_key = %request.instance_uuid, provision_state = state, "ironic deploy already in progress");
@@ -510,7 +510,7 @@ impl IronicClient {
             }
             Some(_) if state == "deploy failed" => Err(self.failure(node, current, None).await),
             Some(_) | None if state == "available" => Ok(None),
-            _ => Err(refuse(format!(
+            _ => Err(reject(format!(
                 "it is in provision state {state:?}, not available"
             ))),
         }

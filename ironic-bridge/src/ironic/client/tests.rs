@@ -113,7 +113,7 @@ async fn every_request_carries_negotiated_version() {
 }
 
 #[tokio::test]
-async fn html_body_is_invalid_response_naming_node_and_url() {
+async fn html_body_is_invalid_response() {
     let server = TestServer::start(vec![
         ("GET", "/", Canned::json(200, ROOT_115)),
         (
