@@ -69,7 +69,7 @@ fn deploy_request(instance_uuid: &str) -> DeployRequest {
     DeployRequest {
         instance_uuid: instance_uuid.to_string(),
         instance_info: InstanceInfo {
-            image_source: "http://127.0.0.1:9/images/debian-12.qcow2".to_string(),
+            image_source: Some("http://127.0.0.1:9/images/debian-12.qcow2".to_string()),
             image_sha256: Some("a".repeat(64)),
             root_device: Some(json!({"size": ">= 8"})),
             ..InstanceInfo::default()
@@ -348,6 +348,41 @@ async fn rescue_and_unrescue_fake_node() {
         .await
         .expect("unrescue");
     assert_eq!(node.provision_state, "active");
+
+    // Ironic aborts only wait states; on an active node it rejects the
+    // request, and the error carries its reason.
+    let error = client.abort("web-8").await.expect_err("nothing to abort");
+    assert!(
+        matches!(error, IronicError::Api { status: 400, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("abort"), "{error}");
+}
+
+#[tokio::test]
+async fn concurrent_power_changes_wait_for_lock() {
+    // The fake power interface keeps the node locked for 3 s per change, so
+    // the second request meets 409 "locked" and has to retry.
+    let ironic = Ironic::start(&[("IRONIC_FAKE_POWER_DELAY", "3")]);
+    ironic
+        .client()
+        .enroll(&fake_node("web-11"))
+        .await
+        .expect("enroll");
+    let endpoint = BmcEndpoint::new(
+        DriverKind::Ironic,
+        format!("{}/v1/nodes/web-11", ironic.url()),
+        "",
+        Secret::new(String::new()),
+        "web-11",
+    );
+    let first = connect(endpoint.clone()).expect("driver");
+    let second = connect(endpoint).expect("driver");
+
+    let (a, b) = tokio::join!(first.power_on(), second.power_on());
+    a.expect("first power on");
+    b.expect("second power on after the lock cleared");
+    assert_eq!(first.power_state().await.expect("state"), PowerState::On);
 }
 
 #[tokio::test]
@@ -409,7 +444,73 @@ fn node_spec_and_configdrive_debug_hide_secrets() {
     assert!(!debug.contains("ud-pw-8812"), "{debug}");
 }
 
-/// The Redfish emulator's view of one system, read over its own API.
+#[tokio::test]
+async fn unreachable_boot_iso_gives_deploy_failed() {
+    let bmc_state = tempfile::tempdir().expect("state folder");
+    let bmc = Peer::start(
+        "redfish-bmc",
+        bmc_state.path(),
+        &[("REDFISH_SYSTEMS", "1"), ("REDFISH_POWER_DELAY", "1")],
+    )
+    .expect("start redfish-bmc");
+    let ironic = Ironic::start(&[]);
+    let client = ironic.client();
+
+    // The ramdisk deploy boots boot_iso from virtual media and needs no
+    // agent; Ironic fetches the ISO first, and nothing listens on port 9.
+    let mut spec = redfish_node("rf-2", &bmc);
+    spec.interfaces = [
+        ("boot_interface", "redfish-virtual-media"),
+        ("deploy_interface", "ramdisk"),
+    ]
+    .into_iter()
+    .map(|(field, interface)| (field.to_string(), interface.to_string()))
+    .collect();
+    spec.automated_clean = Some(false);
+    client.enroll(&spec).await.expect("enroll");
+    client.manage("rf-2", &deadlines()).await.expect("manage");
+    client.provide("rf-2", &deadlines()).await.expect("provide");
+
+    let mut request = deploy_request(INSTANCE);
+    request.instance_info = InstanceInfo::default();
+    request
+        .instance_info
+        .extra
+        .insert("boot_iso".into(), json!("http://127.0.0.1:9/boot.iso"));
+    let error = client
+        .provision("rf-2", &request, &deadlines())
+        .await
+        .expect_err("the ISO is unreachable");
+
+    assert!(
+        matches!(&error, IronicError::ProvisionFailed { provision_state, .. } if provision_state == "deploy failed"),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("http://127.0.0.1:9/boot.iso"),
+        "{error}"
+    );
+    let text = format!("{error} {error:?}");
+    assert!(!text.contains(bmc.var("REDFISH_PASSWORD")), "{text}");
+}
+
+/// Builds a `redfish` node spec pointed at the emulator's only system.
+fn redfish_node(name: &str, bmc: &Peer) -> NodeSpec {
+    let system = bmc.var("REDFISH_SYSTEM_IDS");
+    let mut spec = NodeSpec::new(name, "redfish");
+    spec.driver_info = DriverInfo::new()
+        .set("redfish_address", bmc.var("REDFISH_URL"))
+        .set("redfish_system_id", format!("/redfish/v1/Systems/{system}"))
+        .set("redfish_username", bmc.var("REDFISH_USER"))
+        .set("redfish_verify_ca", false)
+        .set_secret(
+            "redfish_password",
+            Secret::new(bmc.var("REDFISH_PASSWORD").to_string()),
+        );
+    spec
+}
+
+/// Reads one system from the Redfish emulator over its own API.
 async fn emulator_system(bmc: &Peer, system: &str) -> serde_json::Value {
     let url = format!("{}/redfish/v1/Systems/{system}", bmc.var("REDFISH_URL"));
     let driver_client = reqwest::Client::builder()
@@ -458,16 +559,7 @@ async fn redfish_power_changes_emulator() {
     let system = bmc.var("REDFISH_SYSTEM_IDS").to_string();
     let mac: MacAddr = bmc.var("REDFISH_SYSTEM_MACS").parse().expect("MAC");
 
-    let mut spec = NodeSpec::new("rf-1", "redfish");
-    spec.driver_info = DriverInfo::new()
-        .set("redfish_address", bmc.var("REDFISH_URL"))
-        .set("redfish_system_id", format!("/redfish/v1/Systems/{system}"))
-        .set("redfish_username", bmc.var("REDFISH_USER"))
-        .set("redfish_verify_ca", false)
-        .set_secret(
-            "redfish_password",
-            Secret::new(bmc.var("REDFISH_PASSWORD").to_string()),
-        );
+    let mut spec = redfish_node("rf-1", &bmc);
     spec.ports = vec![mac];
     client.enroll(&spec).await.expect("enroll");
     client.manage("rf-1", &deadlines()).await.expect("manage");

@@ -132,8 +132,9 @@ impl NodeSpec {
 /// `instance_info` of a deployment.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceInfo {
-    /// The image URL, on the site agent's image server.
-    pub image_source: String,
+    /// The image URL, on the site agent's image server. `None` for a
+    /// ramdisk deploy that boots `boot_iso` (Ironic rejects both at once).
+    pub image_source: Option<String>,
     /// The image's SHA-256, sent as `image_os_hash_algo`/`image_os_hash_value`.
     pub image_sha256: Option<String>,
     /// `root_device` hints (`{"serial": "..."}`, `{"size": ">= 100"}`, …).
@@ -146,7 +147,9 @@ pub struct InstanceInfo {
 impl InstanceInfo {
     fn to_json(&self) -> Value {
         let mut info = self.extra.clone();
-        info.insert("image_source".into(), json!(self.image_source));
+        if let Some(source) = &self.image_source {
+            info.insert("image_source".into(), json!(source));
+        }
         if let Some(sha256) = &self.image_sha256 {
             info.insert("image_os_hash_algo".into(), json!("sha256"));
             info.insert("image_os_hash_value".into(), json!(sha256));
