@@ -138,6 +138,35 @@ async fn enroll_reuses_node_of_same_name() {
 }
 
 #[tokio::test]
+async fn inspected_fake_node_reports_inventory() {
+    let ironic = Ironic::start(&[]);
+    let client = ironic.client();
+    client.enroll(&fake_node("web-12")).await.expect("enroll");
+    client.manage("web-12", &deadlines()).await.expect("manage");
+    let node = client
+        .inspect("web-12", &deadlines())
+        .await
+        .expect("inspect");
+    assert_eq!(node.provision_state, "manageable");
+
+    // The fake inspect interface stores no inventory, so the driver falls
+    // back to the node's properties.
+    let driver = connect(BmcEndpoint::new(
+        DriverKind::Ironic,
+        format!("{}/v1/nodes/web-12", ironic.url()),
+        "",
+        Secret::new(String::new()),
+        "web-12",
+    ))
+    .expect("driver");
+    let inventory = driver.inventory().await.expect("inventory");
+    assert_eq!(inventory.memory_mib, Some(1024));
+    assert_eq!(inventory.cpus[0].cores, Some(2));
+    assert_eq!(inventory.uuid.as_deref(), Some(node.uuid.as_str()));
+    assert!(driver.boot_macs().await.expect("ports").is_empty());
+}
+
+#[tokio::test]
 async fn same_instance_retry_finds_deployment() {
     // Two seconds per fake deploy step keep the node in "deploying".
     let ironic = Ironic::start(&[("IRONIC_FAKE_DEPLOY_DELAY", "2")]);
