@@ -233,6 +233,16 @@ impl IronicClient {
         })
     }
 
+    /// Returns the user the client authenticates as, empty without
+    /// credentials.
+    pub fn username(&self) -> &str {
+        match &self.auth {
+            IronicAuth::None => "",
+            IronicAuth::Basic { username, .. } => username,
+            IronicAuth::Keystone(keystone) => &keystone.username,
+        }
+    }
+
     /// Returns the API root this client talks to.
     pub fn url(&self) -> &str {
         &self.base
@@ -500,6 +510,7 @@ impl IronicClient {
             _ => Err(IronicError::Authentication {
                 node: node.to_string(),
                 url,
+                username: keystone.username.clone(),
                 status: status.as_u16(),
                 message: Some(
                     keystone_message(&body)
@@ -557,6 +568,7 @@ impl IronicClient {
             return IronicError::Authentication {
                 node: node.to_string(),
                 url,
+                username: self.username().to_string(),
                 status,
                 message,
             };

@@ -49,12 +49,14 @@ pub enum IronicError {
 
     /// HTTP 401 or 403 from Ironic, or a Keystone token request that failed.
     #[error(
-        "Ironic rejected the credentials at {url} (node {node}) with HTTP {status}{}",
+        "Ironic rejected user {username:?} at {url} (node {node}) with HTTP {status}{}; check the Ironic credentials",
         detail(message)
     )]
     Authentication {
         node: String,
         url: String,
+        /// The Basic or Keystone user, empty without credentials.
+        username: String,
         status: u16,
         message: Option<String>,
     },
@@ -218,12 +220,13 @@ impl From<IronicError> for DriverError {
             IronicError::Authentication {
                 node,
                 url,
+                username,
                 status,
                 message,
             } => DriverError::Authentication {
                 node,
                 url,
-                username: String::new(),
+                username,
                 status,
                 message,
             },

@@ -92,6 +92,8 @@ impl IronicDriver {
                 url: endpoint.url.clone(),
                 reason: "expected <ironic api>/v1/nodes/<node name or uuid>".to_string(),
             })?;
+        // TODO: accept Keystone credentials in the BMC record (auth URL,
+        // project and domains); until then only IronicClient users get them.
         let auth = if endpoint.username.is_empty() {
             IronicAuth::None
         } else {
