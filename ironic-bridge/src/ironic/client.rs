@@ -145,8 +145,8 @@ pub struct IronicConfig {
 }
 
 impl IronicConfig {
-    /// A configuration without credentials (`noauth`) and with the default
-    /// timeout.
+    /// Creates a configuration without credentials (`noauth`) and with the
+    /// default timeout.
     pub fn new(url: impl Into<String>) -> Self {
         IronicConfig {
             url: url.into(),
@@ -212,8 +212,8 @@ impl IronicClient {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(config.timeout)
-            // Ironic answers in place; a redirect could carry credentials
-            // elsewhere.
+            // Ironic serves every resource in place, and a redirect could carry
+            // credentials elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
@@ -259,7 +259,7 @@ impl IronicClient {
     }
 
     async fn negotiate_version(&self) -> Result<ApiVersion, IronicError> {
-        // The root endpoint answers every version; 1.1 is the oldest.
+        // The root endpoint accepts every version, and 1.1 is the oldest.
         let reply = self
             .exchange("-", Method::GET, "/", None, ApiVersion::new(1, 1))
             .await?;
@@ -689,7 +689,7 @@ impl IronicClient {
     }
 }
 
-/// Returns whether Ironic's message says the node is locked by a conductor,
+/// Returns whether Ironic's message reports the node as locked by a conductor,
 /// which clears by itself when the conductor finishes.
 fn is_locked(message: Option<&str>) -> bool {
     message.is_some_and(|message| message.contains("is locked by host"))

@@ -11,9 +11,8 @@
 //! double-encoded error bodies become the `faultstring` of an
 //! [`IronicError`] that names the node and the URL. The provisioning calls ([`IronicClient::enroll`],
 //! [`IronicClient::deploy`], [`IronicClient::wait_for_state`], …) are what
-//! the site agent's pipeline steps use; each reads the node and changes only
-//! what differs, and the order's correlation key is the node's
-//! `instance_uuid`.
+//! the site agent's pipeline steps use. Each reads the node and changes only
+//! what differs. The order's correlation key is the node's `instance_uuid`.
 //!
 //! [`IronicDriver`] puts one node behind the [`BmcDriver`] interface, so a
 //! node whose BMC record says `ironic` is powered and booted through Ironic

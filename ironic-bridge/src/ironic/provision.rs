@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use super::client::{HISTORY_API_VERSION, IronicClient, segment};
 use super::error::IronicError;
 
-/// The node fields every state read asks for.
+/// The node fields every state read requests.
 const NODE_FIELDS: &str = "uuid,name,driver,provision_state,target_provision_state,power_state,\
 target_power_state,last_error,instance_uuid,maintenance,properties,boot_mode";
 
@@ -94,7 +94,7 @@ impl DriverInfo {
     }
 }
 
-/// What [`IronicClient::enroll`] creates: a node with its hardware type,
+/// The node that [`IronicClient::enroll`] creates: its hardware type,
 /// BMC access, interfaces, properties and ports.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
@@ -211,7 +211,7 @@ pub struct DeployRequest {
     pub configdrive: Option<ConfigDrive>,
 }
 
-/// What [`IronicClient::deploy`] did.
+/// The outcome of [`IronicClient::deploy`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeployStart {
     /// It started a deployment.
@@ -443,7 +443,7 @@ impl IronicClient {
     /// with the same key is under way or done. Returns at once; call
     /// [`Self::wait_for_state`] (or use [`Self::provision`]) to wait.
     ///
-    /// Rejected with [`IronicError::Conflict`] when the node holds another
+    /// Rejected with [`IronicError::Conflict`] when the node has another
     /// instance or is not available; a node whose deployment with this key
     /// failed gives [`IronicError::ProvisionFailed`] with Ironic's message.
     pub async fn deploy(
