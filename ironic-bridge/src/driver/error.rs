@@ -218,6 +218,16 @@ pub enum DriverError {
         /// The task's `Messages`.
         message: Option<String>,
     },
+
+    /// The BMC, or the Ironic conductor in front of it, accepted the request
+    /// and then reported that it failed, with its own message. Permanent.
+    #[error("{operation} on node {node} at {url} failed: {message}")]
+    Failed {
+        node: String,
+        url: String,
+        operation: String,
+        message: String,
+    },
 }
 
 /// Returns the IPMI 2.0 meaning of a completion code (table 5-2 of the
@@ -335,7 +345,8 @@ impl DriverError {
             | DriverError::SystemNotFound { .. }
             | DriverError::Unsupported { .. }
             | DriverError::LicenceRequired { .. }
-            | DriverError::TaskFailed { .. } => false,
+            | DriverError::TaskFailed { .. }
+            | DriverError::Failed { .. } => false,
             // Busy, timed out, no response possible now, SDR update mode,
             // firmware update mode, BMC still initializing.
             DriverError::IpmiCommand { code, .. } => {
@@ -376,7 +387,8 @@ impl DriverError {
             | DriverError::IpmiTimeout { node, .. }
             | DriverError::IpmiUnreachable { node, .. }
             | DriverError::LicenceRequired { node, .. }
-            | DriverError::TaskFailed { node, .. } => node,
+            | DriverError::TaskFailed { node, .. }
+            | DriverError::Failed { node, .. } => node,
         }
     }
 }

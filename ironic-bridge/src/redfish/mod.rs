@@ -46,13 +46,13 @@ mod resources;
 mod service;
 mod session;
 mod task;
-mod tls;
+pub(crate) mod tls;
 mod update;
 
 #[cfg(test)]
 mod profile_tests;
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 #[cfg(test)]
 mod tests;
 
