@@ -140,6 +140,11 @@ pub struct ImageStep {
     pub image: ImageSpec,
     /// Seconds to wait for the booted system's callback before failing.
     pub callback_timeout_seconds: u32,
+    /// Set for a node driven through an Ironic conductor (driver `ironic`):
+    /// the agent has Ironic deploy the image as a ramdisk, and Ironic powers
+    /// the node on and writes its boot script, which the agent serves.
+    #[serde(default)]
+    pub ironic: Option<BmcAccess>,
 }
 
 /// A netboot image by content: the agent serves only files whose sha256

@@ -49,18 +49,23 @@ pub struct BootContext {
     pub nodes: Arc<SiteNodes>,
     pub callbacks: Arc<Notify>,
     pub access_log: Mutex<Option<std::fs::File>>,
+    /// The Ironic conductor's `http_root`, served under `/ironic/`.
+    pub ironic_http_root: Option<std::path::PathBuf>,
 }
 
 type Shared = Arc<BootContext>;
 
 /// Builds the router.
 pub fn router(context: Shared) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/boot/{file}", get(script))
         .route("/images/{digest}/{name}", get(blob))
         .route("/callback/{token}", get(callback))
-        .layer(middleware::from_fn_with_state(context.clone(), access_log))
-        .with_state(context)
+        .with_state(context.clone());
+    if let Some(root) = &context.ironic_http_root {
+        router = router.merge(crate::ironic_boot::router(root.clone()));
+    }
+    router.layer(middleware::from_fn_with_state(context, access_log))
 }
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -163,15 +168,14 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
         ));
     }
 
-    let callback = format!("{}/callback/{}", context.base_url, boot.token);
-    let mut cmdline = boot.kernel_args.trim().to_string();
-    if !cmdline.is_empty() {
-        cmdline.push(' ');
+    if context.nodes.via_ironic(&mac) {
+        tracing::info!(mac = %mac, node = %boot.node_name, "serving the chain to Ironic's boot script");
+        return text(
+            StatusCode::OK,
+            crate::ironic_boot::chain_script(&context.base_url, mac),
+        );
     }
-    cmdline.push_str(&format!(
-        "rackhand.callback={callback} rackhand.hostname={}",
-        boot.hostname
-    ));
+    let cmdline = boot_cmdline(&context.base_url, &boot);
     tracing::info!(mac = %mac, node = %boot.node_name, image = %boot.image_name, "serving boot script");
     script_response(ipxe::boot_script(&ipxe::BootScript {
         kernel_url: format!("{}/images/{}/vmlinuz", context.base_url, boot.kernel_sha256),
@@ -184,6 +188,21 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
         )],
         cmdline,
     }))
+}
+
+/// Returns the kernel command line of an armed boot: the image's arguments,
+/// the one-time callback URL and the host name.
+pub fn boot_cmdline(base_url: &str, boot: &crate::state::Boot) -> String {
+    let callback = format!("{base_url}/callback/{}", boot.token);
+    let mut cmdline = boot.kernel_args.trim().to_string();
+    if !cmdline.is_empty() {
+        cmdline.push(' ');
+    }
+    cmdline.push_str(&format!(
+        "rackhand.callback={callback} rackhand.hostname={}",
+        boot.hostname
+    ));
+    cmdline
 }
 
 fn script_url(context: &BootContext, mac: MacAddr) -> String {

@@ -3,6 +3,7 @@
 //! file, the key and the fix. `check-config` and `run` load it through the
 //! same checks.
 
+mod ironic;
 mod pxe;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use std::time::Duration;
 use rackhand_protocol::Secret;
 use serde::Deserialize;
 
+pub use ironic::IronicConfig;
+use ironic::{RawIronic, check_ironic};
 pub use pxe::PxeConfig;
 use pxe::{RawPxe, check_pxe};
 
@@ -49,6 +52,7 @@ struct RawConfig {
     images: Option<RawImages>,
     pxe: Option<RawPxe>,
     bmc: Option<RawBmc>,
+    ironic: Option<RawIronic>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +87,8 @@ pub struct Config {
     pub image_store: PathBuf,
     pub pxe: Option<PxeConfig>,
     pub bmc: BmcConfig,
+    /// Set when nodes of this site are driven through an Ironic conductor.
+    pub ironic: Option<IronicConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +220,17 @@ impl Config {
             .map(|p| check_pxe(p, &resolve, &invalid))
             .transpose()?;
         let bmc = check_bmc(raw.bmc, &invalid)?;
+        let ironic = raw
+            .ironic
+            .map(|i| check_ironic(i, &resolve, &invalid))
+            .transpose()?;
+        if ironic.is_some() && pxe.is_none() {
+            return Err(invalid(
+                "ironic",
+                "needs a [pxe] section: the boot HTTP server serves the conductor's http_root"
+                    .to_string(),
+            ));
+        }
 
         Ok(Config {
             path: path.to_path_buf(),
@@ -227,6 +244,7 @@ impl Config {
             image_store,
             pxe,
             bmc,
+            ironic,
         })
     }
 }

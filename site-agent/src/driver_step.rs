@@ -39,6 +39,19 @@ const POWER_OFF_WAIT: Duration = Duration::from_secs(60);
 pub struct DriverSettings {
     pub bmc_timeout: Duration,
     pub power_on_grace: Duration,
+    /// Set when the agent's config has an `[ironic]` section.
+    pub ironic: Option<IronicSettings>,
+}
+
+/// What the steps of Ironic-driven nodes need from the configuration.
+#[derive(Debug, Clone)]
+pub struct IronicSettings {
+    /// The base URL of the agent's conductor listener, where the conductor
+    /// fetches the verified kernel and ramdisk.
+    pub conductor_url: String,
+    /// The boot HTTP server's base URL on the provisioning network, for the
+    /// callback URL on the kernel command line.
+    pub boot_base_url: String,
 }
 
 /// Runs the step and returns its outcome (never an `Err`: every failure is
@@ -50,6 +63,9 @@ pub async fn run(
     key: &str,
     step: &DriverStep,
 ) -> Outcome {
+    if step.bmc.driver == "ironic" {
+        return prepare_ironic_node(settings, step).await;
+    }
     match power_on_once(state, failpoints, settings, key, step).await {
         Ok(outcome) => outcome,
         Err(StepError::Driver(error)) => Outcome::Failed {
@@ -67,6 +83,59 @@ pub async fn run(
             error: message,
             upstream: None,
         },
+    }
+}
+
+/// The `driver` step of a node driven through Ironic: Ironic powers the
+/// node on when the image step deploys it, so this step only checks that
+/// Ironic knows the node and makes it `available` if it is not yet.
+async fn prepare_ironic_node(settings: &DriverSettings, step: &DriverStep) -> Outcome {
+    use rackhand_ironic_bridge::ironic::StateDeadlines;
+    let failed = |error: String, retryable: bool| Outcome::Failed {
+        retryable,
+        error,
+        upstream: None,
+    };
+    let driver = match crate::ironic_boot::driver(&step.bmc, &step.node_name, settings.bmc_timeout)
+    {
+        Ok(driver) => driver,
+        Err(error) => return failed(error, false),
+    };
+    let client = driver.client();
+    let node = driver.ironic_node();
+    let current = match client.node(node).await {
+        Ok(current) => current,
+        Err(error) => return failed(error.to_string(), error.is_retryable()),
+    };
+    if current.maintenance {
+        return failed(
+            format!(
+                "Ironic node {node} is in maintenance; take it out of maintenance, then retry the order"
+            ),
+            false,
+        );
+    }
+    let deadlines = StateDeadlines::default();
+    let state = match current.provision_state.as_str() {
+        "enroll" | "manageable" | "verifying" => {
+            let prepared = async {
+                client.manage(node, &deadlines).await?;
+                client.provide(node, &deadlines).await
+            };
+            match prepared.await {
+                Ok(node) => node.provision_state,
+                Err(error) => return failed(error.to_string(), error.is_retryable()),
+            }
+        }
+        other => other.to_string(),
+    };
+    tracing::info!(node = %step.node_name, ironic_node = node, provision_state = %state, "node ready in Ironic");
+    Outcome::Succeeded {
+        summary: format!(
+            "{} is {state} in Ironic; Ironic powers it on when the image phase deploys it",
+            step.node_name
+        ),
+        payload: json!({ "node": step.node_name, "ironic_node": node, "provision_state": state }),
     }
 }
 

@@ -16,6 +16,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
+use crate::driver_step::DriverSettings;
+use crate::site_nodes::SiteNodes;
 use crate::state::{NewBoot, State, now_ms};
 
 /// Maximum sleep between reads of the boot record when no callback wakes
@@ -65,10 +67,11 @@ pub async fn run(
     store: &ImageStore,
     callbacks: &Arc<Notify>,
     progress: &watch::Sender<Option<String>>,
+    ironic: Option<IronicContext<'_>>,
     key: &str,
     step: &ImageStep,
 ) -> Outcome {
-    match arm_and_wait(state, store, callbacks, progress, key, step).await {
+    match arm_and_wait(state, store, callbacks, progress, ironic, key, step).await {
         Ok(outcome) => outcome,
         Err(error) => Outcome::Failed {
             retryable: true,
@@ -78,11 +81,22 @@ pub async fn run(
     }
 }
 
+/// What the image step of an Ironic-driven node needs besides the step.
+#[derive(Debug, Clone, Copy)]
+pub struct IronicContext<'a> {
+    pub settings: &'a DriverSettings,
+    pub nodes: &'a SiteNodes,
+}
+
+/// How often the step asks Ironic whether its deployment failed.
+const IRONIC_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
 async fn arm_and_wait(
     state: &State,
     store: &ImageStore,
     callbacks: &Arc<Notify>,
     progress: &watch::Sender<Option<String>>,
+    ironic: Option<IronicContext<'_>>,
     key: &str,
     step: &ImageStep,
 ) -> Result<Outcome, sqlx::Error> {
@@ -122,6 +136,15 @@ async fn arm_and_wait(
         "image {} verified; netboot armed for {}; waiting for its callback",
         image.name, step.boot_mac
     )));
+
+    let ironic_driver = match &step.ironic {
+        None => None,
+        Some(access) => match start_ironic(state, ironic, access, key, step).await? {
+            Ok(driver) => Some(driver),
+            Err(outcome) => return Ok(outcome),
+        },
+    };
+    let mut next_ironic_check = tokio::time::Instant::now() + IRONIC_POLL_INTERVAL;
 
     loop {
         let notified = callbacks.notified();
@@ -169,9 +192,94 @@ async fn arm_and_wait(
             }
             continue;
         }
+        if let Some(driver) = &ironic_driver
+            && tokio::time::Instant::now() >= next_ironic_check
+        {
+            next_ironic_check = tokio::time::Instant::now() + IRONIC_POLL_INTERVAL;
+            match crate::ironic_boot::failure(driver).await {
+                Ok(Some(message)) => {
+                    if state
+                        .finish_boot(key, "failed", Some(&message), None)
+                        .await?
+                    {
+                        tracing::error!(node = %step.node_name, correlation_key = key, error = %message, "Ironic deployment failed");
+                        return Ok(failed(message));
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(node = %step.node_name, error = %error, "reading the Ironic node failed; waiting for the callback anyway");
+                }
+            }
+        }
         tokio::select! {
             _ = notified => {}
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+    }
+}
+
+/// Has Ironic deploy the armed boot as a ramdisk. Returns the driver to
+/// watch the deployment with, or the failed outcome.
+async fn start_ironic(
+    state: &State,
+    ironic: Option<IronicContext<'_>>,
+    access: &rackhand_protocol::agent::BmcAccess,
+    key: &str,
+    step: &ImageStep,
+) -> Result<Result<rackhand_ironic_bridge::ironic::IronicDriver, Outcome>, sqlx::Error> {
+    let Some(context) = ironic else {
+        return Ok(Err(failed(format!(
+            "node {} is driven through Ironic, but this agent's config has no [ironic] section; add one (see deploy/examples/site-agent.toml) and retry the order",
+            step.node_name
+        ))));
+    };
+    let Some(settings) = &context.settings.ironic else {
+        return Ok(Err(failed(format!(
+            "node {} is driven through Ironic, but this agent's config has no [ironic] section; add one (see deploy/examples/site-agent.toml) and retry the order",
+            step.node_name
+        ))));
+    };
+    let Some(boot) = state.boot(key).await? else {
+        return Ok(Err(failed(
+            "the armed boot vanished from the agent's state".to_string(),
+        )));
+    };
+    let driver =
+        match crate::ironic_boot::driver(access, &step.node_name, context.settings.bmc_timeout) {
+            Ok(driver) => driver,
+            Err(error) => return Ok(Err(failed(error))),
+        };
+    context.nodes.set_via_ironic(step.boot_mac, true);
+    let deployment = crate::ironic_boot::Deployment {
+        correlation_key: key,
+        hostname: &step.hostname,
+        kernel_url: format!(
+            "{}/images/{}/vmlinuz",
+            settings.conductor_url, boot.kernel_sha256
+        ),
+        ramdisk_url: format!(
+            "{}/images/{}/initrd.img",
+            settings.conductor_url, boot.initrd_sha256
+        ),
+        cmdline: crate::boot_server::boot_cmdline(&settings.boot_base_url, &boot),
+    };
+    match crate::ironic_boot::deploy(&driver, &deployment).await {
+        Ok(summary) => {
+            tracing::info!(node = %step.node_name, correlation_key = key, "{summary}");
+            Ok(Ok(driver))
+        }
+        Err(error) if error.retryable => Ok(Err(Outcome::Failed {
+            retryable: true,
+            error: error.message,
+            upstream: None,
+        })),
+        Err(error) => {
+            let _ = state
+                .finish_boot(key, "failed", Some(&error.message), None)
+                .await?;
+            Ok(Err(failed(error.message)))
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod driver_step;
 pub mod enroll;
 pub mod failpoint;
 pub mod image_step;
+pub mod ironic_boot;
 pub mod operations;
 pub mod pxe_services;
 pub mod site_nodes;
@@ -37,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::boot_server::BootContext;
 use crate::client::ControlPlane;
 use crate::config::Config;
-use crate::driver_step::DriverSettings;
+use crate::driver_step::{DriverSettings, IronicSettings};
 use crate::failpoint::Failpoints;
 use crate::site_nodes::SiteNodes;
 use crate::state::State;
@@ -120,18 +121,45 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let callbacks = Arc::new(Notify::new());
     let nodes = Arc::new(SiteNodes::new(KnownMacs::new()));
 
+    let boot_base_url = config
+        .pxe
+        .as_ref()
+        .map(|p| p.http_base())
+        .unwrap_or_default();
     let boot = Arc::new(BootContext {
         state: state.clone(),
         store: store.clone(),
-        base_url: config
-            .pxe
-            .as_ref()
-            .map(|p| p.http_base())
-            .unwrap_or_default(),
+        base_url: boot_base_url.clone(),
         nodes: nodes.clone(),
         callbacks: callbacks.clone(),
         access_log: Mutex::new(open_access_log(&config)),
+        ironic_http_root: config.ironic.as_ref().map(|i| i.http_root.clone()),
     });
+    if let Some(ironic) = &config.ironic {
+        // The conductor fetches images in the agent's own namespace.
+        let listener = tokio::net::TcpListener::bind(ironic.conductor_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on ironic.conductor_listen {}",
+                    ironic.conductor_listen
+                )
+            })?;
+        let router = boot_server::router(boot.clone());
+        let conductor_shutdown = shutdown.clone();
+        tracing::info!(listen = %ironic.conductor_listen, "serving images to the Ironic conductor");
+        tasks.spawn(async move {
+            let served = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(conductor_shutdown.cancelled_owned())
+            .await;
+            if let Err(error) = served {
+                tracing::error!(error = %error, "the conductor listener stopped");
+            }
+        });
+    }
 
     // Learn the site's nodes before serving DHCP, so the first netboot
     // after a restart is not turned away.
@@ -174,6 +202,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         DriverSettings {
             bmc_timeout: config.bmc.timeout,
             power_on_grace: config.bmc.power_on_grace,
+            ironic: config.ironic.as_ref().map(|i| IronicSettings {
+                conductor_url: i.conductor_url.clone(),
+                boot_base_url: boot_base_url.clone(),
+            }),
         },
         callbacks,
         nodes,

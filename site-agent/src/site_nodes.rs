@@ -31,6 +31,9 @@ struct Inner {
     from_tasks: HashMap<MacAddr, (String, u64)>,
     /// Incremented by each task node added.
     sequence: u64,
+    /// Nodes whose netboot the Ironic conductor prepares: their iPXE script
+    /// chains to the conductor's script instead of the agent's own.
+    via_ironic: std::collections::HashSet<MacAddr>,
 }
 
 /// Marks when a fetch of the node list started; see [`SiteNodes::replace_listed`].
@@ -72,6 +75,25 @@ impl SiteNodes {
         let sequence = inner.sequence;
         inner.from_tasks.insert(mac, (name.to_string(), sequence));
         self.known.insert(mac)
+    }
+
+    /// Marks whether the node with boot MAC `mac` netboots what the Ironic
+    /// conductor prepared. Set by the image step of such a node; the step
+    /// sets it again when it resumes after a restart.
+    pub fn set_via_ironic(&self, mac: MacAddr, via_ironic: bool) {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        if via_ironic {
+            inner.via_ironic.insert(mac);
+        } else {
+            inner.via_ironic.remove(&mac);
+        }
+    }
+
+    /// Returns whether the node with boot MAC `mac` netboots what the Ironic
+    /// conductor prepared.
+    pub fn via_ironic(&self, mac: &MacAddr) -> bool {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        inner.via_ironic.contains(mac)
     }
 
     /// Records that a fetch of the node list is about to be sent.

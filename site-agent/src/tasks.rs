@@ -188,11 +188,16 @@ async fn run_task(runner: &Runner, task: &Task, shutdown: &CancellationToken) {
                 driver_step::run(&runner.state, &runner.failpoints, &runner.driver, key, step).await
             }
             Step::Image(step) => {
+                let ironic = image_step::IronicContext {
+                    settings: &runner.driver,
+                    nodes: &runner.nodes,
+                };
                 image_step::run(
                     &runner.state,
                     &runner.store,
                     &runner.callbacks,
                     &progress_tx,
+                    Some(ironic),
                     key,
                     step,
                 )
@@ -358,6 +363,7 @@ mod tests {
             DriverSettings {
                 bmc_timeout: Duration::from_secs(1),
                 power_on_grace: Duration::from_secs(5),
+                ironic: None,
             },
             Arc::new(Notify::new()),
             Arc::new(SiteNodes::new(KnownMacs::new())),
@@ -433,6 +439,7 @@ mod tests {
                 kernel_args: String::new(),
             },
             callback_timeout_seconds: 60,
+            ironic: None,
         });
 
         start(&runner, task("order-2/image", step), &shutdown);

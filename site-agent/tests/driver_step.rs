@@ -61,6 +61,7 @@ fn settings() -> DriverSettings {
     DriverSettings {
         bmc_timeout: Duration::from_secs(10),
         power_on_grace: Duration::from_secs(30),
+        ironic: None,
     }
 }
 

@@ -292,19 +292,36 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
                 },
             })
         }
-        Phase::Image => Step::Image(ImageStep {
-            node_id: step.node_id,
-            node_name: step.node_name,
-            boot_mac,
-            hostname: step.hostname,
-            image: ImageSpec {
-                name: step.image_name,
-                kernel_sha256: step.kernel_sha256,
-                initrd_sha256: step.initrd_sha256,
-                kernel_args: step.kernel_args,
-            },
-            callback_timeout_seconds: app.config.agents.callback_timeout_seconds,
-        }),
+        Phase::Image => {
+            let ironic = if step.bmc_driver == "ironic" {
+                let password = app.sealer.open(
+                    &seal::bmc_password_context(step.node_id),
+                    &step.bmc_password_sealed,
+                )?;
+                Some(BmcAccess {
+                    driver: step.bmc_driver,
+                    url: step.bmc_url,
+                    username: step.bmc_username,
+                    password,
+                })
+            } else {
+                None
+            };
+            Step::Image(ImageStep {
+                node_id: step.node_id,
+                node_name: step.node_name,
+                boot_mac,
+                hostname: step.hostname,
+                image: ImageSpec {
+                    name: step.image_name,
+                    kernel_sha256: step.kernel_sha256,
+                    initrd_sha256: step.initrd_sha256,
+                    kernel_args: step.kernel_args,
+                },
+                callback_timeout_seconds: app.config.agents.callback_timeout_seconds,
+                ironic,
+            })
+        }
         other => anyhow::bail!("phase {other} does not run on site agents"),
     };
     Ok(Task {
