@@ -23,6 +23,11 @@ pub struct Inventory {
     pub disks: Vec<Disk>,
     pub nics: Vec<Nic>,
     pub firmware: Vec<Firmware>,
+    /// Parts the BMC failed to report, each with the reason (for example a
+    /// Storage collection answering HTTP 500), so an operator sees why a
+    /// list is empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
 }
 
 /// One processor socket.

@@ -162,6 +162,11 @@ pub struct StackOptions {
     pub smtp: bool,
     /// `RUST_LOG` for both processes.
     pub log_filter: String,
+    /// VMs in the lab.
+    pub lab_nodes: u32,
+    /// Start an Ironic conductor whose `http_url` is the agent's boot HTTP
+    /// server, and give the agent an `[ironic]` section.
+    pub ironic: bool,
 }
 
 impl StackOptions {
@@ -173,6 +178,8 @@ impl StackOptions {
             dns: false,
             smtp: false,
             log_filter: "info".to_string(),
+            lab_nodes: 1,
+            ironic: false,
         }
     }
 }
@@ -189,6 +196,11 @@ pub struct PlacedOrder {
 pub struct Stack {
     pub options: StackOptions,
     pub dir: PathBuf,
+    /// Declared before `lab` so it stops first: an Ironic whose BMC went
+    /// away stalls in its power sync.
+    pub ironic: Option<Peer>,
+    /// The agent's listener for the Ironic conductor, when `ironic`.
+    pub conductor_url: Option<String>,
     pub lab: Peer,
     pub pdns: Option<Peer>,
     pub smtp: Option<Peer>,
@@ -222,7 +234,7 @@ impl Stack {
         let peers = dir.join("peers");
         // Clean up after an earlier run that died: stop its peers, then wipe.
         if peers.exists() {
-            for script in ["bm-lab", "powerdns", "smtp-sink"] {
+            for script in ["ironic", "bm-lab", "powerdns", "smtp-sink"] {
                 let _ = Command::new(workspace::peer_script(script))
                     .arg("stop")
                     .env("RACKHAND_PEER_STATE", &peers)
@@ -240,6 +252,7 @@ impl Stack {
                 ("LAB_NET", options.lab_net.as_str()),
                 ("LAB_BMC_PASSWORD", options.bmc_password.as_str()),
                 ("LAB_TTL_S", "1800"),
+                ("LAB_NODES", &options.lab_nodes.to_string()),
             ],
         )?;
         let pdns = if options.dns {
@@ -251,6 +264,27 @@ impl Stack {
             Some(Peer::start("smtp-sink", &peers, &[])?)
         } else {
             None
+        };
+        // The VMs reach the conductor's http_root through the agent's boot
+        // HTTP server (port 8080 in the lab, see agent_config).
+        let ironic = if options.ironic {
+            let http_url = format!("http://{}:8080/ironic", lab.var("SERVER_IP"));
+            Some(Peer::start(
+                "ironic",
+                &peers,
+                &[
+                    ("IRONIC_HTTP_PORT", "0"),
+                    ("IRONIC_HTTP_URL", http_url.as_str()),
+                    ("IRONIC_AUTOMATED_CLEAN", "false"),
+                    ("IRONIC_FORCE_POWER_SYNC", "false"),
+                ],
+            )?)
+        } else {
+            None
+        };
+        let conductor_url = match &ironic {
+            Some(_) => Some(format!("http://127.0.0.1:{}", free_port()?)),
+            None => None,
         };
 
         let image_dir = dir.join("image");
@@ -314,6 +348,8 @@ impl Stack {
             lab,
             pdns,
             smtp,
+            ironic,
+            conductor_url,
             vmlinuz,
             initrd,
             control_plane,
@@ -585,7 +621,16 @@ impl Stack {
 
     /// Returns how many times the lab started VM 0.
     pub fn vm_starts(&self) -> anyhow::Result<usize> {
-        Ok(self.lab.run(&["starts", "0"])?.trim().parse()?)
+        self.vm_starts_of(0)
+    }
+
+    /// Returns how many times the lab started VM `index`.
+    pub fn vm_starts_of(&self, index: u32) -> anyhow::Result<usize> {
+        Ok(self
+            .lab
+            .run(&["starts", &index.to_string()])?
+            .trim()
+            .parse()?)
     }
 
     /// Returns the agent's boot HTTP access log.
@@ -675,7 +720,7 @@ http_port = 8080
 
 [bmc]
 power_on_grace_seconds = 60
-"#,
+{ironic}"#,
         state = agent_dir.join("state").display(),
         fingerprint = enrollment["ca_fingerprint"]
             .as_str()
@@ -685,6 +730,14 @@ power_on_grace_seconds = 60
         interface = stack.lab.var("SERVER_IF"),
         server_ip = stack.lab.var("SERVER_IP"),
         prefix = stack.lab.var("PREFIX_LEN"),
+        ironic = match (&stack.ironic, &stack.conductor_url) {
+            (Some(ironic), Some(url)) => format!(
+                "\n[ironic]\nhttp_root = \"{}\"\nconductor_listen = \"{}\"\n",
+                ironic.var("IRONIC_HTTP_ROOT"),
+                url.trim_start_matches("http://")
+            ),
+            _ => String::new(),
+        },
     ))
 }
 

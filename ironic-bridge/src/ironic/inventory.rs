@@ -109,6 +109,7 @@ fn from_agent_inventory(inventory: &Value) -> Inventory {
         disks,
         nics,
         firmware: Vec::new(),
+        unavailable: Vec::new(),
     }
 }
 

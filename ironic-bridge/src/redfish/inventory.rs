@@ -3,7 +3,11 @@
 //!
 //! Parts a BMC does not offer are left out of the report instead of failing
 //! it: HTTP 404, 405 and 501, and a missing licence (Supermicro requires one
-//! for Storage and firmware). An invalid response is still an error.
+//! for Storage and firmware). A part whose resources fail with a server
+//! error or an invalid body (sushy-tools' libvirt driver links a Storage
+//! collection that answers 500) is left out too, and named with the reason
+//! in [`Inventory::unavailable`]; the ComputerSystem itself, rejected
+//! credentials and an unreachable BMC still fail the whole report.
 
 use rackhand_protocol::hardware::{
     Cpu, Disk, Firmware, Health, Inventory, Nic, SensorKind, SensorReading, Sensors,
@@ -40,19 +44,58 @@ pub(crate) async fn read_inventory(
     let memory_gib = system
         .pointer("/MemorySummary/TotalSystemMemoryGiB")
         .and_then(Value::as_f64);
-    let mut inventory = Inventory {
+    let mut unavailable = Vec::new();
+    let cpus = part(
+        "processors",
+        read_cpus(client, system_url, system).await,
+        &mut unavailable,
+    )?;
+    let disks = part(
+        "disks",
+        read_disks(client, system_url, system).await,
+        &mut unavailable,
+    )?;
+    let nics = part(
+        "network interfaces",
+        read_nics(client, system_url, system).await,
+        &mut unavailable,
+    )?;
+    let firmware = part(
+        "firmware",
+        read_firmware(client, update_service, system, manager).await,
+        &mut unavailable,
+    )?;
+    Ok(Inventory {
         manufacturer: text("/Manufacturer"),
         model: text("/Model"),
         serial_number: text("/SerialNumber"),
         uuid: text("/UUID"),
         memory_mib: memory_gib.map(|gib| (gib * 1024.0).round() as u64),
-        cpus: read_cpus(client, system_url, system).await?,
-        disks: read_disks(client, system_url, system).await?,
-        nics: read_nics(client, system_url, system).await?,
-        firmware: Vec::new(),
-    };
-    inventory.firmware = read_firmware(client, update_service, system, manager).await?;
-    Ok(inventory)
+        cpus,
+        disks,
+        nics,
+        firmware,
+        unavailable,
+    })
+}
+
+/// Keeps one part of the inventory, or records why the BMC could not give
+/// it: a server error or an invalid body leaves the part empty, anything
+/// else (credentials, an unreachable BMC) fails the report.
+fn part<T: Default>(
+    name: &str,
+    result: Result<T, DriverError>,
+    unavailable: &mut Vec<String>,
+) -> Result<T, DriverError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(error @ (DriverError::Http { .. } | DriverError::InvalidResponse { .. })) => {
+            tracing::warn!(node = error.node(), part = name, error = %error, "inventory part unavailable");
+            unavailable.push(format!("{name}: {error}"));
+            Ok(T::default())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 async fn linked_members(
@@ -108,9 +151,15 @@ async fn read_cpus(
 
     let count = u32_at(system, "/ProcessorSummary/Count").unwrap_or(0);
     let model = str_at(system, "/ProcessorSummary/Model").map(str::to_string);
+    // The summary's core and thread totals (Redfish 2019.x) are per system;
+    // they are given to the first CPU so the sums stay right.
+    let cores = u32_at(system, "/ProcessorSummary/CoreCount");
+    let threads = u32_at(system, "/ProcessorSummary/LogicalProcessorCount");
     Ok((0..count.min(MAX_MEMBERS as u32))
-        .map(|_| Cpu {
+        .map(|index| Cpu {
             model: model.clone(),
+            cores: cores.filter(|_| index == 0),
+            threads: threads.filter(|_| index == 0),
             ..Cpu::default()
         })
         .collect())
@@ -522,9 +571,14 @@ fn name_of(resource: &Value) -> String {
         .to_string()
 }
 
+/// Reads a count. A number written as a string is accepted too: the
+/// schema says integer, but sushy-tools' libvirt driver sends
+/// `"TotalCores": "1"`.
 fn u32_at(resource: &Value, pointer: &str) -> Option<u32> {
-    resource
-        .pointer(pointer)
-        .and_then(Value::as_u64)
-        .and_then(|value| u32::try_from(value).ok())
+    let value = resource.pointer(pointer)?;
+    let number = match value {
+        Value::String(text) => text.trim().parse::<u64>().ok()?,
+        other => other.as_u64()?,
+    };
+    u32::try_from(number).ok()
 }
