@@ -134,6 +134,15 @@ async fn openbmc_has_no_host_ethernet_interfaces() {
 }
 
 #[tokio::test]
+async fn generic_virtual_media_lives_under_system() {
+    let mock = start(Vendor::Generic).await;
+    let slot = mock.cd_slot_paths()[0].clone();
+    assert!(slot.starts_with(&mock.system_path()), "{slot}");
+    let manager = get_json(&mock, &mock.manager_path()).await;
+    assert!(manager.get("VirtualMedia").is_none());
+}
+
+#[tokio::test]
 async fn dell_virtual_media_location_follows_option() {
     let newer = start(Vendor::Dell).await;
     let system = get_json(&newer, &newer.system_path()).await;

@@ -62,7 +62,7 @@
 //!
 //! | profile | system / manager | virtual media | quirks |
 //! |---|---|---|---|
-//! | `Generic` | `437XR1138R2` / `BMC` | `Managers/BMC/VirtualMedia/{Floppy1,CD1}` | DMTF mockup shape, 204 on actions |
+//! | `Generic` | `437XR1138R2` / `BMC` | `Systems/437XR1138R2/VirtualMedia/{Floppy1,CD1}` | DMTF mockup shape, 204 on actions |
 //! | `Dell` | `System.Embedded.1` / `iDRAC.Embedded.1` | `Systems/…/VirtualMedia/{1,2}`, or `Managers/…/VirtualMedia/{CD,RemovableDisk}` with [`DellVirtualMedia::UnderManager`] | 409 on a reset to the current power state; 412 on an action POST that carries `If-Match`; BIOS jobs; `W/"gen-N"` ETags |
 //! | `Hpe` | `1` / `1` | `Managers/1/VirtualMedia/2` (CD), `/1` (USB) | `If-Match` required on PATCH (428 without); `Oem.Hpe` insert/eject actions and `BootOnNextServerReset`; success responses are 200 with a `Success` message inside an `error` envelope; absolute session `Location` |
 //! | `Lenovo` | `1` / `1` | `Managers/1/VirtualMedia/EXT1..4` (plus `RDOC`, `Remote`) | no InsertMedia action: mount by PATCH of `Image`/`Inserted` on `EXT` slots, `http://` or `nfs://` images only; `If-Match` required on PATCH (428 without); PATCH returns the resource |

@@ -339,14 +339,16 @@ fn check_reset(state: &mut State, body: &Map<String, Value>) -> Result<Effect, F
 
 /// Builds iDRAC's 409 for a reset that would not change the power state.
 ///
-/// For a powered-on server iDRAC sends MessageId `IDRAC.x.y.PSU501` with
-/// Severity `Informational` (quoted in dell/dellemc-openmanage-ansible-modules
-/// issue "dellemc_change_power_state fails if host is already on"; the
-/// registry version in the id varies with firmware).
+/// Dell's "iDRAC9 Redfish API Guide" (firmware 4.20.20.20, "Supported
+/// Action — Reset") lists PSU501 and PSU502 as the 409 codes of this
+/// action. For a powered-on server iDRAC sends `IDRAC.x.y.PSU501` with
+/// Severity `Informational`, as quoted in dell/dellemc-openmanage-ansible-
+/// modules issue "dellemc_change_power_state fails if host is already on".
+/// The registry version in the id varies with firmware.
 fn redundant_reset(power: &str) -> Failure {
     let message = if power == "Off" {
-        // NOTE: iDRAC's message for ForceOff on a powered-off server was not
-        // found in a public capture; this id is the mock's own.
+        // NOTE: no capture of PSU502 was found, so its text and severity
+        // are assumed to mirror PSU501.
         ErrorMessage::new(
             "IDRAC.2.8.PSU502",
             "The server is already powered off.",

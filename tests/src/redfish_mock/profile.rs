@@ -10,8 +10,12 @@ use std::time::Duration;
 /// The BMC family that the mock imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Vendor {
-    /// A plain service shaped like the DMTF public mockups
-    /// (`Systems/437XR1138R2`, `Managers/BMC`, `Chassis/1U`).
+    /// A plain service shaped like the DMTF public mockup public-rackmount1
+    /// (`Systems/437XR1138R2`, `Managers/BMC`, `Chassis/1U`), with virtual
+    /// media under the system as that mockup now has it (the VirtualMedia
+    /// schema marks the `Managers/{id}/VirtualMedia` URIs deprecated). Its
+    /// boot targets add `UefiShell` and `UefiHttp` to the mockup's list so
+    /// that UEFI HTTP boot can be tested on a plain service.
     Generic,
     /// Dell iDRAC 9 (`System.Embedded.1`, `iDRAC.Embedded.1`).
     Dell,
@@ -191,8 +195,8 @@ impl Vendor {
     ///
     /// iDRAC rejects `On` on a powered-on server with 409
     /// (dell/dellemc-openmanage-ansible-modules issue
-    /// "dellemc_change_power_state fails if host is already on"). The
-    /// powered-off case is assumed to mirror it.
+    /// "dellemc_change_power_state fails if host is already on"), and Dell's
+    /// iDRAC9 Redfish API Guide lists PSU502 for the powered-off case.
     pub(crate) fn rejects_redundant_reset(self) -> bool {
         matches!(self, Vendor::Dell)
     }
