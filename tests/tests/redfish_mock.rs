@@ -740,6 +740,18 @@ async fn task_monitor_can_end_with_no_content() {
 }
 
 #[tokio::test]
+async fn dell_bios_rejects_immediate_apply_time() {
+    let mock = start(Vendor::Dell).await;
+    let settings = format!("{}/Bios/Settings", mock.system_path());
+    let body = json!({
+        "Attributes": {"ProcVirtualization": "Disabled"},
+        "@Redfish.SettingsApplyTime": {"ApplyTime": "Immediate"},
+    });
+    let response = call(&mock, Method::PATCH, &settings, Some(body)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn dell_bios_job_waits_for_reset() {
     let mock = start(Vendor::Dell).await;
     let settings = format!("{}/Bios/Settings", mock.system_path());
