@@ -134,6 +134,15 @@ async fn openbmc_has_no_host_ethernet_interfaces() {
 }
 
 #[tokio::test]
+async fn generic_virtual_media_lives_under_system() {
+    let mock = start(Vendor::Generic).await;
+    let slot = mock.cd_slot_paths()[0].clone();
+    assert!(slot.starts_with(&mock.system_path()), "{slot}");
+    let manager = get_json(&mock, &mock.manager_path()).await;
+    assert!(manager.get("VirtualMedia").is_none());
+}
+
+#[tokio::test]
 async fn dell_virtual_media_location_follows_option() {
     let newer = start(Vendor::Dell).await;
     let system = get_json(&newer, &newer.system_path()).await;
@@ -303,6 +312,34 @@ async fn dell_rejects_reset_to_current_state() {
 }
 
 #[tokio::test]
+async fn dell_power_on_when_on_names_psu501() {
+    let mut config = MockConfig::new(Vendor::Dell);
+    config.powered_on = true;
+    let mock = RedfishMock::start(config).await.expect("mock starts");
+    let response = reset(&mock, "On").await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let error: Value = response.json().await.expect("JSON body");
+    let info = &error["error"]["@Message.ExtendedInfo"][0];
+    assert_eq!(info["MessageId"], "IDRAC.2.8.PSU501");
+    assert_eq!(info["Severity"], "Informational");
+}
+
+#[tokio::test]
+async fn hpe_error_entry_omits_empty_message_args() {
+    let mock = start(Vendor::Hpe).await;
+    let response = client()
+        .get(format!("{}{}", mock.url(), mock.system_path()))
+        .send()
+        .await
+        .expect("GET reaches the mock");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let error: Value = response.json().await.expect("JSON body");
+    let info = &error["error"]["@Message.ExtendedInfo"][0];
+    assert_eq!(info["MessageId"], "Base.1.17.NoValidSession");
+    assert!(info.get("MessageArgs").is_none());
+}
+
+#[tokio::test]
 async fn reset_type_outside_allowable_values_is_rejected() {
     let mock = start(Vendor::Hpe).await;
     let response = reset(&mock, "PowerCycle").await;
@@ -317,7 +354,7 @@ async fn hpe_success_answer_wraps_success_message() {
     let body: Value = response.json().await.expect("JSON body");
     assert_eq!(
         body["error"]["@Message.ExtendedInfo"][0]["MessageId"],
-        "Base.1.4.Success"
+        "Base.1.17.Success"
     );
 }
 
@@ -365,11 +402,11 @@ async fn boot_target_outside_allowable_values_is_rejected() {
 }
 
 #[tokio::test]
-async fn hpe_patch_without_if_match_gets_412() {
+async fn hpe_patch_without_if_match_gets_428() {
     let mock = start(Vendor::Hpe).await;
     let body = json!({"Boot": {"BootSourceOverrideTarget": "Pxe"}});
     let response = call(&mock, Method::PATCH, &mock.system_path(), Some(body)).await;
-    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(response.status(), StatusCode::PRECONDITION_REQUIRED);
     let error: Value = response.json().await.expect("JSON body");
     assert!(error["error"]["@Message.ExtendedInfo"][0]["MessageId"].is_string());
 }
@@ -439,7 +476,11 @@ async fn insert_and_eject_change_media_state() {
     for vendor in Vendor::ALL {
         let mock = start(vendor).await;
         let slot = mock.cd_slot_paths()[0].clone();
-        let image = "http://127.0.0.1:9/boot.iso";
+        // bmcweb mounts only HTTPS and SMB images.
+        let image = match vendor {
+            Vendor::OpenBmc => "https://127.0.0.1:9/boot.iso",
+            _ => "http://127.0.0.1:9/boot.iso",
+        };
         let response = insert(&mock, &slot, json!({"Image": image})).await;
         assert!(response.status().is_success(), "{vendor:?} {slot}");
         let media = get_json(&mock, &slot).await;
@@ -528,12 +569,89 @@ async fn dell_rejects_if_match_on_actions() {
 }
 
 #[tokio::test]
-async fn lenovo_patch_without_if_match_gets_412() {
+async fn lenovo_patch_without_if_match_gets_428() {
     let mock = start(Vendor::Lenovo).await;
     let slot = mock.cd_slot_paths()[0].clone();
     let body = json!({"Image": "http://127.0.0.1:9/a.iso", "Inserted": true});
     let response = call(&mock, Method::PATCH, &slot, Some(body)).await;
-    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(response.status(), StatusCode::PRECONDITION_REQUIRED);
+}
+
+#[tokio::test]
+async fn lenovo_rejects_https_image() {
+    let mock = start(Vendor::Lenovo).await;
+    let slot = mock.cd_slot_paths()[0].clone();
+    let body = json!({"Image": "https://127.0.0.1:9/a.iso", "Inserted": true});
+    let response = patch_matching(&mock, &slot, body).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.expect("JSON body");
+    assert_eq!(
+        error["error"]["@Message.ExtendedInfo"][0]["MessageId"],
+        "Base.1.8.SourceDoesNotSupportProtocol"
+    );
+}
+
+#[tokio::test]
+async fn openbmc_rejects_http_image() {
+    let mock = start(Vendor::OpenBmc).await;
+    let slot = mock.cd_slot_paths()[0].clone();
+    let response = insert(&mock, &slot, json!({"Image": "http://127.0.0.1:9/a.iso"})).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.expect("JSON body");
+    assert_eq!(
+        error["error"]["code"],
+        "Base.1.19.ResourceAtUriInUnknownFormat"
+    );
+}
+
+#[tokio::test]
+async fn openbmc_media_actions_answer_empty_200() {
+    let mock = start(Vendor::OpenBmc).await;
+    let slot = mock.cd_slot_paths()[0].clone();
+    let image = "smb://127.0.0.1/share/a.iso";
+    let inserted = insert(&mock, &slot, json!({"Image": image})).await;
+    assert_eq!(inserted.status(), StatusCode::OK);
+    assert!(inserted.bytes().await.expect("body").is_empty());
+    let media = get_json(&mock, &slot).await;
+    assert_eq!(media["TransferProtocolType"], "CIFS");
+    assert_eq!(media["WriteProtected"], false);
+
+    let ejected = eject(&mock, &slot).await;
+    assert_eq!(ejected.status(), StatusCode::OK);
+    assert!(ejected.bytes().await.expect("body").is_empty());
+    let media = get_json(&mock, &slot).await;
+    assert!(media.get("Image").is_none());
+    assert!(media.get("TransferProtocolType").is_none());
+}
+
+#[tokio::test]
+async fn openbmc_etag_is_strong_and_only_in_header() {
+    let mock = start(Vendor::OpenBmc).await;
+    let response = call(&mock, Method::GET, &mock.system_path(), None).await;
+    let etag = response.headers()["etag"]
+        .to_str()
+        .expect("ASCII")
+        .to_string();
+    assert!(etag.starts_with('"'), "{etag}");
+    assert_eq!(etag, etag.to_ascii_uppercase());
+    let body: Value = response.json().await.expect("JSON body");
+    assert!(body.get("@odata.etag").is_none());
+}
+
+#[tokio::test]
+async fn openbmc_proxy_slots_use_jsnbd_endpoints() {
+    let mock = start(Vendor::OpenBmc).await;
+    for n in 0..2 {
+        let slot = get_json(
+            &mock,
+            &format!("/redfish/v1/Managers/bmc/VirtualMedia/Slot_{n}"),
+        )
+        .await;
+        assert_eq!(
+            slot["Oem"]["OpenBMC"]["WebSocketEndpoint"],
+            format!("/nbd/{n}")
+        );
+    }
 }
 
 #[tokio::test]
@@ -611,7 +729,7 @@ async fn task_monitor_can_end_with_no_content() {
     let config = async_insert_config(Vendor::OpenBmc, TaskOutcome::NoContent);
     let mock = RedfishMock::start(config).await.expect("mock starts");
     let slot = mock.cd_slot_paths()[0].clone();
-    let started = insert(&mock, &slot, json!({"Image": "http://127.0.0.1:9/a.iso"})).await;
+    let started = insert(&mock, &slot, json!({"Image": "https://127.0.0.1:9/a.iso"})).await;
     let monitor = started.headers()["location"]
         .to_str()
         .expect("ASCII")
@@ -619,6 +737,18 @@ async fn task_monitor_can_end_with_no_content() {
     poll(&mock, &monitor).await;
     poll(&mock, &monitor).await;
     assert_eq!(poll(&mock, &monitor).await.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn dell_bios_rejects_immediate_apply_time() {
+    let mock = start(Vendor::Dell).await;
+    let settings = format!("{}/Bios/Settings", mock.system_path());
+    let body = json!({
+        "Attributes": {"ProcVirtualization": "Disabled"},
+        "@Redfish.SettingsApplyTime": {"ApplyTime": "Immediate"},
+    });
+    let response = call(&mock, Method::PATCH, &settings, Some(body)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

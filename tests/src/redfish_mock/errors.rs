@@ -107,14 +107,15 @@ impl Failure {
 /// The full MessageId for `key` in this vendor's registry naming.
 ///
 /// Dell, Lenovo, HPE and bmcweb name their Base registry with a dotted
-/// version (`Base.1.12.`, `Base.1.8.`, `Base.1.4.`, `Base.1.19.`);
+/// version (`Base.1.12.`, `Base.1.8.`, `Base.1.17.`, `Base.1.19.`);
 /// Supermicro writes `Base.v1_4_0.`. The versions differ between firmware
-/// releases; these are ones seen in responses quoted in public GitHub issues:
-/// penmasters/zabbix-book "Redfish API" for Supermicro,
-/// lenovo/python-redfish-lenovo "redfish issue with ThinkEdge SE450 and
-/// SR650" for Lenovo, ansible community.general "VirtualMediaInsert does not
-/// work with HPE iLO4" for iLO, ibm-openbmc/bmcweb "Fix 204/304 incorrectly
-/// tracing CRITICAL message" for bmcweb.
+/// releases. Sources: penmasters/zabbix-book issue "Redfish API" for
+/// Supermicro, lenovo/python-redfish-lenovo issue "redfish issue with
+/// ThinkEdge SE450 and SR650" for Lenovo, HPE's "Response message
+/// definitions of iLO 5 v3.00" for iLO 5 (iLO 6 examples in HPE's "Redfish
+/// authentication and sessions" show `Base.1.12.`), and bmcweb's
+/// `redfish-core/include/registries.hpp`, which builds the id from the
+/// registry's major and minor version only.
 pub(crate) fn message_id(vendor: Vendor, key: &str) -> String {
     if key.contains('.') {
         return key.to_string();
@@ -123,7 +124,7 @@ pub(crate) fn message_id(vendor: Vendor, key: &str) -> String {
         Vendor::Generic => "Base.1.16",
         Vendor::OpenBmc => "Base.1.19",
         Vendor::Dell => "Base.1.12",
-        Vendor::Hpe => "Base.1.4",
+        Vendor::Hpe => "Base.1.17",
         Vendor::Lenovo => "Base.1.8",
         Vendor::Supermicro => "Base.v1_4_0",
     };
@@ -135,8 +136,10 @@ const GENERAL: &str = "A general error has occurred. See ExtendedInfo for more i
 /// Builds the error body for `messages` in this vendor's shape.
 ///
 /// - iLO names the envelope code `iLO.0.10.ExtendedInfo` and gives only
-///   `MessageId` and `MessageArgs` per entry (ansible community.general
-///   issue "redfish_command VirtualMediaInsert does not work with HPE iLO4").
+///   `MessageId` per entry, plus `MessageArgs` when there are any. HPE's
+///   "Redfish authentication and sessions" shows an iLO 6 401 body, and
+///   ansible community.general issue "redfish_command VirtualMediaInsert
+///   does not work with HPE iLO4" shows one with arguments.
 /// - Supermicro spells the envelope's text member `Message`, capitalised,
 ///   and uses `Severity` (penmasters/zabbix-book issue "Redfish API").
 /// - iDRAC adds `@odata.count` companions and `RelatedProperties` (gofish
@@ -144,9 +147,10 @@ const GENERAL: &str = "A general error has occurred. See ExtendedInfo for more i
 ///   error").
 /// - XCC puts `@odata.type` in each entry and uses `MessageSeverity`
 ///   (python-redfish-lenovo issue "redfish issue with ThinkEdge SE450").
-/// - bmcweb puts the first message's id in `code` and its text in
-///   `message`. NOTE: taken from the DMTF specification's example, not from
-///   a captured bmcweb response.
+/// - bmcweb puts the message's id in `code` and its text in `message` when
+///   there is one message, and `Base.1.19.0.GeneralError` (a four-part id)
+///   when there are more (bmcweb's `redfish-core/src/error_message_utils.cpp`,
+///   `addMessageToErrorJson`).
 pub(crate) fn error_body(vendor: Vendor, messages: &[ErrorMessage]) -> Value {
     let first_id = messages
         .first()
@@ -168,6 +172,11 @@ pub(crate) fn error_body(vendor: Vendor, messages: &[ErrorMessage]) -> Value {
             "Message": GENERAL,
             "@Message.ExtendedInfo": entries,
         }}),
+        Vendor::OpenBmc if messages.len() > 1 => json!({"error": {
+            "code": "Base.1.19.0.GeneralError",
+            "message": "Several errors occurred. See @Message.ExtendedInfo for each one.",
+            "@Message.ExtendedInfo": entries,
+        }}),
         Vendor::OpenBmc => json!({"error": {
             "code": first_id,
             "message": first_text,
@@ -184,6 +193,7 @@ pub(crate) fn error_body(vendor: Vendor, messages: &[ErrorMessage]) -> Value {
 fn entry(vendor: Vendor, m: &ErrorMessage) -> Value {
     let id = message_id(vendor, &m.key);
     match vendor {
+        Vendor::Hpe if m.args.is_empty() => json!({"MessageId": id}),
         Vendor::Hpe => json!({"MessageId": id, "MessageArgs": m.args}),
         Vendor::Dell => json!({
             "Message": m.message,
@@ -225,12 +235,14 @@ fn entry(vendor: Vendor, m: &ErrorMessage) -> Value {
 /// Builds the response to a successful action or PATCH that has no
 /// resource to return.
 ///
-/// iLO returns 200 with a `Base.1.4.Success` message inside an `error`
-/// envelope (output quoted in HewlettPackard/python-ilorest-library pull
-/// request "Update set_ESKM_PrimaryKeyServer.py"), so a client must decide
-/// success by status code, not by the presence of `error`. bmcweb returns
-/// 200 with a bare `@Message.ExtendedInfo` success list (ibm-openbmc/bmcweb
-/// pull request "Fix 204/304 incorrectly tracing CRITICAL message"). The
+/// iLO returns 200 with a `Success` message inside an `error` envelope
+/// (output quoted in HewlettPackard/python-ilorest-library pull request
+/// "Update set_ESKM_PrimaryKeyServer.py"), so a client must decide success
+/// by status code, not by the presence of `error`. bmcweb returns 200 with a
+/// bare `@Message.ExtendedInfo` success list after a reset or a property
+/// write (bmcweb's `redfish-core/src/utils/dbus_utils.cpp` and
+/// `redfish-core/lib/systems.hpp` call `messages::success`), but its virtual
+/// media actions return an empty body (see [`media_action_success`]). The
 /// others return 204.
 pub(crate) fn success(vendor: Vendor) -> Response {
     let mut ok = ErrorMessage::new("Success", "The request completed successfully.", &[])
@@ -249,6 +261,18 @@ pub(crate) fn success(vendor: Vendor) -> Response {
             (StatusCode::OK, json_type, body.to_string()).into_response()
         }
         _ => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// Builds the response to a successful `InsertMedia` or `EjectMedia`.
+///
+/// bmcweb's handlers in `redfish-core/lib/virtual_media.hpp` set no message
+/// on success, so the client gets 200 with an empty body and must not
+/// expect JSON there. The other profiles respond as for any action.
+pub(crate) fn media_action_success(vendor: Vendor) -> Response {
+    match vendor {
+        Vendor::OpenBmc => StatusCode::OK.into_response(),
+        _ => success(vendor),
     }
 }
 
@@ -307,4 +331,33 @@ pub(crate) fn license_required(feature: &str) -> Failure {
             "Activate the licence through Managers/1/LicenseManager and resubmit the request.",
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_messages() -> Vec<ErrorMessage> {
+        vec![
+            ErrorMessage::new("PropertyUnknown", "first", &["Inserted"]),
+            ErrorMessage::new("PropertyUnknown", "second", &["WriteProtected"]),
+        ]
+    }
+
+    #[test]
+    fn openbmc_single_message_fills_code() {
+        let body = error_body(Vendor::OpenBmc, &two_messages()[..1]);
+        assert_eq!(body["error"]["code"], "Base.1.19.PropertyUnknown");
+        assert_eq!(body["error"]["message"], "first");
+    }
+
+    #[test]
+    fn openbmc_several_messages_use_general_error() {
+        let body = error_body(Vendor::OpenBmc, &two_messages());
+        assert_eq!(body["error"]["code"], "Base.1.19.0.GeneralError");
+        assert_eq!(
+            body["error"]["@Message.ExtendedInfo"][1]["Message"],
+            "second"
+        );
+    }
 }

@@ -56,6 +56,7 @@ pub(super) fn check_insert(
             &[image, "Image", "VirtualMedia.InsertMedia"],
         )));
     }
+    check_image_scheme(state.vendor(), image)?;
     // The image share's password is not needed to apply the insert.
     let mut kept = Value::Object(body.clone());
     super::state::redact(&mut kept);
@@ -63,6 +64,37 @@ pub(super) fn check_insert(
         path: path.to_string(),
         body: kept,
     })
+}
+
+/// Rejects an image whose URI scheme the vendor does not mount, with the
+/// vendor's message: bmcweb's `ResourceAtUriInUnknownFormat`, XCC's
+/// `SourceDoesNotSupportProtocol`.
+fn check_image_scheme(vendor: Vendor, image: &str) -> Result<(), Failure> {
+    let Some(accepted) = vendor.accepted_image_schemes() else {
+        return Ok(());
+    };
+    let scheme = image.split("://").next().unwrap_or_default();
+    if accepted.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+        return Ok(());
+    }
+    let message = match vendor {
+        Vendor::OpenBmc => ErrorMessage::new(
+            "ResourceAtUriInUnknownFormat",
+            format!("The resource at the URI {image} was not in a format the service understands."),
+            &[image],
+        ),
+        _ => ErrorMessage::new(
+            "SourceDoesNotSupportProtocol",
+            format!(
+                "The other end of the connection at {image} does not support the protocol {scheme}."
+            ),
+            &[image, scheme],
+        ),
+    };
+    Err(Failure::bad_request(message.resolution(format!(
+        "Use an image URI with one of these schemes: {}.",
+        accepted.join(", ")
+    ))))
 }
 
 pub(super) fn patch_virtual_media(

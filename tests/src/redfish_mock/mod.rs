@@ -44,7 +44,8 @@
 //!   [`MockConfig::auth`] says otherwise. Bad credentials get 401 with the
 //!   vendor's error body.
 //! - Every resource has an `ETag` header (and `@odata.etag` on most
-//!   profiles); PATCH honours [`IfMatchPolicy`] with 412 and an error body.
+//!   profiles); PATCH honours [`IfMatchPolicy`] with 412 for a stale tag,
+//!   428 for a missing required one, and an error body.
 //! - Operations listed in [`MockConfig::async_operations`] return 202 with
 //!   `Location` (a task monitor) and `Retry-After: 1`. The monitor returns
 //!   202 [`MockConfig::task_polls`] times, then per
@@ -61,12 +62,12 @@
 //!
 //! | profile | system / manager | virtual media | quirks |
 //! |---|---|---|---|
-//! | `Generic` | `437XR1138R2` / `BMC` | `Managers/BMC/VirtualMedia/{Floppy1,CD1}` | DMTF mockup shape, 204 on actions |
+//! | `Generic` | `437XR1138R2` / `BMC` | `Systems/437XR1138R2/VirtualMedia/{Floppy1,CD1}` | DMTF mockup shape, 204 on actions |
 //! | `Dell` | `System.Embedded.1` / `iDRAC.Embedded.1` | `Systems/…/VirtualMedia/{1,2}`, or `Managers/…/VirtualMedia/{CD,RemovableDisk}` with [`DellVirtualMedia::UnderManager`] | 409 on a reset to the current power state; 412 on an action POST that carries `If-Match`; BIOS jobs; `W/"gen-N"` ETags |
-//! | `Hpe` | `1` / `1` | `Managers/1/VirtualMedia/2` (CD), `/1` (USB) | `If-Match` required on PATCH; `Oem.Hpe` insert/eject actions and `BootOnNextServerReset`; success responses are 200 with a `Success` message inside an `error` envelope; absolute session `Location` |
-//! | `Lenovo` | `1` / `1` | `Managers/1/VirtualMedia/EXT1..4` (plus `RDOC`, `Remote`) | no InsertMedia action: mount by PATCH of `Image`/`Inserted` on `EXT` slots; `If-Match` required on PATCH; PATCH returns the resource |
+//! | `Hpe` | `1` / `1` | `Managers/1/VirtualMedia/2` (CD), `/1` (USB) | `If-Match` required on PATCH (428 without); `Oem.Hpe` insert/eject actions and `BootOnNextServerReset`; success responses are 200 with a `Success` message inside an `error` envelope; absolute session `Location` |
+//! | `Lenovo` | `1` / `1` | `Managers/1/VirtualMedia/EXT1..4` (plus `RDOC`, `Remote`) | no InsertMedia action: mount by PATCH of `Image`/`Inserted` on `EXT` slots, `http://` or `nfs://` images only; `If-Match` required on PATCH (428 without); PATCH returns the resource |
 //! | `Supermicro` | `1` / `1` | `Managers/1/VirtualMedia/CD1` | InsertMedia rejects `Inserted`/`WriteProtected` (400 naming each); licence errors `SMC.1.0.OemLicenseNotPassed` when [`MockConfig::supermicro_licensed`] is false; eject keeps `ImageName`; SimpleStorage |
-//! | `OpenBmc` | `system` / `bmc` | `Managers/bmc/VirtualMedia/Slot_2`, `Slot_3` (`Slot_0`/`Slot_1` are proxy slots without InsertMedia) | no host EthernetInterfaces (no boot MAC); Sensors instead of Thermal/Power; 200 with a success message on actions |
+//! | `OpenBmc` | `system` / `bmc` | `Managers/bmc/VirtualMedia/Slot_2`, `Slot_3` (`Slot_0`/`Slot_1` are proxy slots without InsertMedia) | no host EthernetInterfaces (no boot MAC); Sensors instead of Thermal/Power; 200 with a success message on reset and PATCH, 200 with an empty body on media actions; `https://` or `smb://` images only; strong ETags without `@odata.etag` |
 //!
 //! Query parameters (`$expand`, `$select`) are ignored: every GET returns
 //! the plain resource. Only HTTP/1.1 is served.

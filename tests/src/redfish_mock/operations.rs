@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::errors::{ErrorMessage, Failure, success, unauthorized};
+use super::errors::{ErrorMessage, Failure, media_action_success, success, unauthorized};
 use super::jobs::{
     create_dell_config_job, create_task, delete_job_queue, patch_bios_settings, remove_job,
 };
@@ -105,9 +105,13 @@ fn run(state: &mut State, operation: AsyncOperation, effect: Effect) -> Response
     if state.settings.async_operations.contains(&operation) {
         return create_task(state, effect);
     }
-    match apply(state, effect) {
-        Ok(()) => success(state.vendor()),
-        Err(failure) => failure.render(state.vendor()),
+    let vendor = state.vendor();
+    match (apply(state, effect), operation) {
+        (Ok(()), AsyncOperation::InsertMedia | AsyncOperation::EjectMedia) => {
+            media_action_success(vendor)
+        }
+        (Ok(()), _) => success(vendor),
+        (Err(failure), _) => failure.render(vendor),
     }
 }
 
@@ -131,25 +135,36 @@ pub(super) fn apply(state: &mut State, effect: Effect) -> Result<(), Failure> {
             }
             let image = body["Image"].as_str().unwrap_or_default().to_string();
             let image_name = image.rsplit('/').next().unwrap_or_default().to_string();
-            let protocol = image
-                .split("://")
-                .next()
-                .unwrap_or_default()
-                .to_ascii_uppercase();
+            let protocol = transfer_protocol_type(&image);
+            // bmcweb mounts read-write unless the request sets WriteProtected
+            // (`doMountVmLegacy` gets `rw = !WriteProtected.value_or(false)`).
+            // The DMTF schema's default, and the other profiles', is true.
+            let write_protected_default = state.vendor() != Vendor::OpenBmc;
             let mut patch = json!({
                 "Image": image,
                 "ImageName": image_name,
                 "Inserted": body.get("Inserted").cloned().unwrap_or(json!(true)),
-                "WriteProtected": body.get("WriteProtected").cloned().unwrap_or(json!(true)),
+                "WriteProtected": body
+                    .get("WriteProtected")
+                    .cloned()
+                    .unwrap_or(json!(write_protected_default)),
                 "ConnectedVia": "URI",
             });
-            if state.resources[&path].get("TransferProtocolType").is_some() {
+            // bmcweb derives the property from the image URI even when the
+            // empty slot left it out.
+            if state.resources[&path].get("TransferProtocolType").is_some()
+                || state.vendor() == Vendor::OpenBmc
+            {
                 patch["TransferProtocolType"] = json!(protocol);
             }
             state.merge(&path, &patch);
             Ok(())
         }
         Effect::EjectMedia { path } => {
+            if state.vendor() == Vendor::OpenBmc {
+                eject_openbmc(state, &path);
+                return Ok(());
+            }
             let mut patch =
                 json!({"Image": null, "Inserted": false, "ConnectedVia": "NotConnected"});
             if !state.vendor().keeps_image_name_on_eject() {
@@ -177,6 +192,33 @@ pub(super) fn apply(state: &mut State, effect: Effect) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Returns the `TransferProtocolType` value for an image URI: the
+/// VirtualMedia schema's `CIFS` for `smb://`, the upper-cased scheme
+/// otherwise (`HTTP`, `HTTPS`, `NFS`).
+fn transfer_protocol_type(image: &str) -> String {
+    let scheme = image.split("://").next().unwrap_or_default();
+    match scheme.to_ascii_lowercase().as_str() {
+        "smb" | "cifs" => "CIFS".to_string(),
+        other => other.to_ascii_uppercase(),
+    }
+}
+
+/// Ejects on bmcweb, which leaves `Image`, `ImageName` and
+/// `TransferProtocolType` out of a slot that has no image instead of
+/// setting them to null (bmcweb's `vmParseInterfaceObject` only writes them
+/// from a non-empty image URL).
+fn eject_openbmc(state: &mut State, path: &str) {
+    if let Some(slot) = state.resources.get_mut(path).and_then(Value::as_object_mut) {
+        for key in ["Image", "ImageName", "TransferProtocolType"] {
+            slot.remove(key);
+        }
+    }
+    state.merge(
+        path,
+        &json!({"Inserted": false, "ConnectedVia": "NotConnected"}),
+    );
 }
 
 // ---- sessions ----
@@ -218,9 +260,10 @@ fn create_session(
         .sessions
         .insert(token.clone(), Session { path: path.clone() });
 
-    // iLO sends an absolute Location with a trailing slash. NOTE: recalled
-    // from iLO 5 responses, not from an HPE document opened here; it checks
-    // that the client resolves Location instead of assuming a path.
+    // iLO 5 writes its URIs with a trailing slash (HPE's "Adapting from iLO
+    // 4": /redfish/v1/x redirects to /redfish/v1/x/). NOTE: no HPE document
+    // shows the session Location as an absolute URL. The mock sends one so
+    // that a client must resolve Location instead of assuming a path.
     let location = match state.vendor() {
         Vendor::Hpe => format!("{base_url}{path}/"),
         _ => path.clone(),
@@ -287,19 +330,36 @@ fn check_reset(state: &mut State, body: &Map<String, Value>) -> Result<Effect, F
     let redundant = (power == "On" && matches!(reset_type, "On" | "ForceOn"))
         || (power == "Off" && matches!(reset_type, "ForceOff" | "GracefulShutdown"));
     if redundant && state.vendor().rejects_redundant_reset() {
-        return Err(Failure::new(
-            StatusCode::CONFLICT,
-            ErrorMessage::new(
-                "ResourceInUse",
-                format!("The system is already {power}; ResetType {reset_type} changes nothing."),
-                &[],
-            )
-            .resolution("Read PowerState before requesting a reset."),
-        ));
+        return Err(redundant_reset(&power));
     }
     Ok(Effect::Reset {
         reset_type: reset_type.to_string(),
     })
+}
+
+/// Builds iDRAC's 409 for a reset that would not change the power state.
+///
+/// Dell's "iDRAC9 Redfish API Guide" (firmware 4.20.20.20, "Supported
+/// Action — Reset") lists PSU501 and PSU502 as the 409 codes of this
+/// action. For a powered-on server iDRAC sends `IDRAC.x.y.PSU501` with
+/// Severity `Informational`, as quoted in dell/dellemc-openmanage-ansible-
+/// modules issue "dellemc_change_power_state fails if host is already on".
+/// The registry version in the id varies with firmware.
+fn redundant_reset(power: &str) -> Failure {
+    let message = if power == "Off" {
+        // NOTE: no capture of PSU502 was found, so its text and severity
+        // are assumed to mirror PSU501.
+        ErrorMessage::new(
+            "IDRAC.2.8.PSU502",
+            "The server is already powered off.",
+            &[],
+        )
+    } else {
+        ErrorMessage::new("IDRAC.2.8.PSU501", "The server is already powered on.", &[])
+    };
+    let mut message = message.resolution("No response action is required.");
+    message.severity = "Informational";
+    Failure::new(StatusCode::CONFLICT, message)
 }
 
 /// Changes the power state for `reset_type`. Restart types power an off
@@ -346,8 +406,10 @@ pub(crate) fn patch(state: &mut State, request: &Incoming) -> Result<Response, F
 
 /// Checks `If-Match` against the resource's current ETag.
 ///
-/// A missing header under [`IfMatchPolicy::Required`] gets 412 as well,
-/// although RFC 6585 would allow 428, so that one status covers both cases.
+/// A missing header under [`IfMatchPolicy::Required`] gets 428 Precondition
+/// Required (RFC 6585), and a stale one 412. XCC sends 428 for a missing
+/// header, as the ansible pull request "Add If-Match ETag header to PATCH
+/// requests" reports for Lenovo systems.
 fn check_if_match(state: &State, request: &Incoming) -> Result<(), Failure> {
     let sent = request
         .headers
@@ -363,10 +425,14 @@ fn check_if_match(state: &State, request: &Incoming) -> Result<(), Failure> {
     };
     match (state.settings.if_match, sent) {
         (IfMatchPolicy::Ignored, _) | (IfMatchPolicy::CheckedWhenPresent, None) => Ok(()),
-        (IfMatchPolicy::Required, None) => Err(failure(
-            "PreconditionRequired",
-            format!("A PATCH of {} requires the If-Match header.", request.path),
-        )),
+        (IfMatchPolicy::Required, None) => {
+            let mut missing = failure(
+                "PreconditionRequired",
+                format!("A PATCH of {} requires the If-Match header.", request.path),
+            );
+            missing.status = StatusCode::PRECONDITION_REQUIRED;
+            Err(missing)
+        }
         (_, Some(tag)) if tag == "*" || tag == current => Ok(()),
         (_, Some(tag)) => Err(failure(
             "PreconditionFailed",

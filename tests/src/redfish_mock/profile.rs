@@ -10,15 +10,20 @@ use std::time::Duration;
 /// The BMC family that the mock imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Vendor {
-    /// A plain service shaped like the DMTF public mockups
-    /// (`Systems/437XR1138R2`, `Managers/BMC`, `Chassis/1U`).
+    /// A plain service shaped like the DMTF public mockup public-rackmount1
+    /// (`Systems/437XR1138R2`, `Managers/BMC`, `Chassis/1U`), with virtual
+    /// media under the system as that mockup now has it (the VirtualMedia
+    /// schema marks the `Managers/{id}/VirtualMedia` URIs deprecated). Its
+    /// boot targets add `UefiShell` and `UefiHttp` to the mockup's list so
+    /// that UEFI HTTP boot can be tested on a plain service.
     Generic,
     /// Dell iDRAC 9 (`System.Embedded.1`, `iDRAC.Embedded.1`).
     Dell,
     /// HPE iLO 5/6 (`Systems/1`, `Managers/1`), with virtual media slot `1`
     /// for floppy/USB and `2` for CD/DVD under `Managers/1/VirtualMedia`.
-    /// NOTE: the slot numbering follows common iLO 5 client code and was not
-    /// checked against an HPE document here.
+    /// NOTE: the slot numbering matches public client code (OpenShift's
+    /// bare-metal tests read `Managers/1/VirtualMedia/2` on HPE) but was not
+    /// found in an HPE document.
     Hpe,
     /// Lenovo XClarity Controller (`Systems/1`, `Managers/1`).
     Lenovo,
@@ -29,11 +34,12 @@ pub enum Vendor {
     Supermicro,
     /// OpenBMC's bmcweb (`Systems/system`, `Managers/bmc`), with slots
     /// `Slot_0`…`Slot_3` under `Managers/bmc/VirtualMedia`. Proxy-mode slots
-    /// carry `TransferProtocolType` `OEM` and a WebSocket endpoint (bmcweb's
-    /// `redfish-core/lib/virtual_media.hpp`). NOTE: that slots 0–1 are proxy
-    /// slots and 2–3 take URL mounts comes from public mounting scripts, not
-    /// from bmcweb's source; the numbering depends on the platform's
-    /// configuration.
+    /// carry `TransferProtocolType` `OEM` and a WebSocket endpoint, and only
+    /// legacy-mode slots list `InsertMedia` (bmcweb's
+    /// `redfish-core/lib/virtual_media.hpp`). The virtual-media service's
+    /// default configuration (openbmc/jsnbd `config/config.json`) makes slots
+    /// 0–1 proxy slots with endpoints `/nbd/0` and `/nbd/1` and slots 2–3
+    /// legacy slots. A platform can configure others.
     OpenBmc,
 }
 
@@ -88,15 +94,16 @@ impl Vendor {
 
     /// Returns the `If-Match` rule on PATCH when the test does not choose one.
     ///
-    /// Newer XCC firmware rejects a PATCH without a matching `If-Match` with
-    /// 412 "The ETag supplied did not match the ETag required to change
-    /// this resource" (ansible community.general issue "xcc_redfish_command
-    /// falis on raw patch (missing eTag?)", fwupd issue "redfish: add ETAG
-    /// machenism"). HPE is strict too. NOTE: for iLO this is the mock's
-    /// choice; iLO 4 was seen accepting a PATCH without `If-Match`
+    /// XCC requires `If-Match` on PATCH: a missing header gets 428 (ansible
+    /// pull request "Add If-Match ETag header to PATCH requests") and a stale
+    /// one 412 (ansible community.general issue "xcc_redfish_command falis
+    /// on raw patch (missing eTag?)", fwupd issue "redfish: add ETAG
+    /// machenism"). bmcweb checks a header when sent and accepts `*`
+    /// (bmcweb's `redfish-core/include/query.hpp`, `handleIfMatch`).
+    /// NOTE: requiring the header on iLO is the mock's choice, not found in
+    /// an HPE document. iLO 4 was seen accepting a PATCH without `If-Match`
     /// (python-ilorest-library issue "BIOs settings not changed after
-    /// successful response"). The Supermicro profile ignores the header; the
-    /// others check it when sent.
+    /// successful response"). The Supermicro profile ignores the header.
     pub(crate) fn default_if_match(self) -> IfMatchPolicy {
         match self {
             Vendor::Hpe | Vendor::Lenovo => IfMatchPolicy::Required,
@@ -138,11 +145,17 @@ impl Vendor {
     /// in Dell's iDRAC-Redfish-Scripting issue "iDRAC10 - Virtual Media Boot
     /// problems?"); XCC uses a strong 32-digit hex tag (XCC REST API
     /// document, "PATCH – Insert/Eject a virtual media" example). The other
-    /// profiles use a weak hex tag, which is the mock's choice.
+    /// profiles use a weak hex tag, which is the mock's choice, except
+    /// bmcweb: a strong tag of upper-case hex digits from a hash of the body
+    /// (bmcweb's `http/http_response.hpp`, `getCurrentEtag`).
     pub(crate) fn etag(self, hash: u64, generation: u64) -> String {
         match self {
             Vendor::Dell => format!("W/\"gen-{generation}\""),
             Vendor::Lenovo => format!("\"{hash:016x}{generation:016x}\""),
+            Vendor::OpenBmc => format!(
+                "\"{:016X}\"",
+                hash ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ),
             _ => format!(
                 "W/\"{:08x}\"",
                 (hash ^ generation.wrapping_mul(0x9e37_79b9)) as u32
@@ -151,19 +164,39 @@ impl Vendor {
     }
 
     /// Returns whether resources carry `@odata.etag` in their body as well as the
-    /// `ETag` header. NOTE: for Supermicro this is the mock's choice, not a
-    /// documented fact.
+    /// `ETag` header. bmcweb sets only the header (its handlers never write
+    /// `@odata.etag`); XCC has both (XCC REST API document, "PATCH –
+    /// Insert/Eject a virtual media" example). NOTE: for Supermicro this is
+    /// the mock's choice, not a documented fact.
     pub(crate) fn etag_in_body(self) -> bool {
-        !matches!(self, Vendor::Supermicro)
+        !matches!(self, Vendor::Supermicro | Vendor::OpenBmc)
+    }
+
+    /// Returns the URI schemes that `InsertMedia` (or XCC's PATCH) accepts for
+    /// an image, or `None` when the mock accepts any scheme.
+    ///
+    /// bmcweb mounts only `https://` and `smb://` images and rejects others
+    /// with 400 `ResourceAtUriInUnknownFormat` (bmcweb's
+    /// `redfish-core/lib/virtual_media.hpp`, `validateParams`). First
+    /// generation XCC, whose virtual media lives under `Managers/1` as in
+    /// these fixtures, mounts `EXT` slots over HTTP or NFS only (XCC REST API
+    /// document, "PATCH – Insert/Eject a virtual media"; XCC2 and XCC3 add
+    /// HTTPS and CIFS).
+    pub(crate) fn accepted_image_schemes(self) -> Option<&'static [&'static str]> {
+        match self {
+            Vendor::OpenBmc => Some(&["https", "smb"]),
+            Vendor::Lenovo => Some(&["http", "nfs"]),
+            _ => None,
+        }
     }
 
     /// Returns whether `ResetType` `On` on a powered-on system (or `ForceOff` on a
     /// powered-off one) is rejected with 409 instead of being a no-op.
     ///
-    /// NOTE: this follows iDRAC behaviour as commonly reported by users, not
-    /// a Dell document that was opened; clients must read `PowerState`
-    /// before resetting anyway, so the stricter response catches those that
-    /// don't.
+    /// iDRAC rejects `On` on a powered-on server with 409
+    /// (dell/dellemc-openmanage-ansible-modules issue
+    /// "dellemc_change_power_state fails if host is already on"), and Dell's
+    /// iDRAC9 Redfish API Guide lists PSU502 for the powered-off case.
     pub(crate) fn rejects_redundant_reset(self) -> bool {
         matches!(self, Vendor::Dell)
     }
@@ -230,7 +263,7 @@ pub enum IfMatchPolicy {
     /// A header that does not match the resource's current ETag gets 412; no
     /// header is accepted.
     CheckedWhenPresent,
-    /// A missing or stale header gets 412.
+    /// A missing header gets 428 and a stale one 412.
     Required,
 }
 
