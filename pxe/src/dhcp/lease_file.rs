@@ -156,7 +156,7 @@ mod tests {
     use super::*;
     use crate::MacAddr;
     use crate::dhcp::config::tests::sample_config;
-    use crate::dhcp::lease::{LeaseState, LeaseStore};
+    use crate::dhcp::lease::{DECLINE_QUARANTINE, LeaseState, LeaseStore};
 
     fn mac(last: u8) -> MacAddr {
         MacAddr([0x52, 0x54, 0x00, 0x00, 0x00, last])
@@ -171,13 +171,13 @@ mod tests {
         {
             let mut table = store.lock();
             let ip = table
-                .offer(mac(1), None, &config, 1_000)
+                .offer(mac(1), None, &config.local_scope(), 1_000)
                 .expect("pool has room");
-            table.request(mac(1), ip, &config, Duration::from_secs(3600), 1_001);
+            table.request(mac(1), ip, &config.local_scope(), Duration::from_secs(3600), 1_001);
             let declined = table
-                .offer(mac(2), None, &config, 1_000)
+                .offer(mac(2), None, &config.local_scope(), 1_000)
                 .expect("pool has room");
-            table.decline(mac(2), declined, 1_002);
+            table.decline(mac(2), declined, 1_002, DECLINE_QUARANTINE);
         }
         store
             .reserve(mac(3), Ipv4Addr::new(10, 98, 0, 10))

@@ -5,24 +5,43 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption};
 use dhcproto::{Encodable, error::EncodeError};
 
-use super::boot::{BootReply, IPXE_ENCAPSULATED, IPXE_NO_PXEDHCP};
-use super::config::DhcpConfig;
+use super::boot::{BootReply, HTTP_CLIENT, IPXE_ENCAPSULATED, IPXE_NO_PXEDHCP, PXE_CLIENT};
 use super::packet::ClientRequest;
 
 /// UDP port of DHCP servers and relay agents.
 pub(crate) const SERVER_PORT: u16 = 67;
 /// UDP port of DHCP clients.
 pub(crate) const CLIENT_PORT: u16 = 68;
+/// UDP port of the PXE boot server, where PXE clients send their
+/// DHCPREQUEST to a proxyDHCP server (PXE specification 2.1).
+pub const PXE_PORT: u16 = 4011;
+
+/// Option 43 for PXE clients of a proxyDHCP server: sub-option 6
+/// (PXE_DISCOVERY_CONTROL) with bit 3 set, which tells the client to fetch
+/// the boot file named in the reply instead of running boot server
+/// discovery, then the End sub-option.
+const PXE_DISCOVERY_CONTROL: [u8; 4] = [6, 1, 8, 255];
 
 /// Minimum size of a BOOTP message (RFC 1542 section 2.1). Some PXE ROMs drop
 /// shorter replies, so replies are padded to it.
 const MIN_MESSAGE_LEN: usize = 300;
+
+/// Which of the server's sockets a reply leaves from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplySocket {
+    /// The DHCP socket on port 67.
+    Server,
+    /// The proxyDHCP socket on port 4011, which answers the requests that
+    /// arrived there; iPXE accepts those answers only from port 4011.
+    Pxe,
+}
 
 /// A reply and the address it must be sent to.
 #[derive(Debug, Clone)]
 pub(crate) struct Reply {
     pub(crate) message: Message,
     pub(crate) destination: SocketAddrV4,
+    pub(crate) socket: ReplySocket,
 }
 
 impl Reply {
@@ -59,31 +78,39 @@ pub(crate) fn new_reply(
     let options = reply.opts_mut();
     options.insert(DhcpOption::MessageType(message_type));
     options.insert(DhcpOption::ServerIdentifier(server_ip));
-    if let Some(relay_information) = request
-        .message
-        .opts()
-        .get(OptionCode::RelayAgentInformation)
-    {
-        options.insert(relay_information.clone());
+    if let Some(raw) = &request.relay_agent_information {
+        options.insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::RelayAgentInformation,
+            raw.clone(),
+        )));
     }
     reply
 }
 
+/// The network options of the subnet a client is on.
+#[derive(Clone, Debug)]
+pub(crate) struct NetworkOptions {
+    pub(crate) subnet_mask: Ipv4Addr,
+    pub(crate) router: Option<Ipv4Addr>,
+    pub(crate) dns_servers: Vec<Ipv4Addr>,
+    pub(crate) lease_time: std::time::Duration,
+}
+
 /// Adds the network options: subnet mask, router and DNS servers, and with
 /// `lease` also the lease time (51), renewal T1 (58) and rebinding T2 (59).
-pub(crate) fn add_network_options(reply: &mut Message, config: &DhcpConfig, lease: bool) {
+pub(crate) fn add_network_options(reply: &mut Message, network: &NetworkOptions, lease: bool) {
     let options = reply.opts_mut();
-    options.insert(DhcpOption::SubnetMask(config.subnet_mask));
-    if let Some(router) = config.router {
+    options.insert(DhcpOption::SubnetMask(network.subnet_mask));
+    if let Some(router) = network.router {
         options.insert(DhcpOption::Router(vec![router]));
     }
-    if !config.dns_servers.is_empty() {
-        options.insert(DhcpOption::DomainNameServer(config.dns_servers.clone()));
+    if !network.dns_servers.is_empty() {
+        options.insert(DhcpOption::DomainNameServer(network.dns_servers.clone()));
     }
 
     if lease {
         // The config check keeps the lease time below u32::MAX seconds.
-        let seconds = u32::try_from(config.lease_time.as_secs()).unwrap_or(u32::MAX - 1);
+        let seconds = u32::try_from(network.lease_time.as_secs()).unwrap_or(u32::MAX - 1);
         options.insert(DhcpOption::AddressLeaseTime(seconds));
         options.insert(DhcpOption::Renewal(seconds / 2));
         options.insert(DhcpOption::Rebinding((u64::from(seconds) * 7 / 8) as u32));
@@ -99,6 +126,14 @@ pub(crate) fn add_boot(reply: &mut Message, boot: &BootReply, tftp_server: Ipv4A
         BootReply::Tftp { file } => {
             reply.set_siaddr(tftp_server).set_fname_str(file);
         }
+        BootReply::Http { url } => {
+            // EDK2 accepts an HTTP boot offer only when it carries the bare
+            // vendor class back.
+            reply.set_fname_str(url);
+            reply
+                .opts_mut()
+                .insert(DhcpOption::ClassIdentifier(HTTP_CLIENT.to_vec()));
+        }
         BootReply::IpxeScript { url } => {
             reply.set_siaddr(tftp_server).set_fname_str(url);
             let no_pxedhcp = vec![IPXE_NO_PXEDHCP, 1, 1];
@@ -109,6 +144,26 @@ pub(crate) fn add_boot(reply: &mut Message, boot: &BootReply, tftp_server: Ipv4A
                     no_pxedhcp,
                 )));
         }
+    }
+}
+
+/// Adds what a proxyDHCP reply carries besides the boot file: option 60
+/// `PXEClient` (or `HTTPClient` for HTTP boot, which [`add_boot`] sets),
+/// which is how PXE clients and iPXE tell a proxy reply from an ordinary
+/// one, option 43 for PXE clients, and option 97 (client machine identifier)
+/// echoed as the PXE specification requires.
+pub(crate) fn add_proxy_options(reply: &mut Message, request: &ClientRequest, boot: &BootReply) {
+    let options = reply.opts_mut();
+    if !matches!(boot, BootReply::Http { .. }) {
+        options.insert(DhcpOption::ClassIdentifier(PXE_CLIENT.to_vec()));
+        options.insert(DhcpOption::VendorExtensions(PXE_DISCOVERY_CONTROL.to_vec()));
+    }
+    if let Some(machine_id) = request
+        .message
+        .opts()
+        .get(OptionCode::ClientMachineIdentifier)
+    {
+        options.insert(machine_id.clone());
     }
 }
 
