@@ -283,8 +283,18 @@ mod tests {
         };
 
         let pxe = decide(BootClient::Pxe { arch: Some(0) }, &files, Some(&node), &mac);
-        let unknown_arch = decide(BootClient::Pxe { arch: Some(99) }, &files, Some(&node), &mac);
-        let http = decide(BootClient::Http { arch: Some(16) }, &files, Some(&node), &mac);
+        let unknown_arch = decide(
+            BootClient::Pxe { arch: Some(99) },
+            &files,
+            Some(&node),
+            &mac,
+        );
+        let http = decide(
+            BootClient::Http { arch: Some(16) },
+            &files,
+            Some(&node),
+            &mac,
+        );
         let ipxe = decide(BootClient::Ipxe, &files, Some(&node), &mac);
 
         let custom_tftp = BootReply::Tftp {

@@ -327,7 +327,9 @@ impl DhcpConfig {
             return Err(invalid("start is after end".to_string()));
         }
         if range.size() > u64::from(MAX_POOL_SIZE) {
-            return Err(invalid(format!("it has more than {MAX_POOL_SIZE} addresses")));
+            return Err(invalid(format!(
+                "it has more than {MAX_POOL_SIZE} addresses"
+            )));
         }
         let overlaps_pool = range.start <= self.pool_end && self.pool_start <= range.end;
         if overlaps_pool {
@@ -344,7 +346,11 @@ impl DhcpConfig {
         Ok(())
     }
 
-    fn check_relay_overlap(&self, index: usize, subnet: &RelaySubnet) -> Result<(), DhcpConfigError> {
+    fn check_relay_overlap(
+        &self,
+        index: usize,
+        subnet: &RelaySubnet,
+    ) -> Result<(), DhcpConfigError> {
         let scope = subnet.scope();
         let local = self.local_scope();
         let other = self.relay_subnets[..index]
@@ -393,7 +399,10 @@ impl DhcpConfig {
     /// Returns the subnet that serves a request relayed from `giaddr`: the
     /// local one when `giaddr` lies in it, else the first relay subnet that
     /// contains it.
-    pub(crate) fn scope_for_giaddr(&self, giaddr: Ipv4Addr) -> Option<(Scope, Option<&RelaySubnet>)> {
+    pub(crate) fn scope_for_giaddr(
+        &self,
+        giaddr: Ipv4Addr,
+    ) -> Option<(Scope, Option<&RelaySubnet>)> {
         let local = self.local_scope();
         if local.contains(giaddr) {
             return Some((local, None));

@@ -431,12 +431,7 @@ impl Responder {
 
     /// Builds the DHCPACK for a DHCPINFORM, with configuration only: no `yiaddr` and no lease
     /// time (RFC 2131 section 3.4).
-    fn inform(
-        &mut self,
-        request: &ClientRequest,
-        served: &Served,
-        boot: &BootReply,
-    ) -> Reply {
+    fn inform(&mut self, request: &ClientRequest, served: &Served, boot: &BootReply) -> Reply {
         let mut message = reply::new_reply(request, MessageType::Ack, self.config.server_ip);
         message.set_ciaddr(request.message.ciaddr());
         reply::add_network_options(&mut message, &served.network, false);
@@ -604,8 +599,8 @@ fn unix_seconds(time: SystemTime) -> u64 {
 }
 
 #[cfg(test)]
+mod mode_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod mode_tests;

@@ -173,7 +173,13 @@ mod tests {
             let ip = table
                 .offer(mac(1), None, &config.local_scope(), 1_000)
                 .expect("pool has room");
-            table.request(mac(1), ip, &config.local_scope(), Duration::from_secs(3600), 1_001);
+            table.request(
+                mac(1),
+                ip,
+                &config.local_scope(),
+                Duration::from_secs(3600),
+                1_001,
+            );
             let declined = table
                 .offer(mac(2), None, &config.local_scope(), 1_000)
                 .expect("pool has room");

@@ -54,8 +54,8 @@ use tokio_util::sync::CancellationToken;
 pub use boot::BootOverride;
 pub use config::{
     AddressRange, BootFiles, DhcpConfig, DhcpConfigError, DhcpMode, MAC_PLACEHOLDER,
-    MAX_BOOT_FILE_LEN, MAX_PING_WAIT, MAX_POOL_SIZE, MAX_QUARANTINE, MIN_LEASE_TIME,
-    MIN_PING_WAIT, RelaySubnet,
+    MAX_BOOT_FILE_LEN, MAX_PING_WAIT, MAX_POOL_SIZE, MAX_QUARANTINE, MIN_LEASE_TIME, MIN_PING_WAIT,
+    RelaySubnet,
 };
 pub use error::DhcpError;
 pub use known::KnownMacs;

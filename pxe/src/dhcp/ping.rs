@@ -23,7 +23,11 @@ const MAX_PACKETS_READ: usize = 256;
 
 /// Sends one echo request to `ip` and returns whether `ip` answered within
 /// `wait`. Blocks the calling thread for up to `wait`.
-pub(crate) fn answers_ping(factory: &SocketFactory, ip: Ipv4Addr, wait: Duration) -> io::Result<bool> {
+pub(crate) fn answers_ping(
+    factory: &SocketFactory,
+    ip: Ipv4Addr,
+    wait: Duration,
+) -> io::Result<bool> {
     let socket = factory.icmp().map_err(io::Error::other)?;
     // A random identifier keeps concurrent checks from taking each other's
     // replies.
@@ -111,7 +115,9 @@ mod tests {
 
     #[test]
     fn echo_reply_from_other_host_does_not_match() {
-        let mut packet = vec![0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 9, 10, 0, 0, 1];
+        let mut packet = vec![
+            0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 9, 10, 0, 0, 1,
+        ];
         packet.extend_from_slice(&[ECHO_REPLY, 0, 0, 0, 0x12, 0x34, 0, 1]);
 
         assert!(is_echo_reply(&packet, Ipv4Addr::new(10, 0, 0, 9), 0x1234));

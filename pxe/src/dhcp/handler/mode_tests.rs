@@ -269,9 +269,7 @@ fn relay_information_is_echoed_byte_for_byte() {
     bytes.push(255);
 
     let source = SocketAddr::from((RELAY, 67));
-    let reply = responder
-        .handle(&bytes, source, at(START))
-        .expect("offer");
+    let reply = responder.handle(&bytes, source, at(START)).expect("offer");
     let sent = reply.encode().expect("reply encodes");
 
     let position = sent
@@ -323,8 +321,11 @@ fn decline_quarantine_follows_config() {
         ..sample_config()
     };
     let mut responder = responder_with(config);
-    let offer = handle(&mut responder, &message(KNOWN, MessageType::Discover, Vec::new()))
-        .expect("offer");
+    let offer = handle(
+        &mut responder,
+        &message(KNOWN, MessageType::Discover, Vec::new()),
+    )
+    .expect("offer");
     let declined = offer.message.yiaddr();
     let decline = message(
         KNOWN,
@@ -333,7 +334,12 @@ fn decline_quarantine_follows_config() {
     );
     handle(&mut responder, &decline);
 
-    let until = responder.leases().lock().quarantined.get(&declined).copied();
+    let until = responder
+        .leases()
+        .lock()
+        .quarantined
+        .get(&declined)
+        .copied();
 
     assert_eq!(until, Some(START + 120));
 }

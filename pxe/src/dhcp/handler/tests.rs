@@ -4,10 +4,10 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dhcproto::{Decodable, Encodable};
 use dhcproto::v4::{
     Architecture, DhcpOption, Flags, Message, MessageType, OptionCode, UnknownOption, relay,
 };
+use dhcproto::{Decodable, Encodable};
 
 use super::Responder;
 use crate::MacAddr;

@@ -60,7 +60,9 @@ fn offer_is_held_for_offer_hold() {
 fn offer_to_bound_client_keeps_lease_expiry() {
     let config = sample_config();
     let mut table = LeaseTable::default();
-    let ip = table.offer(mac(1), None, &config.local_scope(), NOW).expect("free pool");
+    let ip = table
+        .offer(mac(1), None, &config.local_scope(), NOW)
+        .expect("free pool");
     table.request(mac(1), ip, &config.local_scope(), HOUR, NOW);
 
     table.offer(mac(1), None, &config.local_scope(), NOW + 10);
@@ -101,7 +103,9 @@ fn expired_offer_is_renewed_with_same_address() {
 fn unclaimed_address_is_preferred_over_expired_lease() {
     let config = sample_config();
     let mut table = LeaseTable::default();
-    let first = table.offer(mac(1), None, &config.local_scope(), NOW).expect("free pool");
+    let first = table
+        .offer(mac(1), None, &config.local_scope(), NOW)
+        .expect("free pool");
     table.request(mac(1), first, &config.local_scope(), HOUR, NOW);
 
     let second = table.offer(mac(2), None, &config.local_scope(), NOW + 7200);
@@ -114,7 +118,9 @@ fn unclaimed_address_is_preferred_over_expired_lease() {
 fn withdraw_offer_keeps_bound_lease() {
     let config = sample_config();
     let mut table = LeaseTable::default();
-    let ip = table.offer(mac(1), None, &config.local_scope(), NOW).expect("free pool");
+    let ip = table
+        .offer(mac(1), None, &config.local_scope(), NOW)
+        .expect("free pool");
     table.request(mac(1), ip, &config.local_scope(), HOUR, NOW);
 
     assert!(!table.withdraw_offer(mac(1)));
@@ -156,7 +162,9 @@ fn reservation_survives_expiry_and_pool_pressure() {
 fn reserve_moves_mac_to_new_address() {
     let config = sample_config();
     let mut table = LeaseTable::default();
-    let old = table.offer(mac(1), None, &config.local_scope(), NOW).expect("free pool");
+    let old = table
+        .offer(mac(1), None, &config.local_scope(), NOW)
+        .expect("free pool");
 
     table.reserve(mac(1), pool(20)).expect("free address");
 
