@@ -599,6 +599,8 @@ fn unix_seconds(time: SystemTime) -> u64 {
 }
 
 #[cfg(test)]
+mod firmware_tests;
+#[cfg(test)]
 mod mode_tests;
 #[cfg(test)]
 mod proptests;

@@ -120,7 +120,16 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // `timeout` forwards the signal to its child.
+        // SIGTERM to `timeout(1)`, which forwards it to its child. A SIGKILL
+        // would end `timeout` alone and leave the child running.
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).output();
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
