@@ -437,11 +437,12 @@ impl Responder {
         reply::add_network_options(&mut message, &served.network, false);
         reply::add_boot(&mut message, boot, self.config.boot.tftp_server);
 
-        Reply {
-            destination: reply::destination(&request.message, MessageType::Ack),
+        Reply::to_request(
+            request,
             message,
-            socket: ReplySocket::Server,
-        }
+            reply::destination(&request.message, MessageType::Ack),
+            ReplySocket::Server,
+        )
     }
 
     /// Builds a DHCPOFFER or DHCPACK that gives `ip` to the client.
@@ -461,11 +462,12 @@ impl Responder {
         reply::add_network_options(&mut message, network, true);
         reply::add_boot(&mut message, boot, self.config.boot.tftp_server);
 
-        Reply {
-            destination: reply::destination(&request.message, message_type),
+        Reply::to_request(
+            request,
             message,
-            socket: ReplySocket::Server,
-        }
+            reply::destination(&request.message, message_type),
+            ReplySocket::Server,
+        )
     }
 
     fn nak(&self, request: &ClientRequest, reason: &str) -> Reply {
@@ -477,11 +479,12 @@ impl Responder {
             reply::set_broadcast_flag(&mut message);
         }
 
-        Reply {
-            destination: reply::destination(&request.message, MessageType::Nak),
+        Reply::to_request(
+            request,
             message,
-            socket: ReplySocket::Server,
-        }
+            reply::destination(&request.message, MessageType::Nak),
+            ReplySocket::Server,
+        )
     }
 
     /// Returns false, with a debug line, when option 54 names another server.
@@ -543,11 +546,7 @@ impl Responder {
                 ReplySocket::Server,
             ),
         };
-        Handled::Reply(Reply {
-            message,
-            destination,
-            socket,
-        })
+        Handled::Reply(Reply::to_request(request, message, destination, socket))
     }
 }
 

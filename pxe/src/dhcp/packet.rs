@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode, UnknownOption};
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder};
 
 use crate::MacAddr;
@@ -106,15 +106,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientRequest, Malformed> {
     let mut message = Message::decode(&mut Decoder::new(bytes))
         .map_err(|error| Malformed::Decode(error.to_string()))?;
     let message_type = message.opts().msg_type().ok_or(Malformed::NoMessageType)?;
-    // dhcproto parses option 82 into sub-options; keep the raw bytes instead.
-    let options = message.opts_mut();
-    options.remove(OptionCode::RelayAgentInformation);
-    if let Some(raw) = &relay_agent_information {
-        options.insert(DhcpOption::Unknown(UnknownOption::new(
-            OptionCode::RelayAgentInformation,
-            raw.clone(),
-        )));
-    }
+    // dhcproto parses option 82 into sub-options, and its decoder stops at
+    // the first option it cannot parse; the raw bytes are what replies need.
+    message.opts_mut().remove(OptionCode::RelayAgentInformation);
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&bytes[28..34]);
 

@@ -42,12 +42,44 @@ pub(crate) struct Reply {
     pub(crate) message: Message,
     pub(crate) destination: SocketAddrV4,
     pub(crate) socket: ReplySocket,
+    /// Option 82 data from the request, appended unchanged as the last option.
+    pub(crate) relay_agent_information: Option<Vec<u8>>,
 }
 
 impl Reply {
-    /// Encodes the reply, padded to [`MIN_MESSAGE_LEN`] bytes.
+    /// Creates a reply to `request` that echoes its option 82.
+    pub(crate) fn to_request(
+        request: &ClientRequest,
+        message: Message,
+        destination: SocketAddrV4,
+        socket: ReplySocket,
+    ) -> Self {
+        Self {
+            message,
+            destination,
+            socket,
+            relay_agent_information: request.relay_agent_information.clone(),
+        }
+    }
+
+    /// Encodes the reply, with option 82 last and padded to
+    /// [`MIN_MESSAGE_LEN`] bytes.
+    ///
+    /// Option 82 is written here and not through dhcproto, whose encoder
+    /// (0.15) writes an option 82 held as raw data twice.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut bytes = self.message.to_vec()?;
+        if let Some(data) = &self.relay_agent_information {
+            // dhcproto ends the options with End (255); the option goes
+            // before it. The parser limits the data to 255 bytes.
+            if bytes.last() == Some(&255) {
+                bytes.pop();
+            }
+            bytes.push(82);
+            bytes.push(u8::try_from(data.len()).unwrap_or(u8::MAX));
+            bytes.extend_from_slice(&data[..data.len().min(255)]);
+            bytes.push(255);
+        }
         if bytes.len() < MIN_MESSAGE_LEN {
             // Zero bytes after the End option are Pad options.
             bytes.resize(MIN_MESSAGE_LEN, 0);
@@ -58,7 +90,8 @@ impl Reply {
 
 /// Starts a reply to `request`: same `xid`, `flags`, `giaddr` and `chaddr`,
 /// with options 53 (message type) and 54 (server identifier). Option 82 from
-/// a relay agent is copied back, as RFC 3046 requires.
+/// a relay agent goes back through [`Reply::to_request`], as RFC 3046
+/// requires.
 pub(crate) fn new_reply(
     request: &ClientRequest,
     message_type: MessageType,
@@ -78,12 +111,6 @@ pub(crate) fn new_reply(
     let options = reply.opts_mut();
     options.insert(DhcpOption::MessageType(message_type));
     options.insert(DhcpOption::ServerIdentifier(server_ip));
-    if let Some(raw) = &request.relay_agent_information {
-        options.insert(DhcpOption::Unknown(UnknownOption::new(
-            OptionCode::RelayAgentInformation,
-            raw.clone(),
-        )));
-    }
     reply
 }
 

@@ -272,11 +272,22 @@ fn relay_information_is_echoed_byte_for_byte() {
     let reply = responder.handle(&bytes, source, at(START)).expect("offer");
     let sent = reply.encode().expect("reply encodes");
 
-    let position = sent
-        .windows(raw.len() + 2)
-        .position(|window| window[0] == 82 && window[2..] == raw)
-        .expect("option 82 echoed unchanged");
-    assert!(position > 240);
+    let mut option = vec![82, raw.len() as u8];
+    option.extend_from_slice(&raw);
+    option.push(255);
+    let end = sent
+        .iter()
+        .rposition(|byte| *byte != 0)
+        .expect("End option")
+        + 1;
+    let echoed = sent[..end].ends_with(&option);
+    let instances = sent[240..]
+        .windows(2)
+        .filter(|window| window[0] == 82 && usize::from(window[1]) == raw.len())
+        .count();
+
+    assert!(echoed, "option 82 is not the last option, unchanged");
+    assert_eq!(instances, 1, "option 82 sent more than once");
     assert!(Message::from_bytes(&sent).is_ok());
 }
 
