@@ -104,7 +104,7 @@ impl Responder {
     }
 
     /// Like [`Responder::handle`], for a packet that arrived on `arrival`.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn handle_on(
         &mut self,
         bytes: &[u8],

@@ -36,6 +36,8 @@
 mod boot;
 mod config;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod handler;
 mod known;
 mod lease;
