@@ -81,7 +81,11 @@ pub fn check_packet(bytes: &[u8]) {
             let encoded = reply.encode().expect("every reply encodes");
             assert!(encoded.len() >= 300, "reply shorter than a BOOTP message");
             assert_eq!(encoded[0], 2, "reply is not a BOOTREPLY");
-            assert_eq!(encoded[4..8], bytes[4..8], "reply xid differs from the request's");
+            assert_eq!(
+                encoded[4..8],
+                bytes[4..8],
+                "reply xid differs from the request's"
+            );
             assert_eq!(encoded[28..34], bytes[28..34], "reply chaddr differs");
             if mode == DhcpMode::Proxy {
                 assert_eq!(encoded[16..20], [0; 4], "proxyDHCP reply carries yiaddr");
@@ -106,9 +110,7 @@ mod tests {
             let entries = std::fs::read_dir(root.join(folder)).expect("fixture folder exists");
             for entry in entries {
                 let path = entry.expect("readable entry").path();
-                let is_packet = path
-                    .extension()
-                    .is_none_or(|extension| extension == "bin");
+                let is_packet = path.extension().is_none_or(|extension| extension == "bin");
                 if !is_packet || path.is_dir() {
                     continue;
                 }

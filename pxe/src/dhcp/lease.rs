@@ -71,6 +71,10 @@ impl Lease {
 pub struct LeaseStore {
     table: Arc<Mutex<LeaseTable>>,
     path: Option<Arc<PathBuf>>,
+    /// Held from snapshot to rename, so two writers (the server loop and
+    /// [`LeaseStore::reserve`]) never interleave and a newer snapshot never
+    /// lands before an older one.
+    write: Arc<Mutex<()>>,
 }
 
 impl LeaseStore {
@@ -82,6 +86,7 @@ impl LeaseStore {
         Ok(Self {
             table: Arc::new(Mutex::new(table)),
             path: Some(Arc::new(path)),
+            write: Arc::default(),
         })
     }
 
@@ -91,6 +96,7 @@ impl LeaseStore {
         Self {
             table: Arc::default(),
             path: None,
+            write: Arc::default(),
         }
     }
 
@@ -124,7 +130,10 @@ impl LeaseStore {
     }
 
     /// Writes the lease file now if anything changed since the last write.
+    /// Blocks on file I/O, including `fsync`. A failed write leaves the
+    /// table marked as changed, so the next call tries again.
     pub fn save(&self) -> Result<(), DhcpError> {
+        let _writing = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         match self.take_snapshot() {
             Some((path, bytes)) => lease_file::write_atomic(&path, &bytes).inspect_err(|_| {
                 self.lock().changed = true;
@@ -134,9 +143,8 @@ impl LeaseStore {
     }
 
     /// Serializes the table if it changed since the last snapshot and the
-    /// store has a file. Clears the change mark; the caller restores it with
-    /// [`LeaseStore::mark_changed`] when the write fails.
-    pub(crate) fn take_snapshot(&self) -> Option<(PathBuf, Vec<u8>)> {
+    /// store has a file, and clears the change mark.
+    fn take_snapshot(&self) -> Option<(PathBuf, Vec<u8>)> {
         let mut table = self.lock();
         if !table.changed {
             return None;
@@ -144,10 +152,6 @@ impl LeaseStore {
         table.changed = false;
         let path = self.path.as_deref()?.clone();
         Some((path, lease_file::serialize(&table)))
-    }
-
-    pub(crate) fn mark_changed(&self) {
-        self.lock().changed = true;
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, LeaseTable> {

@@ -2,10 +2,15 @@
 //!
 //! # Design
 //!
-//! The server replies only to MACs in [`KnownMacs`], the machines the control
-//! plane assigned to this site, so it can share a network segment with other
-//! DHCP servers without taking over their clients. A packet from any other MAC
-//! gets no reply and one log line per MAC per minute.
+//! The server runs in one of two [`DhcpMode`]s. As the full DHCP server it
+//! leases addresses to the MACs in [`KnownMacs`], the machines the control
+//! plane assigned to this site, and, when a discovery pool is set, to other
+//! MACs from that pool. As proxyDHCP beside the site's own DHCP server it
+//! leases nothing and answers only PXE and UEFI HTTP boot clients with their
+//! boot file: DISCOVER on port 67, REQUEST and INFORM on port 4011. Either
+//! way it can share a segment with other DHCP servers without taking over
+//! their clients. A packet that gets no reply because of its MAC, its
+//! architecture or its relay is logged once per MAC per minute.
 //!
 //! Invariants:
 //!
@@ -16,11 +21,18 @@
 //!   provisioning.
 //! - No address is leased to two MACs at once. An expired lease's address
 //!   goes to another MAC only when every pool address has been leased before.
-//! - Declined addresses stay out of use for [`DECLINE_QUARANTINE`].
+//! - Addresses that a client declined, or that answered the optional ping
+//!   check, stay out of use for [`DhcpConfig::decline_quarantine`]; the
+//!   quarantine is saved in the lease file.
+//! - A relayed request (`giaddr` set) is served from the subnet that contains
+//!   `giaddr` and answered through the relay on port 67, with its option 82
+//!   echoed byte for byte (RFC 3046).
 //! - A client already running iPXE gets its script URL, never an iPXE binary
 //!   again, which would loop. PXE firmware gets the iPXE binary for its
-//!   option 93 architecture. Other clients, such as the installed OS, get an
-//!   address only.
+//!   option 93 architecture, UEFI HTTP boot firmware a URL, and a per-node
+//!   [`BootOverride`] wins over both. Netboot firmware whose architecture
+//!   has no boot file gets no reply. Other clients, such as the installed
+//!   OS, get an address only.
 //!
 //! Clients are identified by `chaddr` alone, because [`KnownMacs`] lists
 //! hardware addresses. Option 61 (client identifier) is ignored, and so is
@@ -29,9 +41,11 @@
 //! [`DhcpServer::run`] receives on one socket, which the caller creates bound
 //! to 0.0.0.0:67 with `SO_BROADCAST` and `SO_BINDTODEVICE` on the
 //! provisioning interface, for example through
-//! [`SocketFactory::udp`](crate::netns::SocketFactory::udp). Replies leave
-//! through the same socket. Packets are handled one at a time by
-//! the packet handler in `handler.rs`, which does no I/O.
+//! [`SocketFactory::udp`](crate::netns::SocketFactory::udp), plus in proxy
+//! mode a second one on port 4011. Replies leave through the socket the
+//! request came in on. Packets are handled one at a time by the packet
+//! handler in `handler.rs`, which does no I/O; ping checks run in the
+//! background and hand their offer back to the loop.
 
 mod boot;
 mod config;
@@ -380,17 +394,15 @@ fn receive_failed(error: &io::Error, count: u32) -> Result<(), u32> {
 /// Writes the lease file if the last packet changed a lease. A failed write
 /// is logged and retried after the next packet.
 async fn persist_leases(leases: &LeaseStore) {
-    let Some((path, bytes)) = leases.take_snapshot() else {
+    if leases.path().is_none() {
         return;
-    };
-
-    let write = tokio::task::spawn_blocking(move || lease_file::write_atomic(&path, &bytes)).await;
-    let error = match write {
+    }
+    let store = leases.clone();
+    let error = match tokio::task::spawn_blocking(move || store.save()).await {
         Ok(Ok(())) => return,
         Ok(Err(error)) => crate::error_chain(&error),
         Err(join_error) => format!("lease file writer task failed: {join_error}"),
     };
-    leases.mark_changed();
     tracing::error!(
         error,
         "failed to persist DHCP leases; the reply is sent anyway"
