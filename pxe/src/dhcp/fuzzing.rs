@@ -90,8 +90,38 @@ pub fn check_packet(bytes: &[u8]) {
             if mode == DhcpMode::Proxy {
                 assert_eq!(encoded[16..20], [0; 4], "proxyDHCP reply carries yiaddr");
             }
+            if let Some(sent) = option_82(bytes) {
+                assert_eq!(
+                    option_82(&encoded),
+                    Some(sent),
+                    "option 82 not echoed unchanged"
+                );
+            }
         }
     }
+}
+
+/// Returns the joined data of every option 82 instance in a DHCP message,
+/// or `None` when it has none or its options are truncated.
+fn option_82(message: &[u8]) -> Option<Vec<u8>> {
+    let mut position = 240;
+    let mut found: Option<Vec<u8>> = None;
+    // Each pass consumes at least one byte.
+    while position < message.len() {
+        match message[position] {
+            0 => position += 1,
+            255 => break,
+            code => {
+                let len = usize::from(*message.get(position + 1)?);
+                let data = message.get(position + 2..position + 2 + len)?;
+                if code == 82 {
+                    found.get_or_insert_with(Vec::new).extend_from_slice(data);
+                }
+                position += 2 + len;
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -164,6 +164,17 @@ fn check_option_lengths(options: &[u8]) -> Result<Option<Vec<u8>>, Malformed> {
         position += 2 + len;
     }
     check_run(run)?;
+    // Instances need not be adjacent, so the joined length is checked here:
+    // RFC 3046 allows at most 255 bytes, and the reply must echo them all.
+    if let Some(data) = relay_agent_information
+        .as_ref()
+        .filter(|data| data.len() > 255)
+    {
+        return Err(Malformed::InvalidOptionLength {
+            code: RELAY_AGENT_INFORMATION,
+            len: data.len(),
+        });
+    }
     Ok(relay_agent_information)
 }
 
@@ -339,6 +350,20 @@ mod tests {
         let request = parse(&bytes).expect("valid option 82");
 
         assert_eq!(request.relay_agent_information.as_deref(), Some(&raw[..]));
+    }
+
+    #[test]
+    fn option_82_over_255_bytes_in_total_is_rejected() {
+        let mut options = vec![82, 200];
+        options.extend_from_slice(&[1; 200]);
+        options.extend_from_slice(&[12, 1, b'x', 82, 100]);
+        options.extend_from_slice(&[2; 100]);
+        let bytes = with_raw_options(&options);
+
+        assert_eq!(
+            parse(&bytes).map(|_| ()),
+            Err(Malformed::InvalidOptionLength { code: 82, len: 300 })
+        );
     }
 
     #[test]
