@@ -54,7 +54,7 @@ pub(crate) enum BootClient {
 
 impl BootClient {
     /// Returns whether the client is netbooting firmware or iPXE, the clients
-    /// a proxyDHCP server answers.
+    /// a proxyDHCP server replies to.
     pub(crate) fn is_netboot(self) -> bool {
         !matches!(self, BootClient::Plain)
     }

@@ -22,7 +22,7 @@ pub const MAX_BOOT_FILE_LEN: usize = 127;
 /// client's MAC in hyphenated form.
 pub const MAC_PLACEHOLDER: &str = "{mac}";
 
-/// How the server takes part in the network's DHCP.
+/// Role of the server in the network's DHCP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DhcpMode {
     /// The only DHCP server of the provisioning network: leases addresses to
@@ -30,7 +30,7 @@ pub enum DhcpMode {
     #[default]
     Full,
     /// ProxyDHCP beside the site's existing DHCP server (PXE specification
-    /// 2.1, section 2.2.3): answers only PXE and UEFI HTTP boot clients,
+    /// 2.1, section 2.2.3): replies only to PXE and UEFI HTTP boot clients,
     /// with boot information and no address, on port 67 and on port 4011.
     /// The pool, router, DNS and lease settings are not used.
     Proxy,
@@ -102,17 +102,17 @@ pub struct DhcpConfig {
     /// `giaddr` lies in none of them, nor in the local subnet, gets no reply.
     pub relay_subnets: Vec<RelaySubnet>,
     /// Addresses for MACs outside [`KnownMacs`](super::KnownMacs), so that
-    /// machines nobody registered yet can netboot into discovery. `None`
-    /// (the default) leaves unknown MACs unanswered. Only directly attached
-    /// clients get one; the range must lie in the local subnet, outside the
-    /// pool.
+    /// machines not yet registered can netboot into discovery. `None`
+    /// (the default) leaves unknown MACs without a reply. Only directly
+    /// attached clients get one. The range must lie in the local subnet,
+    /// outside the pool.
     pub discovery_pool: Option<AddressRange>,
     /// How long an address stays out of use after a DHCPDECLINE or a
     /// positive ping check.
     pub decline_quarantine: Duration,
     /// With `Some(wait)`, a new address is pinged (ICMP echo) before it is
-    /// offered, and an address that answers within `wait` is quarantined and
-    /// never offered. `None` skips the check.
+    /// offered, and an address that sends an echo reply within `wait` is
+    /// quarantined and never offered. `None` skips the check.
     pub ping_check: Option<Duration>,
 }
 
@@ -231,15 +231,15 @@ pub enum DhcpConfigError {
     InvalidPingWait { wait: Duration },
 }
 
-/// Longest decline quarantine: 30 days. A longer one would hide a
+/// Maximum decline quarantine: 30 days. A longer one would hide a
 /// permanently broken address, which an operator should remove from the pool.
 pub const MAX_QUARANTINE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Shortest wait for a ping reply. A reply from a host on the same link
+/// Minimum wait for a ping reply. A reply from a host on the same link
 /// takes well under a millisecond, but a busy host can take longer.
 pub const MIN_PING_WAIT: Duration = Duration::from_millis(50);
 
-/// Longest wait for a ping reply. EDK2 firmware sends its DHCPREQUEST about
+/// Maximum wait for a ping reply. EDK2 firmware sends its DHCPREQUEST about
 /// 4 s after the offer and iPXE retransmits DISCOVER after 1 s, so a longer
 /// wait would delay boots for little gain.
 pub const MAX_PING_WAIT: Duration = Duration::from_secs(2);
@@ -519,8 +519,8 @@ impl RelaySubnet {
     }
 }
 
-/// A subnet as the lease table sees it: which addresses it may hand out, and
-/// from which range it picks new ones.
+/// A subnet as the lease table uses it: the addresses it may hand out, and
+/// the range it picks new ones from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Scope {
     network: u32,

@@ -13,8 +13,8 @@ use crate::MacAddr;
 /// Server address of the configuration the fuzzer runs against.
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
 
-/// MACs the fuzzed server knows: the chaddr of the captured firmware
-/// packets and a second one.
+/// MACs in the fuzzed server's [`KnownMacs`](super::KnownMacs): the chaddr
+/// of the captured firmware packets and a second one.
 const KNOWN: [MacAddr; 2] = [
     MacAddr([0x52, 0x54, 0x00, 0x62, 0x00, 0x10]),
     MacAddr([0x52, 0x54, 0x00, 0x62, 0x00, 0x11]),

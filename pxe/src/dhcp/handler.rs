@@ -35,15 +35,15 @@ pub(crate) enum Arrival {
     PxePort,
 }
 
-/// What the server loop does after a packet.
+/// Outcome of one packet for the server loop.
 #[derive(Debug)]
 pub(crate) enum Handled {
     /// Nothing to send.
     Nothing,
     /// Send this reply.
     Reply(Reply),
-    /// Ping `ip` first. If nothing answers, send `reply`; otherwise report it
-    /// with [`Responder::address_in_use`] and handle the packet again.
+    /// Ping `ip` first. Without an echo reply, send `reply`. With one, report
+    /// it with [`Responder::address_in_use`] and handle the packet again.
     Probe {
         ip: Ipv4Addr,
         mac: MacAddr,
@@ -168,7 +168,7 @@ impl Responder {
         tracing::warn!(
             %mac,
             %ip,
-            "another host answers ping on an address about to be offered; address quarantined",
+            "another host replied to a ping of an address about to be offered; address quarantined",
         );
         self.leases
             .lock()
@@ -325,7 +325,7 @@ impl Responder {
             return Handled::Nothing;
         }
         // Only an address new to this MAC is checked: a MAC that keeps its
-        // address may well be the host that answers the ping.
+        // address may well be the host that replies to the ping.
         if self.config.ping_check.is_none() || previous == Some(ip) {
             return Handled::Reply(reply);
         }
@@ -498,7 +498,7 @@ impl Responder {
         }
     }
 
-    /// Answers a netbooting client as a proxyDHCP server: a DISCOVER on port
+    /// Replies to a netbooting client as a proxyDHCP server: a DISCOVER on port
     /// 67 gets a DHCPOFFER, a REQUEST or INFORM on port 4011 a DHCPACK, both
     /// with the boot file and without an address. Everything else, including
     /// a REQUEST on port 67 (which belongs to the site's DHCP server), gets

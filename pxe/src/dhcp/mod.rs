@@ -6,7 +6,7 @@
 //! leases addresses to the MACs in [`KnownMacs`], the machines the control
 //! plane assigned to this site, and, when a discovery pool is set, to other
 //! MACs from that pool. As proxyDHCP beside the site's own DHCP server it
-//! leases nothing and answers only PXE and UEFI HTTP boot clients with their
+//! leases nothing and replies only to PXE and UEFI HTTP boot clients with their
 //! boot file: DISCOVER on port 67, REQUEST and INFORM on port 4011. Either
 //! way it can share a segment with other DHCP servers without taking over
 //! their clients. A packet that gets no reply because of its MAC, its
@@ -21,8 +21,8 @@
 //!   provisioning.
 //! - No address is leased to two MACs at once. An expired lease's address
 //!   goes to another MAC only when every pool address has been leased before.
-//! - Addresses that a client declined, or that answered the optional ping
-//!   check, stay out of use for [`DhcpConfig::decline_quarantine`]; the
+//! - Addresses that a client declined, or that sent an echo reply to the
+//!   optional ping check, stay out of use for [`DhcpConfig::decline_quarantine`]; the
 //!   quarantine is saved in the lease file.
 //! - A relayed request (`giaddr` set) is served from the subnet that contains
 //!   `giaddr` and answered through the relay on port 67, with its option 82

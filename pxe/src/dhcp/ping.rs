@@ -1,7 +1,7 @@
 //! The ping check: an ICMP echo request to an address before it is offered.
 //!
 //! RFC 2131 section 2.2 recommends that a server probe an address before
-//! allocating it. A host that answers uses the address without a lease from
+//! allocating it. A host that sends an echo reply uses the address without a lease from
 //! us (a static configuration, or a lease from a DHCP server we lost), and
 //! offering it would give two hosts one address.
 
@@ -21,8 +21,8 @@ const ECHO_REQUEST: u8 = 8;
 /// link cannot keep the check running past its wait.
 const MAX_PACKETS_READ: usize = 256;
 
-/// Sends one echo request to `ip` and returns whether `ip` answered within
-/// `wait`. Blocks the calling thread for up to `wait`.
+/// Sends one echo request to `ip` and returns whether an echo reply from
+/// `ip` arrived within `wait`. Blocks the calling thread for up to `wait`.
 pub(crate) fn answers_ping(
     factory: &SocketFactory,
     ip: Ipv4Addr,
@@ -90,7 +90,7 @@ fn is_echo_reply(packet: &[u8], from: Ipv4Addr, identifier: u16) -> bool {
     source == from && icmp[0] == ECHO_REPLY && icmp[4..6] == identifier.to_be_bytes()
 }
 
-/// The one's-complement sum of RFC 1071.
+/// Computes the Internet checksum: the one's-complement sum of RFC 1071.
 fn internet_checksum(bytes: &[u8]) -> u16 {
     let mut sum: u32 = bytes
         .chunks(2)

@@ -17,8 +17,8 @@ pub(crate) const CLIENT_PORT: u16 = 68;
 pub const PXE_PORT: u16 = 4011;
 
 /// Option 43 for PXE clients of a proxyDHCP server: sub-option 6
-/// (PXE_DISCOVERY_CONTROL) with bit 3 set, which tells the client to fetch
-/// the boot file named in the reply instead of running boot server
+/// (PXE_DISCOVERY_CONTROL) with bit 3 set, so that the client fetches the
+/// boot file named in the reply instead of running boot server
 /// discovery, then the End sub-option.
 const PXE_DISCOVERY_CONTROL: [u8; 4] = [6, 1, 8, 255];
 
@@ -26,13 +26,13 @@ const PXE_DISCOVERY_CONTROL: [u8; 4] = [6, 1, 8, 255];
 /// shorter replies, so replies are padded to it.
 const MIN_MESSAGE_LEN: usize = 300;
 
-/// Which of the server's sockets a reply leaves from.
+/// Socket a reply leaves from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ReplySocket {
     /// The DHCP socket on port 67.
     Server,
-    /// The proxyDHCP socket on port 4011, which answers the requests that
-    /// arrived there; iPXE accepts those answers only from port 4011.
+    /// The proxyDHCP socket on port 4011, for replies to requests that
+    /// arrived there. iPXE accepts those replies only from port 4011.
     Pxe,
 }
 
@@ -174,11 +174,11 @@ pub(crate) fn add_boot(reply: &mut Message, boot: &BootReply, tftp_server: Ipv4A
     }
 }
 
-/// Adds what a proxyDHCP reply carries besides the boot file: option 60
-/// `PXEClient` (or `HTTPClient` for HTTP boot, which [`add_boot`] sets),
-/// which is how PXE clients and iPXE tell a proxy reply from an ordinary
-/// one, option 43 for PXE clients, and option 97 (client machine identifier)
-/// echoed as the PXE specification requires.
+/// Adds what a proxyDHCP reply carries besides the boot file. Option 60
+/// `PXEClient` is how PXE clients and iPXE tell a proxy reply from an
+/// ordinary one; HTTP boot gets `HTTPClient` from [`add_boot`] instead.
+/// PXE clients also get option 43, and option 97 (client machine
+/// identifier) is echoed as the PXE specification requires.
 pub(crate) fn add_proxy_options(reply: &mut Message, request: &ClientRequest, boot: &BootReply) {
     let options = reply.opts_mut();
     if !matches!(boot, BootReply::Http { .. }) {

@@ -1,7 +1,7 @@
-//! DHCP against other real DHCP software in network namespaces that each
-//! test creates and deletes: dnsmasq as the site's existing DHCP server beside
-//! our proxyDHCP with a qemu iPXE client, ISC dhcrelay between a client and
-//! our server, and perfdhcp (Kea 2.2) for protocol conformance.
+//! DHCP against other real DHCP software, in network namespaces that each
+//! test creates and deletes. dnsmasq is the site's existing DHCP server
+//! beside our proxyDHCP, with a qemu iPXE client. ISC dhcrelay sits between
+//! a client and our server. perfdhcp (Kea 2.2) checks protocol conformance.
 //!
 //! Every external command runs under `timeout(1)`, and every process a test
 //! starts is killed by its PID when the test ends.
@@ -272,7 +272,7 @@ async fn udhcpc(ns: &str, interface: &str) -> Option<String> {
 }
 
 /// Accepts HTTP requests on a listener in the server namespace and sends
-/// each request line with its peer address to the returned channel. Answers
+/// each request line with its peer address to the returned channel. Replies
 /// with an iPXE script that waits, so the client stays put until killed.
 fn http_recorder(
     factory: &SocketFactory,
@@ -546,7 +546,7 @@ async fn perfdhcp_exchanges_all_answered_with_unique_addresses() {
     veth(srv, &srv_if, cli, &cli_if);
     address(srv, &srv_if, &format!("{server_ip}/24"));
     // perfdhcp acts as a relay: it sends from this address with giaddr set
-    // to it, and our server answers it by unicast on port 67.
+    // to it, and our server replies to it by unicast on port 67.
     address(cli, &cli_if, &format!("10.215.{octet}.2/24"));
 
     // perfdhcp makes up its clients' MACs, so they are served from the

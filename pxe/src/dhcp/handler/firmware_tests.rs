@@ -1,5 +1,5 @@
 //! Replays of DHCPDISCOVER packets that real firmware sent, captured into
-//! `tests/fixtures/dhcp-firmware/` (its README says how each was made).
+//! `tests/fixtures/dhcp-firmware/`, whose README describes how each was made.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, UNIX_EPOCH};

@@ -1,7 +1,7 @@
 //! Property tests over whole packets: arbitrary input never panics the
 //! handler, replies are well formed, unknown MACs never get a reply, no
-//! address is granted to two MACs at once, and relayed requests are answered
-//! through their relay.
+//! address is granted to two MACs at once, and replies to relayed requests
+//! go through their relay.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, UNIX_EPOCH};
@@ -211,7 +211,7 @@ fn header_with_options(options: &[u8]) -> Vec<u8> {
 }
 
 /// Checks what every reply must satisfy, whatever the request: it encodes,
-/// fits a BOOTP message, answers the request's `xid` and `chaddr`, names our
+/// fits a BOOTP message, carries the request's `xid` and `chaddr`, names our
 /// server, and goes to a DHCP port.
 fn check_well_formed(reply: &Reply, request: &Message) -> Result<(), TestCaseError> {
     let bytes = reply
