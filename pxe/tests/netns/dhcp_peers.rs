@@ -592,3 +592,45 @@ async fn perfdhcp_exchanges_all_answered_with_unique_addresses() {
     assert!(!leases.is_empty());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_check_skips_address_a_host_uses() {
+    let namespaces = Namespaces::create(&["srv", "cli"]);
+    let (srv, cli) = (namespaces.name(0), namespaces.name(1));
+    let octet = namespaces.octet();
+    let server_ip = Ipv4Addr::new(10, 215, octet, 1);
+    let squatted = Ipv4Addr::new(10, 215, octet, 100);
+    let (srv_if, cli_if) = (namespaces.interface("s"), namespaces.interface("c"));
+    veth(srv, &srv_if, cli, &cli_if);
+    address(srv, &srv_if, &format!("{server_ip}/24"));
+    // The client namespace already uses the pool's first address, as a host
+    // with a static configuration would, and replies to ping on it.
+    address(cli, &cli_if, &format!("{squatted}/24"));
+    ip(&[
+        "-n",
+        cli,
+        "link",
+        "set",
+        &cli_if,
+        "address",
+        &KNOWN_MAC.to_string(),
+    ]);
+
+    let mut config = base_config(server_ip, &srv_if, 8080);
+    config.ping_check = Some(Duration::from_millis(500));
+    let server = Server::start(srv, &srv_if, config, [KNOWN_MAC].into_iter().collect());
+
+    let bound = udhcpc(cli, &cli_if)
+        .await
+        .expect("lease after the ping check");
+
+    let next = Ipv4Addr::new(10, 215, octet, 101);
+    assert!(bound.contains(&format!("ip={next} ")), "{bound}");
+    let saved = std::fs::read_to_string(server.leases.path().expect("file store"))
+        .expect("lease file written");
+    assert!(
+        saved.contains(&format!("\"ip\": \"{squatted}\"")),
+        "quarantine of {squatted} not saved: {saved}"
+    );
+    server.stop().await;
+}
