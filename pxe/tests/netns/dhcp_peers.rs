@@ -309,93 +309,120 @@ fn http_recorder(
     (port, receiver)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_beside_dnsmasq_boots_ipxe_with_both() {
-    let namespaces = Namespaces::create(&["srv", "site", "cli"]);
-    let (srv, site, cli) = (namespaces.name(0), namespaces.name(1), namespaces.name(2));
-    let net = format!("10.215.{}", namespaces.octet());
-    let server_ip: Ipv4Addr = format!("{net}.1").parse().expect("address");
-    let (srv_if, site_if) = (namespaces.interface("s"), namespaces.interface("d"));
-    let (port_srv, port_site) = (namespaces.interface("ps"), namespaces.interface("pd"));
-    veth(srv, &srv_if, cli, &port_srv);
-    veth(site, &site_if, cli, &port_site);
-    address(srv, &srv_if, &format!("{server_ip}/24"));
-    address(site, &site_if, &format!("{net}.2/24"));
-    ip(&[
-        "-n",
-        cli,
-        "link",
-        "add",
-        "br0",
-        "type",
-        "bridge",
-        "stp_state",
-        "0",
-        "forward_delay",
-        "0",
-    ]);
-    ip(&[
-        "-n",
-        cli,
-        "link",
-        "set",
-        "br0",
-        "address",
-        &BRIDGE_MAC.to_string(),
-    ]);
-    ip(&["-n", cli, "tuntap", "add", "dev", "tap0", "mode", "tap"]);
-    for port in [port_srv.as_str(), port_site.as_str(), "tap0"] {
-        ip(&["-n", cli, "link", "set", port, "master", "br0"]);
-        ip(&["-n", cli, "link", "set", port, "up"]);
-    }
-    ip(&["-n", cli, "link", "set", "br0", "up"]);
+/// The proxyDHCP lab: our server's namespace and the site DHCP server's
+/// (dnsmasq, addresses .150-.199 only) joined by a bridge in the client
+/// namespace, where `tap0` takes a qemu VM.
+struct ProxyLab {
+    namespaces: Namespaces,
+    net: String,
+    server_ip: Ipv4Addr,
+    srv_if: String,
+    work: tempfile::TempDir,
+    leases_file: std::path::PathBuf,
+    dnsmasq_log: std::path::PathBuf,
+    dnsmasq: Process,
+}
 
-    // dnsmasq is the site's DHCP server: addresses only, no boot files.
-    let work = tempfile::tempdir().expect("temporary directory");
-    let leases_file = work.path().join("dnsmasq.leases");
-    let dnsmasq_log = work.path().join("dnsmasq.log");
-    let mut dnsmasq = Process::start(
-        "dnsmasq",
-        site,
-        240,
-        &[
+impl ProxyLab {
+    fn create() -> Self {
+        let namespaces = Namespaces::create(&["srv", "site", "cli"]);
+        let (srv, site, cli) = (namespaces.name(0), namespaces.name(1), namespaces.name(2));
+        let net = format!("10.215.{}", namespaces.octet());
+        let server_ip: Ipv4Addr = format!("{net}.1").parse().expect("address");
+        let (srv_if, site_if) = (namespaces.interface("s"), namespaces.interface("d"));
+        let (port_srv, port_site) = (namespaces.interface("ps"), namespaces.interface("pd"));
+        veth(srv, &srv_if, cli, &port_srv);
+        veth(site, &site_if, cli, &port_site);
+        address(srv, &srv_if, &format!("{server_ip}/24"));
+        address(site, &site_if, &format!("{net}.2/24"));
+        ip(&[
+            "-n",
+            cli,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ]);
+        ip(&[
+            "-n",
+            cli,
+            "link",
+            "set",
+            "br0",
+            "address",
+            &BRIDGE_MAC.to_string(),
+        ]);
+        ip(&["-n", cli, "tuntap", "add", "dev", "tap0", "mode", "tap"]);
+        for port in [port_srv.as_str(), port_site.as_str(), "tap0"] {
+            ip(&["-n", cli, "link", "set", port, "master", "br0"]);
+            ip(&["-n", cli, "link", "set", port, "up"]);
+        }
+        ip(&["-n", cli, "link", "set", "br0", "up"]);
+
+        // dnsmasq is the site's DHCP server: addresses only, no boot files.
+        let work = tempfile::tempdir().expect("temporary directory");
+        let leases_file = work.path().join("dnsmasq.leases");
+        let dnsmasq_log = work.path().join("dnsmasq.log");
+        let dnsmasq = Process::start(
             "dnsmasq",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--port=0",
-            &format!("--interface={site_if}"),
-            "--bind-interfaces",
-            "--user=root",
-            "--pid-file",
-            &format!("--dhcp-range={net}.150,{net}.199,255.255.255.0,10m"),
-            &format!("--dhcp-leasefile={}", leases_file.display()),
-            "--log-dhcp",
-            &format!("--log-facility={}", dnsmasq_log.display()),
-        ],
-    );
+            site,
+            240,
+            &[
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=0",
+                &format!("--interface={site_if}"),
+                "--bind-interfaces",
+                "--user=root",
+                "--pid-file",
+                &format!("--dhcp-range={net}.150,{net}.199,255.255.255.0,10m"),
+                &format!("--dhcp-leasefile={}", leases_file.display()),
+                "--log-dhcp",
+                &format!("--log-facility={}", dnsmasq_log.display()),
+            ],
+        );
+        Self {
+            net,
+            server_ip,
+            srv_if,
+            leases_file,
+            dnsmasq_log,
+            dnsmasq,
+            work,
+            namespaces,
+        }
+    }
 
-    let factory = SocketFactory::for_namespace(srv).expect("server namespace");
-    let (http_port, mut requests) = http_recorder(&factory, server_ip);
-    let config = DhcpConfig {
-        mode: DhcpMode::Proxy,
-        ..base_config(server_ip, &srv_if, http_port)
-    };
-    let server = Server::start(srv, &srv_if, config, [KNOWN_MAC].into_iter().collect());
+    fn server_ns(&self) -> &str {
+        self.namespaces.name(0)
+    }
 
-    // A plain client gets dnsmasq's address and no boot file from us.
-    let plain = udhcpc(cli, "br0").await.expect("lease from dnsmasq");
-    assert!(plain.contains(&format!("ip={net}.1")), "{plain}");
-    assert!(plain.ends_with("boot_file="), "{plain}");
-    dnsmasq.assert_running(&std::fs::read_to_string(&dnsmasq_log).unwrap_or_default());
+    fn client_ns(&self) -> &str {
+        self.namespaces.name(2)
+    }
 
-    // The qemu NIC ROM is iPXE: it takes the address from dnsmasq and the
-    // script URL from our proxy offer, then fetches the script.
-    let serial = work.path().join("serial.log");
-    let _qemu = Process::start(
-        "qemu",
-        cli,
-        180,
-        &[
+    fn dnsmasq_log(&self) -> String {
+        std::fs::read_to_string(&self.dnsmasq_log).unwrap_or_default()
+    }
+
+    /// Returns whether `ip` lies in dnsmasq's range, .150 to .199.
+    fn leased_by_dnsmasq(&self, ip: Ipv4Addr) -> bool {
+        ip.to_string().starts_with(&format!("{}.", self.net))
+            && (150..=199).contains(&ip.octets()[3])
+    }
+
+    /// Starts a qemu VM on `tap0` with the NIC MAC `KNOWN_MAC`, under TCG.
+    fn qemu(&self, firmware: &[&str], nic_options: &str) -> Process {
+        let serial = self.work.path().join("serial.log");
+        let serial = format!("file:{}", serial.display());
+        let nic = format!("virtio-net-pci,netdev=n0,mac={KNOWN_MAC}{nic_options}");
+        let mut args = vec![
             "qemu-system-x86_64",
             "-machine",
             "pc,accel=tcg",
@@ -406,20 +433,54 @@ async fn proxy_beside_dnsmasq_boots_ipxe_with_both() {
             "-monitor",
             "none",
             "-no-reboot",
-            "-boot",
-            "n",
             "-serial",
-            &format!("file:{}", serial.display()),
+            &serial,
             "-netdev",
             "tap,id=n0,ifname=tap0,script=no,downscript=no",
             "-device",
-            &format!("virtio-net-pci,netdev=n0,mac={KNOWN_MAC}"),
-        ],
-    );
+            &nic,
+        ];
+        args.extend_from_slice(firmware);
+        Process::start("qemu", self.client_ns(), 180, &args)
+    }
+
+    fn serial(&self) -> String {
+        std::fs::read_to_string(self.work.path().join("serial.log")).unwrap_or_default()
+    }
+}
+
+/// Starts our proxyDHCP server in the lab's server namespace.
+fn start_proxy(lab: &ProxyLab, http_port: u16) -> Server {
+    let config = DhcpConfig {
+        mode: DhcpMode::Proxy,
+        ..base_config(lab.server_ip, &lab.srv_if, http_port)
+    };
+    let known = [KNOWN_MAC].into_iter().collect();
+    Server::start(lab.server_ns(), &lab.srv_if, config, known)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_beside_dnsmasq_boots_ipxe_with_both() {
+    let mut lab = ProxyLab::create();
+    let factory = SocketFactory::for_namespace(lab.server_ns()).expect("server namespace");
+    let (http_port, mut requests) = http_recorder(&factory, lab.server_ip);
+    let server = start_proxy(&lab, http_port);
+
+    // A plain client gets dnsmasq's address and no boot file from us.
+    let plain = udhcpc(lab.client_ns(), "br0")
+        .await
+        .expect("lease from dnsmasq");
+    assert!(plain.contains(&format!("ip={}.1", lab.net)), "{plain}");
+    assert!(plain.ends_with("boot_file="), "{plain}");
+    let log = lab.dnsmasq_log();
+    lab.dnsmasq.assert_running(&log);
+
+    // The qemu NIC ROM is iPXE: it takes the address from dnsmasq and the
+    // script URL from our proxy offer, then fetches the script.
+    let _qemu = lab.qemu(&["-boot", "n"], "");
     let fetched = tokio::time::timeout(Duration::from_secs(150), requests.recv()).await;
 
-    let dnsmasq_text = std::fs::read_to_string(&dnsmasq_log).unwrap_or_default();
-    let serial_text = std::fs::read_to_string(&serial).unwrap_or_default();
+    let (dnsmasq_text, serial_text) = (lab.dnsmasq_log(), lab.serial());
     let Ok(Some((peer, line))) = fetched else {
         panic!(
             "iPXE fetched no script within 150 s\ndnsmasq:\n{dnsmasq_text}\nserial:\n{serial_text}"
@@ -432,13 +493,55 @@ async fn proxy_beside_dnsmasq_boots_ipxe_with_both() {
     let SocketAddr::V4(peer) = peer else {
         panic!("IPv6 peer {peer}");
     };
-    let last = peer.ip().octets()[3];
     assert!(
-        peer.ip().to_string().starts_with(&format!("{net}.")) && (150..=199).contains(&last),
+        lab.leased_by_dnsmasq(*peer.ip()),
         "script fetched from {peer}, not from dnsmasq's range\n{dnsmasq_text}"
     );
-    let leased = std::fs::read_to_string(&leases_file).unwrap_or_default();
+    let leased = std::fs::read_to_string(&lab.leases_file).unwrap_or_default();
     assert!(leased.contains(&KNOWN_MAC.to_string()), "{leased}");
+    assert!(server.leases.leases().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_beside_dnsmasq_gives_ovmf_pxe_its_binary() {
+    let lab = ProxyLab::create();
+    // Stands in for the TFTP server: the first read request shows which file
+    // the firmware took from our proxy replies, and from which address.
+    let factory = SocketFactory::for_namespace(lab.server_ns()).expect("server namespace");
+    let tftp = factory
+        .udp(SocketAddr::from((lab.server_ip, 69)), UdpOptions::default())
+        .expect("TFTP socket");
+    let tftp = tokio::net::UdpSocket::from_std(tftp).expect("tokio socket");
+    let server = start_proxy(&lab, 8080);
+
+    let vars = lab.work.path().join("OVMF_VARS.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF is installed");
+    let code = "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd";
+    let vars = format!("if=pflash,format=raw,file={}", vars.display());
+    // Without a NIC ROM, OVMF boots with its own EDK2 PXE client.
+    let _qemu = lab.qemu(&["-drive", code, "-drive", &vars], ",romfile=");
+    let mut buffer = [0u8; 1500];
+    let received =
+        tokio::time::timeout(Duration::from_secs(150), tftp.recv_from(&mut buffer)).await;
+
+    let (dnsmasq_text, serial_text) = (lab.dnsmasq_log(), lab.serial());
+    let Ok(Ok((len, SocketAddr::V4(peer)))) = received else {
+        panic!(
+            "OVMF sent no TFTP request within 150 s\ndnsmasq:\n{dnsmasq_text}\nserial:\n{serial_text}"
+        );
+    };
+    let request = &buffer[..len];
+    assert_eq!(&request[..2], &[0, 1], "not a read request: {request:?}");
+    let name_end = request[2..]
+        .iter()
+        .position(|byte| *byte == 0)
+        .map_or(len, |end| end + 2);
+    assert_eq!(&request[2..name_end], b"snponly.efi");
+    assert!(
+        lab.leased_by_dnsmasq(*peer.ip()),
+        "TFTP request from {peer}, not from dnsmasq's range\n{dnsmasq_text}"
+    );
     assert!(server.leases.leases().is_empty());
     server.stop().await;
 }
