@@ -737,3 +737,63 @@ async fn ping_check_skips_address_a_host_uses() {
     );
     server.stop().await;
 }
+
+/// Builds the DHCPREQUEST a PXE client sends to a proxyDHCP server's port
+/// 4011 once it has an address: the captured OVMF DISCOVER with option 53
+/// set to REQUEST and `ciaddr` filled in.
+fn pxe_request_from_ovmf(ciaddr: Ipv4Addr) -> Vec<u8> {
+    let mut packet = include_bytes!("../fixtures/dhcp-firmware/ovmf-pxe-discover.bin").to_vec();
+    packet[12..16].copy_from_slice(&ciaddr.octets());
+    // Option 53 is the first option of the capture: 53, 1, 1 (DISCOVER).
+    assert_eq!(
+        &packet[240..243],
+        &[53, 1, 1],
+        "capture starts with option 53"
+    );
+    packet[242] = 3;
+    packet
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_replies_on_port_4011_from_4011() {
+    let namespaces = Namespaces::create(&["srv", "cli"]);
+    let (srv, cli) = (namespaces.name(0), namespaces.name(1));
+    let octet = namespaces.octet();
+    let server_ip = Ipv4Addr::new(10, 215, octet, 1);
+    let client_ip = Ipv4Addr::new(10, 215, octet, 160);
+    let (srv_if, cli_if) = (namespaces.interface("s"), namespaces.interface("c"));
+    veth(srv, &srv_if, cli, &cli_if);
+    address(srv, &srv_if, &format!("{server_ip}/24"));
+    address(cli, &cli_if, &format!("{client_ip}/24"));
+    let config = DhcpConfig {
+        mode: DhcpMode::Proxy,
+        ..base_config(server_ip, &srv_if, 8080)
+    };
+    let server = Server::start(srv, &srv_if, config, [KNOWN_MAC].into_iter().collect());
+    let client = SocketFactory::for_namespace(cli)
+        .expect("client namespace")
+        .udp(SocketAddr::from((client_ip, 0)), UdpOptions::default())
+        .expect("client socket");
+    let client = tokio::net::UdpSocket::from_std(client).expect("tokio socket");
+
+    let request = pxe_request_from_ovmf(client_ip);
+    client
+        .send_to(&request, SocketAddr::from((server_ip, PXE_PORT)))
+        .await
+        .expect("request sent");
+    let mut buffer = [0u8; 1500];
+    let received = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buffer))
+        .await
+        .expect("proxyDHCP replied within 5 s")
+        .expect("reply received");
+
+    let (len, from) = received;
+    let reply = &buffer[..len];
+    assert_eq!(from, SocketAddr::from((server_ip, PXE_PORT)));
+    assert_eq!(reply[0], 2, "BOOTREPLY");
+    assert_eq!(&reply[16..20], &[0, 0, 0, 0], "yiaddr is empty");
+    assert_eq!(&reply[108..120], b"snponly.efi\0");
+    let ack = reply[240..].windows(3).any(|option| option == [53, 1, 5]);
+    assert!(ack, "reply is a DHCPACK: {reply:?}");
+    server.stop().await;
+}
