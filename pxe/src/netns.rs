@@ -137,6 +137,9 @@ enum Request {
         addr: SocketAddr,
         reply: mpsc::SyncSender<Result<TcpListener, NetnsError>>,
     },
+    Icmp {
+        reply: mpsc::SyncSender<Result<Socket, NetnsError>>,
+    },
 }
 
 impl SocketFactory {
@@ -244,6 +247,20 @@ impl SocketFactory {
     }
 }
 
+impl SocketFactory {
+    /// Creates a blocking raw ICMPv4 socket, for the DHCP server's ping check
+    /// of an address before it offers it. Needs `CAP_NET_RAW`.
+    pub fn icmp(&self) -> Result<Socket, NetnsError> {
+        match &self.target {
+            Target::Host => create_icmp("host"),
+            Target::Namespace { name, requests } => {
+                let (reply, response) = mpsc::sync_channel(1);
+                exchange(name, requests, Request::Icmp { reply }, &response)
+            }
+        }
+    }
+}
+
 /// Sends one request to the namespace thread and waits for its reply.
 fn exchange<T>(
     namespace: &str,
@@ -303,6 +320,9 @@ fn serve_requests(
             }
             Request::Tcp { addr, reply } => {
                 let _ = reply.send(create_tcp_listener(&namespace, addr));
+            }
+            Request::Icmp { reply } => {
+                let _ = reply.send(create_icmp(&namespace));
             }
         }
     }
@@ -378,6 +398,16 @@ fn create_tcp_listener(namespace: &str, addr: SocketAddr) -> Result<TcpListener,
             source,
         })?;
     Ok(socket.into())
+}
+
+fn create_icmp(namespace: &str) -> Result<Socket, NetnsError> {
+    Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|source| {
+        NetnsError::Create {
+            namespace: namespace.to_string(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        }
+    })
 }
 
 fn bind(namespace: &str, socket: &Socket, addr: SocketAddr) -> Result<(), NetnsError> {

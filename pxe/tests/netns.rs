@@ -7,6 +7,13 @@
 //! namespaces when the test ends, also when it fails. Every external command
 //! runs under `timeout(1)`. The clients come from the Debian packages listed
 //! in `tests/peers/packages/pxe.list`.
+//!
+//! `dhcp_peers` adds tests against other real DHCP software: dnsmasq as the
+//! site's DHCP server beside our proxyDHCP, ISC dhcrelay, perfdhcp and a
+//! qemu iPXE netboot client.
+
+#[path = "netns/dhcp_peers.rs"]
+mod dhcp_peers;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,7 +22,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rackhand_pxe::MacAddr;
-use rackhand_pxe::dhcp::{BootFiles, DhcpConfig, DhcpServer, KnownMacs, LeaseState, LeaseStore};
+use rackhand_pxe::dhcp::{
+    BootFiles, DECLINE_QUARANTINE, DhcpConfig, DhcpMode, DhcpServer, KnownMacs, LeaseState,
+    LeaseStore,
+};
 use rackhand_pxe::netns::{SocketFactory, UdpOptions};
 use rackhand_pxe::tftp::{TftpOptions, TftpServer};
 use tokio::task::JoinHandle;
@@ -293,8 +303,17 @@ fn dhcp_config(lab: &Lab) -> DhcpConfig {
             tftp_server: lab.server_ip(),
             bios: "undionly.kpxe".to_string(),
             uefi_x64: "snponly.efi".to_string(),
+            uefi_arm64: None,
+            http_x64: None,
+            http_ia32: None,
+            http_arm64: None,
             ipxe_script_url: format!("http://{}:8080/boot/{{mac}}.ipxe", lab.server_ip()),
         },
+        mode: DhcpMode::Full,
+        relay_subnets: Vec::new(),
+        discovery_pool: None,
+        decline_quarantine: DECLINE_QUARANTINE,
+        ping_check: None,
     }
 }
 

@@ -109,6 +109,9 @@ impl SiteNodes {
     /// Replaces the listed nodes with a fetched list. Task nodes added
     /// before the fetch started are dropped: the list is newer than them,
     /// so a node it leaves out was deleted.
+    // TODO: apply per-node boot files with `KnownMacs::set_boot_override`
+    // once the protocol's node list carries them; until then every node gets
+    // the site-wide boot files of `[pxe]`.
     pub fn replace_listed(&self, started: FetchStarted, nodes: Vec<SiteNode>) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         inner.listed = nodes

@@ -1,8 +1,10 @@
 //! The set of MACs the DHCP server replies to: the site's machines.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use super::boot::BootOverride;
+use super::config::DhcpConfigError;
 use crate::MacAddr;
 
 /// MACs of the site's machines, shared between the DHCP server and the site
@@ -13,6 +15,9 @@ use crate::MacAddr;
 #[derive(Clone, Debug, Default)]
 pub struct KnownMacs {
     inner: Arc<RwLock<HashSet<MacAddr>>>,
+    /// Per-machine boot files. Kept apart from the set, so
+    /// [`KnownMacs::replace`] leaves them in place.
+    overrides: Arc<RwLock<HashMap<MacAddr, BootOverride>>>,
 }
 
 impl KnownMacs {
@@ -67,6 +72,39 @@ impl KnownMacs {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Sets the boot files of `mac` that win over the site-wide ones, or
+    /// clears them with `None`. Fails, changing nothing, when a file name or
+    /// URL does not fit the BOOTP `file` field.
+    pub fn set_boot_override(
+        &self,
+        mac: MacAddr,
+        boot: Option<BootOverride>,
+    ) -> Result<(), DhcpConfigError> {
+        let mut overrides = self
+            .overrides
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match boot {
+            Some(boot) => {
+                boot.validate()?;
+                overrides.insert(mac, boot);
+            }
+            None => {
+                overrides.remove(&mac);
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the boot override of `mac`, if one is set.
+    pub fn boot_override(&self, mac: &MacAddr) -> Option<BootOverride> {
+        self.overrides
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(mac)
+            .cloned()
+    }
 }
 
 impl FromIterator<MacAddr> for KnownMacs {
@@ -105,6 +143,36 @@ mod tests {
 
         assert!(!known.contains(&mac(1)));
         assert!(known.contains(&mac(2)));
+    }
+
+    #[test]
+    fn boot_override_survives_replace() {
+        let known = KnownMacs::new();
+        let boot = BootOverride {
+            tftp_file: Some("custom.kpxe".to_string()),
+            ..BootOverride::default()
+        };
+        known
+            .set_boot_override(mac(1), Some(boot.clone()))
+            .expect("valid override");
+
+        known.replace([mac(1)]);
+
+        assert_eq!(known.boot_override(&mac(1)), Some(boot));
+    }
+
+    #[test]
+    fn invalid_boot_override_is_rejected() {
+        let known = KnownMacs::new();
+        let boot = BootOverride {
+            http_url: Some("tftp://10.0.0.1/x.efi".to_string()),
+            ..BootOverride::default()
+        };
+
+        let result = known.set_boot_override(mac(1), Some(boot));
+
+        assert!(result.is_err());
+        assert_eq!(known.boot_override(&mac(1)), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::DhcpConfig;
+use super::config::Scope;
 use super::error::DhcpError;
 use super::lease_file;
 use crate::MacAddr;
@@ -25,8 +25,9 @@ use crate::MacAddr;
 /// minute leaves a wide margin.
 pub const OFFER_HOLD: Duration = Duration::from_secs(60);
 
-/// How long a declined address is kept out of use. A DHCPDECLINE means another
-/// host already uses the address, and that host rarely leaves within minutes.
+/// Default of [`DhcpConfig::decline_quarantine`](super::DhcpConfig): how long
+/// a declined address is kept out of use. A DHCPDECLINE means another host
+/// already uses the address, and that host rarely leaves within minutes.
 pub const DECLINE_QUARANTINE: Duration = Duration::from_secs(3600);
 
 /// State of a lease.
@@ -70,6 +71,10 @@ impl Lease {
 pub struct LeaseStore {
     table: Arc<Mutex<LeaseTable>>,
     path: Option<Arc<PathBuf>>,
+    /// Held from snapshot to rename, so two writers (the server loop and
+    /// [`LeaseStore::reserve`]) never interleave and a newer snapshot never
+    /// lands before an older one.
+    write: Arc<Mutex<()>>,
 }
 
 impl LeaseStore {
@@ -81,6 +86,7 @@ impl LeaseStore {
         Ok(Self {
             table: Arc::new(Mutex::new(table)),
             path: Some(Arc::new(path)),
+            write: Arc::default(),
         })
     }
 
@@ -90,6 +96,7 @@ impl LeaseStore {
         Self {
             table: Arc::default(),
             path: None,
+            write: Arc::default(),
         }
     }
 
@@ -123,7 +130,10 @@ impl LeaseStore {
     }
 
     /// Writes the lease file now if anything changed since the last write.
+    /// Blocks on file I/O, including `fsync`. A failed write leaves the
+    /// table marked as changed, so the next call tries again.
     pub fn save(&self) -> Result<(), DhcpError> {
+        let _writing = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         match self.take_snapshot() {
             Some((path, bytes)) => lease_file::write_atomic(&path, &bytes).inspect_err(|_| {
                 self.lock().changed = true;
@@ -133,9 +143,8 @@ impl LeaseStore {
     }
 
     /// Serializes the table if it changed since the last snapshot and the
-    /// store has a file. Clears the change mark; the caller restores it with
-    /// [`LeaseStore::mark_changed`] when the write fails.
-    pub(crate) fn take_snapshot(&self) -> Option<(PathBuf, Vec<u8>)> {
+    /// store has a file, and clears the change mark.
+    fn take_snapshot(&self) -> Option<(PathBuf, Vec<u8>)> {
         let mut table = self.lock();
         if !table.changed {
             return None;
@@ -143,10 +152,6 @@ impl LeaseStore {
         table.changed = false;
         let path = self.path.as_deref()?.clone();
         Some((path, lease_file::serialize(&table)))
-    }
-
-    pub(crate) fn mark_changed(&self) {
-        self.lock().changed = true;
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, LeaseTable> {
@@ -223,14 +228,18 @@ impl LeaseTable {
         &mut self,
         mac: MacAddr,
         requested: Option<Ipv4Addr>,
-        config: &DhcpConfig,
+        scope: &Scope,
         now: u64,
     ) -> Option<Ipv4Addr> {
+        let expired = self.quarantined.len();
         self.quarantined.retain(|_, until| *until > now);
+        if self.quarantined.len() != expired {
+            self.changed = true;
+        }
         let hold_until = now.saturating_add(OFFER_HOLD.as_secs());
 
         if let Some(lease) = self.by_mac.get(&mac).cloned() {
-            if config.is_assignable(lease.ip) && !self.is_quarantined(lease.ip, now) {
+            if scope.is_assignable(lease.ip) && !self.is_quarantined(lease.ip, now) {
                 // A live lease or offer stays as it is, so a client that
                 // repeats its DHCPDISCOVER causes no lease file write.
                 let live = matches!(lease.state, LeaseState::Bound | LeaseState::Offered)
@@ -248,7 +257,7 @@ impl LeaseTable {
             self.remove(&mac);
         }
 
-        let ip = self.free_address(requested, config, now)?;
+        let ip = self.free_address(requested, scope, now)?;
         self.insert(Lease {
             mac,
             ip,
@@ -262,14 +271,14 @@ impl LeaseTable {
     fn free_address(
         &mut self,
         requested: Option<Ipv4Addr>,
-        config: &DhcpConfig,
+        scope: &Scope,
         now: u64,
     ) -> Option<Ipv4Addr> {
         let usable =
-            |table: &Self, ip: Ipv4Addr| config.is_assignable(ip) && !table.is_quarantined(ip, now);
+            |table: &Self, ip: Ipv4Addr| scope.is_assignable(ip) && !table.is_quarantined(ip, now);
 
         if let Some(ip) = requested
-            && config.pool_contains(ip)
+            && scope.pool_contains(ip)
             && self.holder(ip).is_none()
             && usable(self, ip)
         {
@@ -277,7 +286,7 @@ impl LeaseTable {
         }
 
         // Bounded by MAX_POOL_SIZE, which the config check enforces.
-        if let Some(ip) = config
+        if let Some(ip) = scope
             .pool()
             .find(|ip| self.holder(*ip).is_none() && usable(self, *ip))
         {
@@ -287,7 +296,7 @@ impl LeaseTable {
         let oldest = self
             .by_mac
             .values()
-            .filter(|lease| config.pool_contains(lease.ip) && lease.is_reclaimable(now))
+            .filter(|lease| scope.pool_contains(lease.ip) && lease.is_reclaimable(now))
             .filter(|lease| usable(self, lease.ip))
             .min_by_key(|lease| (lease.expires_at, lease.ip))
             .cloned()?;
@@ -309,11 +318,11 @@ impl LeaseTable {
         &mut self,
         mac: MacAddr,
         ip: Ipv4Addr,
-        config: &DhcpConfig,
+        scope: &Scope,
         lease_time: Duration,
         now: u64,
     ) -> RequestOutcome {
-        if !config.is_assignable(ip) {
+        if !scope.is_assignable(ip) {
             return RequestOutcome::Nak("requested address is not on this network");
         }
         if self.is_quarantined(ip, now) {
@@ -323,7 +332,7 @@ impl LeaseTable {
         let reserved = match self.by_mac.get(&mac) {
             Some(lease) if lease.ip == ip => lease.reserved,
             Some(_) => return RequestOutcome::Nak("requested address differs from the lease"),
-            None if !config.pool_contains(ip) => {
+            None if !scope.pool_contains(ip) => {
                 return RequestOutcome::Nak("requested address is outside the pool");
             }
             None if self.holder(ip).is_some() => {
@@ -362,15 +371,37 @@ impl LeaseTable {
     }
 
     /// Drops the lease of `mac` on `ip`, reservation included, and keeps the
-    /// address out of use for [`DECLINE_QUARANTINE`] (DHCPDECLINE).
-    pub(crate) fn decline(&mut self, mac: MacAddr, ip: Ipv4Addr, now: u64) -> bool {
+    /// address out of use for `quarantine` (DHCPDECLINE).
+    pub(crate) fn decline(
+        &mut self,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        now: u64,
+        quarantine: Duration,
+    ) -> bool {
         if self.by_mac.get(&mac).is_none_or(|lease| lease.ip != ip) {
             return false;
         }
         self.remove(&mac);
-        let until = now.saturating_add(DECLINE_QUARANTINE.as_secs());
-        self.quarantined.insert(ip, until);
+        self.quarantine(ip, now, quarantine);
         true
+    }
+
+    /// Keeps `ip` out of use for `quarantine` from `now`, and drops an offer
+    /// of it that no client has requested yet. A bound lease stays, because
+    /// its client may be the host that uses the address.
+    pub(crate) fn quarantine(&mut self, ip: Ipv4Addr, now: u64, quarantine: Duration) {
+        let until = now.saturating_add(quarantine.as_secs());
+        self.quarantined.insert(ip, until);
+        self.changed = true;
+        if let Some(holder) = self.holder(ip)
+            && self
+                .by_mac
+                .get(&holder)
+                .is_some_and(|lease| lease.state == LeaseState::Offered && !lease.reserved)
+        {
+            self.remove(&holder);
+        }
     }
 
     /// Forgets an offer that the client turned down by requesting another

@@ -8,6 +8,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -143,9 +144,13 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DhcpError> {
         .map_err(write_error)
 }
 
+/// Returns a temporary name beside `path`, unique per process and call, so
+/// that two stores on one file never write the same temporary file.
 fn temporary_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
+    name.push(format!(".tmp-{}-{sequence}", std::process::id()));
     path.with_file_name(name)
 }
 
@@ -156,7 +161,7 @@ mod tests {
     use super::*;
     use crate::MacAddr;
     use crate::dhcp::config::tests::sample_config;
-    use crate::dhcp::lease::{LeaseState, LeaseStore};
+    use crate::dhcp::lease::{DECLINE_QUARANTINE, LeaseState, LeaseStore};
 
     fn mac(last: u8) -> MacAddr {
         MacAddr([0x52, 0x54, 0x00, 0x00, 0x00, last])
@@ -171,13 +176,19 @@ mod tests {
         {
             let mut table = store.lock();
             let ip = table
-                .offer(mac(1), None, &config, 1_000)
+                .offer(mac(1), None, &config.local_scope(), 1_000)
                 .expect("pool has room");
-            table.request(mac(1), ip, &config, Duration::from_secs(3600), 1_001);
+            table.request(
+                mac(1),
+                ip,
+                &config.local_scope(),
+                Duration::from_secs(3600),
+                1_001,
+            );
             let declined = table
-                .offer(mac(2), None, &config, 1_000)
+                .offer(mac(2), None, &config.local_scope(), 1_000)
                 .expect("pool has room");
-            table.decline(mac(2), declined, 1_002);
+            table.decline(mac(2), declined, 1_002, DECLINE_QUARANTINE);
         }
         store
             .reserve(mac(3), Ipv4Addr::new(10, 98, 0, 10))
@@ -249,6 +260,32 @@ mod tests {
         let error = LeaseStore::open(&path).expect_err("future version");
 
         assert!(error.to_string().contains("version 2"), "{error}");
+    }
+
+    #[test]
+    fn concurrent_saves_leave_a_whole_file() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("leases.json");
+        let store = LeaseStore::open(&path).expect("empty store");
+        let config = sample_config();
+
+        std::thread::scope(|scope| {
+            for writer in 0..4u8 {
+                let store = store.clone();
+                let config = &config;
+                scope.spawn(move || {
+                    for round in 0..20u8 {
+                        let mac = mac(writer * 20 + round);
+                        store.lock().offer(mac, None, &config.local_scope(), 1_000);
+                        store.save().expect("directory is writable");
+                    }
+                });
+            }
+        });
+
+        let reloaded = LeaseStore::open(&path).expect("file is whole JSON");
+        assert_eq!(reloaded.leases(), store.leases());
+        assert_eq!(reloaded.leases().len(), 80);
     }
 
     #[test]

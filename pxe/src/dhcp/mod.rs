@@ -2,10 +2,15 @@
 //!
 //! # Design
 //!
-//! The server replies only to MACs in [`KnownMacs`], the machines the control
-//! plane assigned to this site, so it can share a network segment with other
-//! DHCP servers without taking over their clients. A packet from any other MAC
-//! gets no reply and one log line per MAC per minute.
+//! The server runs in one of two [`DhcpMode`]s. As the full DHCP server it
+//! leases addresses to the MACs in [`KnownMacs`], the machines the control
+//! plane assigned to this site, and, when a discovery pool is set, to other
+//! MACs from that pool. As proxyDHCP beside the site's own DHCP server it
+//! leases nothing and replies only to PXE and UEFI HTTP boot clients with their
+//! boot file: DISCOVER on port 67, REQUEST and INFORM on port 4011. Either
+//! way it can share a segment with other DHCP servers without taking over
+//! their clients. A packet that gets no reply because of its MAC, its
+//! architecture or its relay is logged once per MAC per minute.
 //!
 //! Invariants:
 //!
@@ -16,11 +21,18 @@
 //!   provisioning.
 //! - No address is leased to two MACs at once. An expired lease's address
 //!   goes to another MAC only when every pool address has been leased before.
-//! - Declined addresses stay out of use for [`DECLINE_QUARANTINE`].
+//! - Addresses that a client declined, or that sent an echo reply to the
+//!   optional ping check, stay out of use for [`DhcpConfig::decline_quarantine`]; the
+//!   quarantine is saved in the lease file.
+//! - A relayed request (`giaddr` set) is served from the subnet that contains
+//!   `giaddr` and answered through the relay on port 67, with its option 82
+//!   echoed byte for byte (RFC 3046).
 //! - A client already running iPXE gets its script URL, never an iPXE binary
 //!   again, which would loop. PXE firmware gets the iPXE binary for its
-//!   option 93 architecture. Other clients, such as the installed OS, get an
-//!   address only.
+//!   option 93 architecture, UEFI HTTP boot firmware a URL, and a per-node
+//!   [`BootOverride`] wins over both. Netboot firmware whose architecture
+//!   has no boot file gets no reply. Other clients, such as the installed
+//!   OS, get an address only.
 //!
 //! Clients are identified by `chaddr` alone, because [`KnownMacs`] lists
 //! hardware addresses. Option 61 (client identifier) is ignored, and so is
@@ -29,35 +41,47 @@
 //! [`DhcpServer::run`] receives on one socket, which the caller creates bound
 //! to 0.0.0.0:67 with `SO_BROADCAST` and `SO_BINDTODEVICE` on the
 //! provisioning interface, for example through
-//! [`SocketFactory::udp`](crate::netns::SocketFactory::udp). Replies leave
-//! through the same socket. Packets are handled one at a time by
-//! the packet handler in `handler.rs`, which does no I/O.
+//! [`SocketFactory::udp`](crate::netns::SocketFactory::udp), plus in proxy
+//! mode a second one on port 4011. Replies leave through the socket the
+//! request came in on. Packets are handled one at a time by the packet
+//! handler in `handler.rs`, which does no I/O; ping checks run in the
+//! background and hand their offer back to the loop.
 
 mod boot;
 mod config;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod handler;
 mod known;
 mod lease;
 mod lease_file;
 mod packet;
+mod ping;
 mod reply;
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use boot::BootOverride;
 pub use config::{
-    BootFiles, DhcpConfig, DhcpConfigError, MAC_PLACEHOLDER, MAX_BOOT_FILE_LEN, MAX_POOL_SIZE,
-    MIN_LEASE_TIME,
+    AddressRange, BootFiles, DhcpConfig, DhcpConfigError, DhcpMode, MAC_PLACEHOLDER,
+    MAX_BOOT_FILE_LEN, MAX_PING_WAIT, MAX_POOL_SIZE, MAX_QUARANTINE, MIN_LEASE_TIME, MIN_PING_WAIT,
+    RelaySubnet,
 };
 pub use error::DhcpError;
 pub use known::KnownMacs;
 pub use lease::{DECLINE_QUARANTINE, Lease, LeaseState, LeaseStore, OFFER_HOLD};
+pub use reply::PXE_PORT;
 
-use handler::Responder;
+use handler::{Arrival, Handled, Responder};
+use reply::ReplySocket;
+
+use crate::netns::SocketFactory;
 
 /// Receive buffer size. DHCP messages from clients fit in 576 bytes unless
 /// option 57 allows more, and no client sends more than an Ethernet frame.
@@ -69,11 +93,21 @@ const MAX_CONSECUTIVE_RECEIVE_ERRORS: u32 = 100;
 /// Pause after a receive error, so a persistent error does not spin.
 const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// Ping checks running at once. A DISCOVER that would start one more is
+/// dropped, and the client's retransmission tries again.
+const MAX_PINGS_IN_FLIGHT: usize = 64;
+
+/// Addresses tried for one DISCOVER when ping checks keep finding them in
+/// use. The client's retransmission starts over.
+const MAX_PING_ATTEMPTS: u32 = 3;
+
 /// A DHCPv4 server bound to one provisioning network.
 #[derive(Debug)]
 pub struct DhcpServer {
     responder: Responder,
     socket: UdpSocket,
+    pxe_socket: Option<UdpSocket>,
+    ping_factory: Option<SocketFactory>,
 }
 
 impl DhcpServer {
@@ -92,35 +126,72 @@ impl DhcpServer {
         Ok(Self {
             responder: Responder::new(config, known, leases),
             socket,
+            pxe_socket: None,
+            ping_factory: None,
         })
+    }
+
+    /// Adds the socket for port 4011 (0.0.0.0:4011, bound to the interface),
+    /// where PXE clients send their DHCPREQUEST to a proxyDHCP server. Only
+    /// [`DhcpMode::Proxy`] reads it.
+    pub fn with_pxe_socket(mut self, socket: UdpSocket) -> Result<Self, DhcpError> {
+        socket.set_nonblocking(true).map_err(DhcpError::Socket)?;
+        self.pxe_socket = Some(socket);
+        Ok(self)
+    }
+
+    /// Sets where the ping check's ICMP sockets are created: the namespace of
+    /// the provisioning interface. Without it, [`DhcpConfig::ping_check`]
+    /// pings from the caller's namespace.
+    pub fn with_ping_factory(mut self, factory: SocketFactory) -> Self {
+        self.ping_factory = Some(factory);
+        self
     }
 
     /// Serves until `shutdown` is cancelled.
     ///
-    /// Returns an error only when the socket cannot be used with tokio or
+    /// Returns an error only when a socket cannot be used with tokio or
     /// fails to receive 100 times in a row.
     /// Send errors and lease file errors are logged and serving goes on.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), DhcpError> {
-        let local_addr = self.socket.local_addr().map_err(DhcpError::Socket)?;
-        let socket = tokio::net::UdpSocket::from_std(self.socket).map_err(DhcpError::Socket)?;
-        let config = self.responder.config();
-        tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
-            %local_addr,
-            interface = config.interface.as_deref().unwrap_or("-"),
-            server_ip = %config.server_ip,
-            pool_start = %config.pool_start,
-            pool_end = %config.pool_end,
-            "dhcp server started",
-        );
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DhcpError> {
+        let DhcpServer {
+            mut responder,
+            socket,
+            pxe_socket,
+            ping_factory,
+        } = self;
+        let local_addr = socket.local_addr().map_err(DhcpError::Socket)?;
+        let socket = tokio::net::UdpSocket::from_std(socket).map_err(DhcpError::Socket)?;
+        let pxe_socket = match pxe_socket {
+            Some(pxe) => Some(tokio::net::UdpSocket::from_std(pxe).map_err(DhcpError::Socket)?),
+            None => None,
+        };
+        log_start(responder.config(), local_addr, pxe_socket.is_some());
 
+        let (sender, mut ping_results) = mpsc::channel::<PingResult>(MAX_PINGS_IN_FLIGHT);
+        let mut pings = PingChecks {
+            sender,
+            factory: ping_factory.unwrap_or_else(SocketFactory::host),
+            in_flight: 0,
+        };
+        let sockets = Sockets {
+            server: &socket,
+            pxe: pxe_socket.as_ref(),
+        };
         let mut buffer = vec![0u8; RECEIVE_BUFFER_LEN];
+        let mut pxe_buffer = vec![0u8; RECEIVE_BUFFER_LEN];
         let mut consecutive_errors = 0;
-        // Runs until shutdown; each pass handles one packet or one error.
+        // Runs until shutdown; each pass handles one packet, one ping result
+        // or one error.
         loop {
-            let received = tokio::select! {
+            let (received, arrival) = tokio::select! {
                 () = shutdown.cancelled() => break,
-                received = socket.recv_from(&mut buffer) => received,
+                Some(result) = ping_results.recv() => {
+                    pings.finished(&mut responder, result, &sockets).await;
+                    continue;
+                }
+                received = socket.recv_from(&mut buffer) => (received, Arrival::ServerPort),
+                received = receive_optional(pxe_socket.as_ref(), &mut pxe_buffer) => (received, Arrival::PxePort),
             };
             let (len, source) = match received {
                 Ok(received) => received,
@@ -140,18 +211,175 @@ impl DhcpServer {
             };
             consecutive_errors = 0;
 
-            let reply = self
-                .responder
-                .handle(&buffer[..len], source, SystemTime::now());
-            persist_leases(self.responder.leases()).await;
-            if let Some(reply) = reply {
-                send_reply(&socket, &reply).await;
+            let packet = match arrival {
+                Arrival::ServerPort => &buffer[..len],
+                Arrival::PxePort => &pxe_buffer[..len],
+            };
+            let handled = responder.handle_packet(packet, source, arrival, SystemTime::now());
+            persist_leases(responder.leases()).await;
+            match handled {
+                Handled::Nothing => {}
+                Handled::Reply(reply) => send_reply(&sockets, &reply).await,
+                Handled::Probe { ip, mac, reply } => {
+                    let pending = PendingOffer {
+                        ip,
+                        mac,
+                        reply,
+                        packet: packet.to_vec(),
+                        source,
+                        attempt: 1,
+                    };
+                    pings.start(&mut responder, pending);
+                }
             }
         }
 
         tracing::info!(%local_addr, "dhcp server stopped");
         Ok(())
     }
+}
+
+fn log_start(config: &DhcpConfig, local_addr: SocketAddr, has_pxe_socket: bool) {
+    if config.mode == DhcpMode::Proxy && !has_pxe_socket {
+        tracing::warn!(
+            "proxyDHCP runs without a port 4011 socket; PXE clients that send their request there get no boot file"
+        );
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        %local_addr,
+        mode = ?config.mode,
+        interface = config.interface.as_deref().unwrap_or("-"),
+        server_ip = %config.server_ip,
+        pool_start = %config.pool_start,
+        pool_end = %config.pool_end,
+        relay_subnets = config.relay_subnets.len(),
+        ping_check = ?config.ping_check,
+        "dhcp server started",
+    );
+}
+
+/// An offer waiting for its ping check.
+#[derive(Debug)]
+struct PendingOffer {
+    ip: Ipv4Addr,
+    mac: crate::MacAddr,
+    reply: reply::Reply,
+    /// The DISCOVER, handled again when the address is in use.
+    packet: Vec<u8>,
+    source: SocketAddr,
+    attempt: u32,
+}
+
+/// The ping checks running in the background.
+#[derive(Debug)]
+struct PingChecks {
+    sender: mpsc::Sender<PingResult>,
+    factory: SocketFactory,
+    in_flight: usize,
+}
+
+impl PingChecks {
+    /// Starts a ping check of the offer's address, or drops the offer when
+    /// too many checks run.
+    fn start(&mut self, responder: &mut Responder, pending: PendingOffer) {
+        let Some(wait) = responder.config().ping_check else {
+            return;
+        };
+        let (ip, mac) = (pending.ip, pending.mac);
+        if self.in_flight >= MAX_PINGS_IN_FLIGHT {
+            tracing::warn!(%mac, %ip, "too many ping checks running; dropping DISCOVER");
+            responder.address_free(ip);
+            return;
+        }
+        self.in_flight += 1;
+
+        let factory = self.factory.clone();
+        let sender = self.sender.clone();
+        tokio::spawn(async move {
+            let checked =
+                tokio::task::spawn_blocking(move || ping::answers_ping(&factory, ip, wait)).await;
+            let in_use = match checked {
+                Ok(Ok(in_use)) => in_use,
+                Ok(Err(error)) => {
+                    tracing::warn!(%mac, %ip, %error, "ping check failed; offering the address unchecked");
+                    false
+                }
+                Err(error) => {
+                    tracing::warn!(%mac, %ip, %error, "ping check task failed; offering the address unchecked");
+                    false
+                }
+            };
+            // The receiver lives as long as the server loop; after shutdown
+            // the result has nowhere to go.
+            let _ = sender.send(PingResult { pending, in_use }).await;
+        });
+    }
+
+    /// Sends the offer whose address is free, or quarantines the address and
+    /// handles the DISCOVER again.
+    async fn finished(
+        &mut self,
+        responder: &mut Responder,
+        result: PingResult,
+        sockets: &Sockets<'_>,
+    ) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let pending = result.pending;
+        if !result.in_use {
+            responder.address_free(pending.ip);
+            send_reply(sockets, &pending.reply).await;
+            return;
+        }
+
+        let now = SystemTime::now();
+        responder.address_in_use(pending.ip, pending.mac, now);
+        if pending.attempt >= MAX_PING_ATTEMPTS {
+            persist_leases(responder.leases()).await;
+            return;
+        }
+        let handled =
+            responder.handle_packet(&pending.packet, pending.source, Arrival::ServerPort, now);
+        persist_leases(responder.leases()).await;
+        match handled {
+            Handled::Nothing => {}
+            Handled::Reply(reply) => send_reply(sockets, &reply).await,
+            Handled::Probe { ip, mac, reply } => {
+                let next = PendingOffer {
+                    ip,
+                    mac,
+                    reply,
+                    attempt: pending.attempt + 1,
+                    ..pending
+                };
+                self.start(responder, next);
+            }
+        }
+    }
+}
+
+/// A finished ping check.
+#[derive(Debug)]
+struct PingResult {
+    pending: PendingOffer,
+    in_use: bool,
+}
+
+/// Receives from `socket`, or waits forever when there is none.
+async fn receive_optional(
+    socket: Option<&tokio::net::UdpSocket>,
+    buffer: &mut [u8],
+) -> io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buffer).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The sockets replies leave from.
+struct Sockets<'a> {
+    server: &'a tokio::net::UdpSocket,
+    pxe: Option<&'a tokio::net::UdpSocket>,
 }
 
 /// Logs a receive error and returns `Err(count)` once the limit is reached.
@@ -166,24 +394,26 @@ fn receive_failed(error: &io::Error, count: u32) -> Result<(), u32> {
 /// Writes the lease file if the last packet changed a lease. A failed write
 /// is logged and retried after the next packet.
 async fn persist_leases(leases: &LeaseStore) {
-    let Some((path, bytes)) = leases.take_snapshot() else {
+    if leases.path().is_none() {
         return;
-    };
-
-    let write = tokio::task::spawn_blocking(move || lease_file::write_atomic(&path, &bytes)).await;
-    let error = match write {
+    }
+    let store = leases.clone();
+    let error = match tokio::task::spawn_blocking(move || store.save()).await {
         Ok(Ok(())) => return,
         Ok(Err(error)) => crate::error_chain(&error),
         Err(join_error) => format!("lease file writer task failed: {join_error}"),
     };
-    leases.mark_changed();
     tracing::error!(
         error,
         "failed to persist DHCP leases; the reply is sent anyway"
     );
 }
 
-async fn send_reply(socket: &tokio::net::UdpSocket, reply: &reply::Reply) {
+async fn send_reply(sockets: &Sockets<'_>, reply: &reply::Reply) {
+    let socket = match (reply.socket, sockets.pxe) {
+        (ReplySocket::Pxe, Some(pxe)) => pxe,
+        _ => sockets.server,
+    };
     let mac = crate::MacAddr(copy_mac(reply.message.chaddr()));
     let bytes = match reply.encode() {
         Ok(bytes) => bytes,

@@ -16,6 +16,9 @@ use crate::MacAddr;
 /// Length of the fixed BOOTP header, up to and including `file`.
 const HEADER_LEN: usize = 236;
 
+/// Option 82, relay agent information (RFC 3046).
+const RELAY_AGENT_INFORMATION: u8 = 82;
+
 /// The magic cookie that starts the DHCP options (RFC 2131 section 3).
 const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 
@@ -53,6 +56,10 @@ pub(crate) struct ClientRequest {
     pub(crate) message: Message,
     pub(crate) mac: MacAddr,
     pub(crate) message_type: MessageType,
+    /// Option 82 as the relay agent sent it, split parts joined (RFC 3396).
+    /// Replies echo these bytes, not dhcproto's re-encoding, because RFC 3046
+    /// requires the server to return the option unchanged.
+    pub(crate) relay_agent_information: Option<Vec<u8>>,
 }
 
 impl ClientRequest {
@@ -94,11 +101,14 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientRequest, Malformed> {
     if bytes[HEADER_LEN..HEADER_LEN + 4] != MAGIC_COOKIE {
         return Err(Malformed::NoMagicCookie);
     }
-    check_option_lengths(&bytes[HEADER_LEN + 4..])?;
+    let relay_agent_information = check_option_lengths(&bytes[HEADER_LEN + 4..])?;
 
-    let message = Message::decode(&mut Decoder::new(bytes))
+    let mut message = Message::decode(&mut Decoder::new(bytes))
         .map_err(|error| Malformed::Decode(error.to_string()))?;
     let message_type = message.opts().msg_type().ok_or(Malformed::NoMessageType)?;
+    // dhcproto parses option 82 into sub-options, and its decoder stops at
+    // the first option it cannot parse; the raw bytes are what replies need.
+    message.opts_mut().remove(OptionCode::RelayAgentInformation);
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&bytes[28..34]);
 
@@ -106,16 +116,19 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ClientRequest, Malformed> {
         message,
         mac: MacAddr(mac),
         message_type,
+        relay_agent_information,
     })
 }
 
-/// Walks the options area and rejects lengths that dhcproto asserts on.
+/// Walks the options area, rejects lengths that dhcproto asserts on, and
+/// returns the raw data of option 82.
 ///
 /// Consecutive instances of one option are concatenated first (RFC 3396), as
 /// dhcproto does, and the check applies to the total length.
-fn check_option_lengths(options: &[u8]) -> Result<(), Malformed> {
+fn check_option_lengths(options: &[u8]) -> Result<Option<Vec<u8>>, Malformed> {
     let mut position = 0;
     let mut run: Option<(u8, usize)> = None;
+    let mut relay_agent_information: Option<Vec<u8>> = None;
 
     // Each pass consumes at least one byte, so this ends within options.len().
     while position < options.len() {
@@ -143,9 +156,26 @@ fn check_option_lengths(options: &[u8]) -> Result<(), Malformed> {
                 Some((code, len))
             }
         };
+        if code == RELAY_AGENT_INFORMATION {
+            relay_agent_information
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(&options[position + 2..position + 2 + len]);
+        }
         position += 2 + len;
     }
-    check_run(run)
+    check_run(run)?;
+    // Instances need not be adjacent, so the joined length is checked here:
+    // RFC 3046 allows at most 255 bytes, and the reply must echo them all.
+    if let Some(data) = relay_agent_information
+        .as_ref()
+        .filter(|data| data.len() > 255)
+    {
+        return Err(Malformed::InvalidOptionLength {
+            code: RELAY_AGENT_INFORMATION,
+            len: data.len(),
+        });
+    }
+    Ok(relay_agent_information)
 }
 
 fn check_run(run: Option<(u8, usize)>) -> Result<(), Malformed> {
@@ -156,6 +186,9 @@ fn check_run(run: Option<(u8, usize)>) -> Result<(), Malformed> {
         80 => len == 0,
         81 => len >= 3,
         94 => len == 3,
+        // RFC 3046 limits the option to 255 bytes, so the echo fits one
+        // instance and needs no splitting.
+        RELAY_AGENT_INFORMATION => len <= 255,
         151 => len >= 1,
         152..=155 => len == 4,
         _ => true,
@@ -302,6 +335,34 @@ mod tests {
                 .opts()
                 .get(OptionCode::ClientNetworkInterface),
             Some(&DhcpOption::ClientNetworkInterface(1, 2, 3))
+        );
+    }
+
+    #[test]
+    fn relay_information_keeps_raw_bytes() {
+        // Circuit ID "eth1" followed by an unknown sub-option 9 that a
+        // parser could reorder or drop.
+        let raw = [1, 4, b'e', b't', b'h', b'1', 9, 2, 0xab, 0xcd];
+        let mut option = vec![82, raw.len() as u8];
+        option.extend_from_slice(&raw);
+        let bytes = with_raw_options(&option);
+
+        let request = parse(&bytes).expect("valid option 82");
+
+        assert_eq!(request.relay_agent_information.as_deref(), Some(&raw[..]));
+    }
+
+    #[test]
+    fn option_82_over_255_bytes_in_total_is_rejected() {
+        let mut options = vec![82, 200];
+        options.extend_from_slice(&[1; 200]);
+        options.extend_from_slice(&[12, 1, b'x', 82, 100]);
+        options.extend_from_slice(&[2; 100]);
+        let bytes = with_raw_options(&options);
+
+        assert_eq!(
+            parse(&bytes).map(|_| ()),
+            Err(Malformed::InvalidOptionLength { code: 82, len: 300 })
         );
     }
 

@@ -7,7 +7,10 @@ use std::net::Ipv4Addr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use rackhand_pxe::dhcp::{MAX_BOOT_FILE_LEN, MAX_POOL_SIZE, MIN_LEASE_TIME};
+use rackhand_pxe::dhcp::{
+    AddressRange, DhcpMode, MAX_BOOT_FILE_LEN, MAX_PING_WAIT, MAX_POOL_SIZE, MAX_QUARANTINE,
+    MIN_LEASE_TIME, MIN_PING_WAIT, RelaySubnet,
+};
 use serde::Deserialize;
 
 use super::ConfigError;
@@ -17,15 +20,29 @@ const MAX_INTERFACE_NAME_LEN: usize = 15;
 /// Directory of the iPXE binaries that the Debian package `ipxe` installs.
 const DEFAULT_TFTP_ROOT: &str = "/usr/lib/ipxe";
 
+/// Default of `decline_quarantine_seconds`: one hour.
+const DEFAULT_DECLINE_QUARANTINE_SECONDS: u32 = 3600;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPxe {
     netns: Option<String>,
     interface: String,
+    dhcp_mode: Option<RawDhcpMode>,
     server_ip: Ipv4Addr,
     prefix_len: u8,
-    pool_start: Ipv4Addr,
-    pool_end: Ipv4Addr,
+    pool_start: Option<Ipv4Addr>,
+    pool_end: Option<Ipv4Addr>,
+    discovery_pool_start: Option<Ipv4Addr>,
+    discovery_pool_end: Option<Ipv4Addr>,
+    #[serde(default)]
+    relay_subnets: Vec<RawRelaySubnet>,
+    decline_quarantine_seconds: Option<u32>,
+    ping_check_ms: Option<u32>,
+    arm64_boot_file: Option<String>,
+    http_boot_x64_url: Option<String>,
+    http_boot_ia32_url: Option<String>,
+    http_boot_arm64_url: Option<String>,
     router: Option<Ipv4Addr>,
     #[serde(default)]
     dns_servers: Vec<Ipv4Addr>,
@@ -37,6 +54,25 @@ pub(super) struct RawPxe {
     uefi_boot_file: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawDhcpMode {
+    Full,
+    Proxy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelaySubnet {
+    /// `ADDRESS/PREFIX_LEN`, for example `10.97.5.0/24`.
+    subnet: String,
+    pool_start: Ipv4Addr,
+    pool_end: Ipv4Addr,
+    router: Option<Ipv4Addr>,
+    #[serde(default)]
+    dns_servers: Vec<Ipv4Addr>,
+}
+
 /// The provisioning network the PXE services serve.
 #[derive(Debug, Clone)]
 pub struct PxeConfig {
@@ -44,10 +80,29 @@ pub struct PxeConfig {
     /// means the agent's own namespace.
     pub netns: Option<String>,
     pub interface: String,
+    /// Full DHCP server (the default) or proxyDHCP beside the site's own
+    /// DHCP server.
+    pub dhcp_mode: DhcpMode,
     pub server_ip: Ipv4Addr,
     pub prefix_len: u8,
-    pub pool_start: Ipv4Addr,
-    pub pool_end: Ipv4Addr,
+    /// The pool of known nodes. `None` only in proxy mode, which leases
+    /// nothing.
+    pub pool: Option<AddressRange>,
+    /// Addresses for machines that are not the site's nodes yet; `None`
+    /// leaves them unanswered.
+    pub discovery_pool: Option<AddressRange>,
+    /// Subnets behind DHCP relay agents.
+    pub relay_subnets: Vec<RelaySubnet>,
+    pub decline_quarantine: Duration,
+    /// Wait for a ping reply before offering a new address; `None` skips the
+    /// check.
+    pub ping_check: Option<Duration>,
+    /// Boot file for ARM64 UEFI PXE clients, relative to `tftp_root`.
+    pub arm64_boot_file: Option<String>,
+    /// Boot file URLs for UEFI HTTP boot clients by architecture.
+    pub http_boot_x64_url: Option<String>,
+    pub http_boot_ia32_url: Option<String>,
+    pub http_boot_arm64_url: Option<String>,
     pub router: Option<Ipv4Addr>,
     pub dns_servers: Vec<Ipv4Addr>,
     pub lease_time: Duration,
@@ -85,7 +140,32 @@ pub(super) fn check_pxe(
     if let Some(netns) = &raw.netns {
         check_netns(netns, invalid)?;
     }
-    check_addresses(&raw, invalid)?;
+    check_server(&raw, invalid)?;
+    let dhcp_mode = match raw.dhcp_mode {
+        None | Some(RawDhcpMode::Full) => DhcpMode::Full,
+        Some(RawDhcpMode::Proxy) => DhcpMode::Proxy,
+    };
+    let pool = match (dhcp_mode, raw.pool_start, raw.pool_end) {
+        (_, Some(start), Some(end)) => {
+            check_addresses(&raw, start, end, invalid)?;
+            Some(AddressRange { start, end })
+        }
+        (DhcpMode::Proxy, None, None) => None,
+        (_, None, _) => {
+            return Err(invalid(
+                "pxe.pool_start",
+                "is missing; set the first address of the pool the site's nodes lease from (only dhcp_mode = \"proxy\" needs no pool)".to_string(),
+            ));
+        }
+        (_, _, None) => {
+            return Err(invalid(
+                "pxe.pool_end",
+                "is missing; set the last address of the pool the site's nodes lease from"
+                    .to_string(),
+            ));
+        }
+    };
+    let dhcp = check_dhcp_extras(&raw, pool, invalid)?;
 
     let lease_seconds = raw.lease_seconds.unwrap_or(600);
     if u64::from(lease_seconds) < MIN_LEASE_TIME.as_secs() || lease_seconds == u32::MAX {
@@ -118,21 +198,44 @@ pub(super) fn check_pxe(
         .unwrap_or_else(|| "snponly.efi".to_string());
     check_boot_file_name("pxe.bios_boot_file", &bios_boot_file, invalid)?;
     check_boot_file_name("pxe.uefi_boot_file", &uefi_boot_file, invalid)?;
+    if let Some(name) = &raw.arm64_boot_file {
+        check_boot_file_name("pxe.arm64_boot_file", name, invalid)?;
+    }
+    for (key, url) in [
+        ("pxe.http_boot_x64_url", &raw.http_boot_x64_url),
+        ("pxe.http_boot_ia32_url", &raw.http_boot_ia32_url),
+        ("pxe.http_boot_arm64_url", &raw.http_boot_arm64_url),
+    ] {
+        if let Some(url) = url {
+            check_http_boot_url(key, url, invalid)?;
+        }
+    }
     // Without our TFTP server the boot files come from elsewhere, so the
     // local folder need not hold them.
     if tftp {
         check_tftp_root(&tftp_root, invalid)?;
         check_boot_file_exists("pxe.bios_boot_file", &tftp_root, &bios_boot_file, invalid)?;
         check_boot_file_exists("pxe.uefi_boot_file", &tftp_root, &uefi_boot_file, invalid)?;
+        if let Some(name) = &raw.arm64_boot_file {
+            check_boot_file_exists("pxe.arm64_boot_file", &tftp_root, name, invalid)?;
+        }
     }
 
     Ok(PxeConfig {
         netns: raw.netns,
         interface: raw.interface,
+        dhcp_mode,
         server_ip: raw.server_ip,
         prefix_len: raw.prefix_len,
-        pool_start: raw.pool_start,
-        pool_end: raw.pool_end,
+        pool,
+        discovery_pool: dhcp.discovery_pool,
+        relay_subnets: dhcp.relay_subnets,
+        decline_quarantine: dhcp.decline_quarantine,
+        ping_check: dhcp.ping_check,
+        arm64_boot_file: raw.arm64_boot_file,
+        http_boot_x64_url: raw.http_boot_x64_url,
+        http_boot_ia32_url: raw.http_boot_ia32_url,
+        http_boot_arm64_url: raw.http_boot_arm64_url,
         router: raw.router,
         dns_servers: raw.dns_servers,
         lease_time: Duration::from_secs(u64::from(lease_seconds)),
@@ -188,10 +291,8 @@ fn check_netns(name: &str, invalid: Invalid<'_>) -> Result<(), ConfigError> {
     ))
 }
 
-/// Checks the server, pool and router addresses against the subnet given by
-/// `server_ip` and `prefix_len`. Each address is checked against the subnet
-/// before the pool's order, so the error names the address that is wrong.
-fn check_addresses(raw: &RawPxe, invalid: Invalid<'_>) -> Result<(), ConfigError> {
+/// Checks `prefix_len` and that `server_ip` is a host address of its subnet.
+fn check_server(raw: &RawPxe, invalid: Invalid<'_>) -> Result<(), ConfigError> {
     if raw.prefix_len == 0 || raw.prefix_len > 30 {
         return Err(invalid(
             "pxe.prefix_len",
@@ -208,32 +309,45 @@ fn check_addresses(raw: &RawPxe, invalid: Invalid<'_>) -> Result<(), ConfigError
             ),
         ));
     }
-    check_pool_bound("pxe.pool_start", raw.pool_start, &subnet, invalid)?;
-    check_pool_bound("pxe.pool_end", raw.pool_end, &subnet, invalid)?;
-    if raw.pool_start > raw.pool_end {
+    Ok(())
+}
+
+/// Checks the pool and router addresses against the subnet given by
+/// `server_ip` and `prefix_len`. Each address is checked against the subnet
+/// before the pool's order, so the error names the address that is wrong.
+fn check_addresses(
+    raw: &RawPxe,
+    pool_start: Ipv4Addr,
+    pool_end: Ipv4Addr,
+    invalid: Invalid<'_>,
+) -> Result<(), ConfigError> {
+    let subnet = Subnet::new(raw.server_ip, raw.prefix_len);
+    check_pool_bound("pxe.pool_start", pool_start, &subnet, invalid)?;
+    check_pool_bound("pxe.pool_end", pool_end, &subnet, invalid)?;
+    if pool_start > pool_end {
         return Err(invalid(
             "pxe.pool_end",
-            format!("{} is before pool_start {}", raw.pool_end, raw.pool_start),
+            format!("{} is before pool_start {}", pool_end, pool_start),
         ));
     }
-    let pool_size = u64::from(raw.pool_end.to_bits()) - u64::from(raw.pool_start.to_bits()) + 1;
+    let pool_size = u64::from(pool_end.to_bits()) - u64::from(pool_start.to_bits()) + 1;
     if pool_size > u64::from(MAX_POOL_SIZE) {
         return Err(invalid(
             "pxe.pool_end",
             format!(
                 "the pool {}-{} has {pool_size} addresses and the DHCP server handles at most {MAX_POOL_SIZE}; shrink it",
-                raw.pool_start, raw.pool_end
+                pool_start, pool_end
             ),
         ));
     }
 
-    let pool = raw.pool_start..=raw.pool_end;
+    let pool = pool_start..=pool_end;
     if pool.contains(&raw.server_ip) {
         return Err(invalid(
             "pxe.server_ip",
             format!(
                 "{} is inside the DHCP pool {}-{}, so a node could be leased the agent's own address; move the pool or server_ip so the pool leaves it out",
-                raw.server_ip, raw.pool_start, raw.pool_end
+                raw.server_ip, pool_start, pool_end
             ),
         ));
     }
@@ -247,7 +361,7 @@ fn check_addresses(raw: &RawPxe, invalid: Invalid<'_>) -> Result<(), ConfigError
         } else if pool.contains(&router) {
             Some(format!(
                 "is inside the DHCP pool {}-{}, so a node could be leased the router's address",
-                raw.pool_start, raw.pool_end
+                pool_start, pool_end
             ))
         } else {
             None
@@ -262,6 +376,219 @@ fn check_addresses(raw: &RawPxe, invalid: Invalid<'_>) -> Result<(), ConfigError
         }
     }
     Ok(())
+}
+
+/// The DHCP settings beyond the main pool, checked.
+struct DhcpExtras {
+    discovery_pool: Option<AddressRange>,
+    relay_subnets: Vec<RelaySubnet>,
+    decline_quarantine: Duration,
+    ping_check: Option<Duration>,
+}
+
+fn check_dhcp_extras(
+    raw: &RawPxe,
+    pool: Option<AddressRange>,
+    invalid: Invalid<'_>,
+) -> Result<DhcpExtras, ConfigError> {
+    let quarantine = raw
+        .decline_quarantine_seconds
+        .unwrap_or(DEFAULT_DECLINE_QUARANTINE_SECONDS);
+    if quarantine == 0 || u64::from(quarantine) > MAX_QUARANTINE.as_secs() {
+        return Err(invalid(
+            "pxe.decline_quarantine_seconds",
+            format!(
+                "{quarantine} is out of range; set 1 to {} seconds (the default is {DEFAULT_DECLINE_QUARANTINE_SECONDS})",
+                MAX_QUARANTINE.as_secs()
+            ),
+        ));
+    }
+
+    let ping_check = raw
+        .ping_check_ms
+        .map(|ms| Duration::from_millis(u64::from(ms)));
+    if let Some(wait) = ping_check
+        && !(MIN_PING_WAIT..=MAX_PING_WAIT).contains(&wait)
+    {
+        return Err(invalid(
+            "pxe.ping_check_ms",
+            format!(
+                "{} is out of range; set {} to {} milliseconds, or leave the key out to skip the check",
+                wait.as_millis(),
+                MIN_PING_WAIT.as_millis(),
+                MAX_PING_WAIT.as_millis()
+            ),
+        ));
+    }
+
+    let subnet = Subnet::new(raw.server_ip, raw.prefix_len);
+    let discovery_pool = match (raw.discovery_pool_start, raw.discovery_pool_end) {
+        (None, None) => None,
+        (Some(start), Some(end)) => {
+            check_pool_bound("pxe.discovery_pool_start", start, &subnet, invalid)?;
+            check_pool_bound("pxe.discovery_pool_end", end, &subnet, invalid)?;
+            let range = AddressRange { start, end };
+            let problem = if start > end {
+                Some(format!("{end} is before discovery_pool_start {start}"))
+            } else if range.size() > u64::from(MAX_POOL_SIZE) {
+                Some(format!(
+                    "the range holds more than {MAX_POOL_SIZE} addresses"
+                ))
+            } else if pool.is_some_and(|pool| start <= pool.end && pool.start <= end) {
+                Some(
+                    "the range overlaps pool_start-pool_end; the two pools must be disjoint"
+                        .to_string(),
+                )
+            } else if range.contains(raw.server_ip)
+                || raw.router.is_some_and(|router| range.contains(router))
+            {
+                Some("the range contains server_ip or router".to_string())
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(invalid("pxe.discovery_pool_end", problem));
+            }
+            Some(range)
+        }
+        _ => {
+            return Err(invalid(
+                "pxe.discovery_pool_start",
+                "and pxe.discovery_pool_end go together; set both to answer unknown machines, or neither".to_string(),
+            ));
+        }
+    };
+
+    let relay_subnets = raw
+        .relay_subnets
+        .iter()
+        .map(|relay| check_relay_subnet(relay, invalid))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_relay_overlaps(&subnet, &relay_subnets, invalid)?;
+    Ok(DhcpExtras {
+        discovery_pool,
+        relay_subnets,
+        decline_quarantine: Duration::from_secs(u64::from(quarantine)),
+        ping_check,
+    })
+}
+
+fn check_relay_subnet(
+    raw: &RawRelaySubnet,
+    invalid: Invalid<'_>,
+) -> Result<RelaySubnet, ConfigError> {
+    let parsed = raw.subnet.split_once('/').and_then(|(address, len)| {
+        Some((address.parse::<Ipv4Addr>().ok()?, len.parse::<u8>().ok()?))
+    });
+    let Some((network, prefix_len)) = parsed.filter(|(_, len)| (1..=30).contains(len)) else {
+        return Err(invalid(
+            "pxe.relay_subnets.subnet",
+            format!(
+                "{:?} is not ADDRESS/PREFIX_LEN with a prefix length of 1 to 30; set the relayed subnet such as \"10.97.5.0/24\"",
+                raw.subnet
+            ),
+        ));
+    };
+    let subnet = Subnet::new(network, prefix_len);
+    check_pool_bound(
+        "pxe.relay_subnets.pool_start",
+        raw.pool_start,
+        &subnet,
+        invalid,
+    )?;
+    check_pool_bound("pxe.relay_subnets.pool_end", raw.pool_end, &subnet, invalid)?;
+    let pool = AddressRange {
+        start: raw.pool_start,
+        end: raw.pool_end,
+    };
+    if raw.pool_start > raw.pool_end || pool.size() > u64::from(MAX_POOL_SIZE) {
+        return Err(invalid(
+            "pxe.relay_subnets.pool_end",
+            format!(
+                "the pool {}-{} of {} must run upwards and hold at most {MAX_POOL_SIZE} addresses",
+                raw.pool_start, raw.pool_end, raw.subnet
+            ),
+        ));
+    }
+    if let Some(router) = raw.router
+        && (!subnet.contains(router)
+            || subnet.reserved_role(router).is_some()
+            || pool.contains(router))
+    {
+        return Err(invalid(
+            "pxe.relay_subnets.router",
+            format!(
+                "{router} must be a host address of {subnet} outside its pool; set the relay's address there"
+            ),
+        ));
+    }
+    let mask = Ipv4Addr::from_bits(u32::MAX << (32 - u32::from(prefix_len)));
+    Ok(RelaySubnet {
+        network,
+        subnet_mask: mask,
+        pool,
+        router: raw.router,
+        dns_servers: raw.dns_servers.clone(),
+    })
+}
+
+/// Rejects relay subnets that overlap the local subnet or each other, since
+/// the server picks a request's subnet by the one that contains `giaddr`.
+fn check_relay_overlaps(
+    local: &Subnet,
+    relays: &[RelaySubnet],
+    invalid: Invalid<'_>,
+) -> Result<(), ConfigError> {
+    let overlap = |a: (u32, u32), b: (u32, u32)| {
+        let mask = a.1 & b.1;
+        a.0 & mask == b.0 & mask
+    };
+    let ranges: Vec<(u32, u32)> = relays
+        .iter()
+        .map(|relay| {
+            let mask = relay.subnet_mask.to_bits();
+            (relay.network.to_bits() & mask, mask)
+        })
+        .collect();
+    for (index, range) in ranges.iter().enumerate() {
+        let other = if overlap(*range, (local.network, local.mask)) {
+            Some(format!("the local subnet {local}"))
+        } else {
+            ranges[..index]
+                .iter()
+                .find(|earlier| overlap(**earlier, *range))
+                .map(|earlier| format!("the relay subnet {}", Ipv4Addr::from_bits(earlier.0)))
+        };
+        if let Some(other) = other {
+            return Err(invalid(
+                "pxe.relay_subnets.subnet",
+                format!(
+                    "{}/{} overlaps {other}; each relayed subnet must be distinct, because a request's subnet is the one holding its giaddr",
+                    Ipv4Addr::from_bits(range.0),
+                    range.1.leading_ones()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_http_boot_url(
+    key: &'static str,
+    url: &str,
+    invalid: Invalid<'_>,
+) -> Result<(), ConfigError> {
+    let scheme = url.starts_with("http://") || url.starts_with("https://");
+    let clean = !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if scheme && clean && url.len() <= MAX_BOOT_FILE_LEN {
+        return Ok(());
+    }
+    Err(invalid(
+        key,
+        format!(
+            "{url:?} is not an http:// or https:// URL of at most {MAX_BOOT_FILE_LEN} bytes without whitespace; set the URL UEFI HTTP boot firmware downloads, such as \"http://10.98.0.1:8080/ipxe.efi\""
+        ),
+    ))
 }
 
 fn check_pool_bound(

@@ -4,10 +4,10 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dhcproto::Encodable;
 use dhcproto::v4::{
     Architecture, DhcpOption, Flags, Message, MessageType, OptionCode, UnknownOption, relay,
 };
+use dhcproto::{Decodable, Encodable};
 
 use super::Responder;
 use crate::MacAddr;
@@ -193,7 +193,7 @@ fn mac_added_later_is_answered() {
 
 #[test]
 fn unknown_mac_log_is_rate_limited() {
-    let mut log = super::UnknownMacLog::default();
+    let mut log = super::IgnoredMacLog::default();
 
     assert!(log.should_log(UNKNOWN, at(START)));
     assert!(!log.should_log(UNKNOWN, at(START + 59)));
@@ -253,13 +253,35 @@ fn pxe_efi_client_gets_snponly() {
 }
 
 #[test]
-fn pxe_arm64_client_gets_address_only() {
+fn pxe_arm64_client_gets_arm64_binary() {
     let mut responder = responder();
 
     let reply = handle(&mut responder, &pxe_discover(KNOWN, 11)).expect("offer");
 
     assert!(sample_config().pool_contains(reply.message.yiaddr()));
-    assert_eq!(reply.message.fname(), None);
+    assert_eq!(reply.message.fname_str(), Some(Ok("snponly-arm64.efi")));
+}
+
+#[test]
+fn pxe_unknown_arch_gets_no_reply() {
+    let mut responder = responder();
+
+    for arch in [6, 10, 0x00ff] {
+        assert!(
+            handle(&mut responder, &pxe_discover(KNOWN, arch)).is_none(),
+            "arch {arch}"
+        );
+    }
+    assert!(responder.leases().leases().is_empty());
+}
+
+#[test]
+fn arm64_without_binary_gets_no_reply() {
+    let mut config = sample_config();
+    config.boot.uefi_arm64 = None;
+    let mut responder = responder_with(config, &[KNOWN]);
+
+    assert!(handle(&mut responder, &pxe_discover(KNOWN, 11)).is_none());
 }
 
 #[test]
@@ -630,8 +652,10 @@ fn relayed_discover_goes_to_giaddr() {
 
     assert_eq!(reply.destination, SocketAddrV4::new(relay_address, 67));
     assert_eq!(reply.message.giaddr(), relay_address);
+    let sent = reply.encode().expect("reply encodes");
+    let decoded = Message::from_bytes(&sent).expect("reply decodes");
     assert_eq!(
-        option(&reply, OptionCode::RelayAgentInformation),
+        decoded.opts().get(OptionCode::RelayAgentInformation),
         Some(&DhcpOption::RelayAgentInformation(information))
     );
 }

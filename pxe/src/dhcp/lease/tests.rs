@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::*;
+use crate::dhcp::config::DhcpConfig;
 use crate::dhcp::config::tests::sample_config;
 
 const NOW: u64 = 1_700_000_000;
@@ -21,7 +22,7 @@ fn pool(last: u8) -> Ipv4Addr {
 fn first_offer_takes_lowest_pool_address() {
     let mut table = LeaseTable::default();
 
-    let ip = table.offer(mac(1), None, &sample_config(), NOW);
+    let ip = table.offer(mac(1), None, &sample_config().local_scope(), NOW);
 
     assert_eq!(ip, Some(pool(100)));
 }
@@ -30,7 +31,7 @@ fn first_offer_takes_lowest_pool_address() {
 fn offer_honours_free_requested_address() {
     let mut table = LeaseTable::default();
 
-    let ip = table.offer(mac(1), Some(pool(150)), &sample_config(), NOW);
+    let ip = table.offer(mac(1), Some(pool(150)), &sample_config().local_scope(), NOW);
 
     assert_eq!(ip, Some(pool(150)));
 }
@@ -39,7 +40,7 @@ fn offer_honours_free_requested_address() {
 fn offer_ignores_requested_address_outside_pool() {
     let mut table = LeaseTable::default();
 
-    let ip = table.offer(mac(1), Some(pool(20)), &sample_config(), NOW);
+    let ip = table.offer(mac(1), Some(pool(20)), &sample_config().local_scope(), NOW);
 
     assert_eq!(ip, Some(pool(100)));
 }
@@ -48,7 +49,7 @@ fn offer_ignores_requested_address_outside_pool() {
 fn offer_is_held_for_offer_hold() {
     let mut table = LeaseTable::default();
 
-    table.offer(mac(1), None, &sample_config(), NOW);
+    table.offer(mac(1), None, &sample_config().local_scope(), NOW);
 
     let lease = table.by_mac.get(&mac(1)).expect("offer recorded");
     assert_eq!(lease.state, LeaseState::Offered);
@@ -59,10 +60,12 @@ fn offer_is_held_for_offer_hold() {
 fn offer_to_bound_client_keeps_lease_expiry() {
     let config = sample_config();
     let mut table = LeaseTable::default();
-    let ip = table.offer(mac(1), None, &config, NOW).expect("free pool");
-    table.request(mac(1), ip, &config, HOUR, NOW);
+    let ip = table
+        .offer(mac(1), None, &config.local_scope(), NOW)
+        .expect("free pool");
+    table.request(mac(1), ip, &config.local_scope(), HOUR, NOW);
 
-    table.offer(mac(1), None, &config, NOW + 10);
+    table.offer(mac(1), None, &config.local_scope(), NOW + 10);
 
     let lease = table.by_mac.get(&mac(1)).expect("lease kept");
     assert_eq!(lease.state, LeaseState::Bound);
@@ -73,10 +76,10 @@ fn offer_to_bound_client_keeps_lease_expiry() {
 fn repeated_offer_changes_nothing() {
     let config = sample_config();
     let mut table = LeaseTable::default();
-    let first = table.offer(mac(1), None, &config, NOW);
+    let first = table.offer(mac(1), None, &config.local_scope(), NOW);
     table.changed = false;
 
-    let second = table.offer(mac(1), None, &config, NOW + 5);
+    let second = table.offer(mac(1), None, &config.local_scope(), NOW + 5);
 
     assert_eq!(first, second);
     assert!(!table.changed);
@@ -86,10 +89,10 @@ fn repeated_offer_changes_nothing() {
 fn expired_offer_is_renewed_with_same_address() {
     let config = sample_config();
     let mut table = LeaseTable::default();
-    let first = table.offer(mac(1), None, &config, NOW);
+    let first = table.offer(mac(1), None, &config.local_scope(), NOW);
 
     let later = NOW + OFFER_HOLD.as_secs() + 1;
-    let second = table.offer(mac(1), None, &config, later);
+    let second = table.offer(mac(1), None, &config.local_scope(), later);
 
     assert_eq!(first, second);
     let lease = table.by_mac.get(&mac(1)).expect("offer recorded");
@@ -100,10 +103,12 @@ fn expired_offer_is_renewed_with_same_address() {
 fn unclaimed_address_is_preferred_over_expired_lease() {
     let config = sample_config();
     let mut table = LeaseTable::default();
-    let first = table.offer(mac(1), None, &config, NOW).expect("free pool");
-    table.request(mac(1), first, &config, HOUR, NOW);
+    let first = table
+        .offer(mac(1), None, &config.local_scope(), NOW)
+        .expect("free pool");
+    table.request(mac(1), first, &config.local_scope(), HOUR, NOW);
 
-    let second = table.offer(mac(2), None, &config, NOW + 7200);
+    let second = table.offer(mac(2), None, &config.local_scope(), NOW + 7200);
 
     assert_eq!(second, Some(pool(101)));
     assert_eq!(table.by_mac.get(&mac(1)).map(|lease| lease.ip), Some(first));
@@ -113,8 +118,10 @@ fn unclaimed_address_is_preferred_over_expired_lease() {
 fn withdraw_offer_keeps_bound_lease() {
     let config = sample_config();
     let mut table = LeaseTable::default();
-    let ip = table.offer(mac(1), None, &config, NOW).expect("free pool");
-    table.request(mac(1), ip, &config, HOUR, NOW);
+    let ip = table
+        .offer(mac(1), None, &config.local_scope(), NOW)
+        .expect("free pool");
+    table.request(mac(1), ip, &config.local_scope(), HOUR, NOW);
 
     assert!(!table.withdraw_offer(mac(1)));
     assert!(table.by_mac.contains_key(&mac(1)));
@@ -125,7 +132,7 @@ fn request_for_router_address_is_nak() {
     let config = sample_config();
     let mut table = LeaseTable::default();
 
-    let outcome = table.request(mac(1), pool(254), &config, HOUR, NOW);
+    let outcome = table.request(mac(1), pool(254), &config.local_scope(), HOUR, NOW);
 
     assert!(matches!(outcome, RequestOutcome::Nak(_)), "{outcome:?}");
 }
@@ -140,7 +147,7 @@ fn reservation_survives_expiry_and_pool_pressure() {
     let mut table = LeaseTable::default();
     table.reserve(mac(1), pool(100)).expect("free address");
 
-    let other = table.offer(mac(2), None, &config, NOW + 1_000_000);
+    let other = table.offer(mac(2), None, &config.local_scope(), NOW + 1_000_000);
 
     assert_eq!(other, None);
     assert!(
@@ -155,7 +162,9 @@ fn reservation_survives_expiry_and_pool_pressure() {
 fn reserve_moves_mac_to_new_address() {
     let config = sample_config();
     let mut table = LeaseTable::default();
-    let old = table.offer(mac(1), None, &config, NOW).expect("free pool");
+    let old = table
+        .offer(mac(1), None, &config.local_scope(), NOW)
+        .expect("free pool");
 
     table.reserve(mac(1), pool(20)).expect("free address");
 
@@ -171,7 +180,7 @@ fn unusable_lease_is_replaced_on_offer() {
         .reserve(mac(1), Ipv4Addr::new(192, 168, 5, 5))
         .expect("free address");
 
-    let ip = table.offer(mac(1), None, &config, NOW);
+    let ip = table.offer(mac(1), None, &config.local_scope(), NOW);
 
     assert_eq!(ip, Some(pool(100)));
 }
@@ -181,7 +190,7 @@ fn changes_mark_table_changed() {
     let mut table = LeaseTable::default();
     assert!(!table.changed);
 
-    table.offer(mac(1), None, &sample_config(), NOW);
+    table.offer(mac(1), None, &sample_config().local_scope(), NOW);
 
     assert!(table.changed);
 }

@@ -149,7 +149,10 @@ fn pool_up_to_last_host_is_accepted() {
     let root = tftp_root();
     let config = parse(root.path(), &[("pool_end", "\"10.98.0.254\"")]).expect("valid");
     let pxe = config.pxe.expect("a [pxe] section");
-    assert_eq!(pxe.pool_end.to_string(), "10.98.0.254");
+    assert_eq!(
+        pxe.pool.map(|pool| pool.end.to_string()).as_deref(),
+        Some("10.98.0.254")
+    );
 }
 
 #[test]
@@ -356,4 +359,164 @@ fn netns_name_is_accepted() {
         config.pxe.expect("a [pxe] section").netns.as_deref(),
         Some("provisioning")
     );
+}
+
+#[test]
+fn new_dhcp_keys_default_to_off() {
+    let root = tftp_root();
+    let pxe = parse(root.path(), &[])
+        .expect("valid")
+        .pxe
+        .expect("a [pxe] section");
+
+    assert_eq!(pxe.dhcp_mode, rackhand_pxe::dhcp::DhcpMode::Full);
+    assert_eq!(pxe.discovery_pool, None);
+    assert!(pxe.relay_subnets.is_empty());
+    assert_eq!(pxe.ping_check, None);
+    assert_eq!(pxe.decline_quarantine.as_secs(), 3600);
+    assert_eq!(pxe.arm64_boot_file, None);
+    assert_eq!(pxe.http_boot_x64_url, None);
+}
+
+#[test]
+fn proxy_mode_needs_no_pool() {
+    let root = tftp_root();
+    let config = parse(
+        root.path(),
+        &[
+            ("dhcp_mode", "\"proxy\""),
+            ("pool_start", ""),
+            ("pool_end", ""),
+        ],
+    )
+    .expect("proxy mode without a pool");
+
+    let pxe = config.pxe.expect("a [pxe] section");
+    assert_eq!(pxe.dhcp_mode, rackhand_pxe::dhcp::DhcpMode::Proxy);
+    assert_eq!(pxe.pool, None);
+}
+
+#[test]
+fn full_mode_without_pool_names_pool_start() {
+    let error = rejected(&[("pool_start", ""), ("pool_end", "")]);
+    assert_names_key(&error, "pxe.pool_start");
+}
+
+#[test]
+fn unknown_dhcp_mode_is_rejected() {
+    let error = rejected(&[("dhcp_mode", "\"relay\"")]);
+    assert!(error.contains("dhcp_mode"), "{error}");
+}
+
+#[test]
+fn discovery_pool_overlapping_pool_is_rejected() {
+    let error = rejected(&[
+        ("discovery_pool_start", "\"10.98.0.150\""),
+        ("discovery_pool_end", "\"10.98.0.220\""),
+    ]);
+    assert_names_key(&error, "pxe.discovery_pool_end");
+    assert!(error.contains("overlaps"), "{error}");
+}
+
+#[test]
+fn discovery_pool_needs_both_ends() {
+    let error = rejected(&[("discovery_pool_start", "\"10.98.0.210\"")]);
+    assert_names_key(&error, "pxe.discovery_pool_start");
+}
+
+#[test]
+fn discovery_pool_is_accepted() {
+    let root = tftp_root();
+    let config = parse(
+        root.path(),
+        &[
+            ("discovery_pool_start", "\"10.98.0.210\""),
+            ("discovery_pool_end", "\"10.98.0.219\""),
+        ],
+    )
+    .expect("disjoint discovery pool");
+
+    let pool = config.pxe.expect("a [pxe] section").discovery_pool;
+    assert_eq!(pool.map(|pool| pool.size()), Some(10));
+}
+
+#[test]
+fn ping_check_out_of_range_is_rejected() {
+    for value in ["0", "10", "60000"] {
+        let error = rejected(&[("ping_check_ms", value)]);
+        assert_names_key(&error, "pxe.ping_check_ms");
+    }
+}
+
+#[test]
+fn zero_decline_quarantine_is_rejected() {
+    let error = rejected(&[("decline_quarantine_seconds", "0")]);
+    assert_names_key(&error, "pxe.decline_quarantine_seconds");
+}
+
+#[test]
+fn http_boot_url_without_scheme_is_rejected() {
+    let error = rejected(&[("http_boot_x64_url", "\"10.98.0.1/ipxe.efi\"")]);
+    assert_names_key(&error, "pxe.http_boot_x64_url");
+}
+
+#[test]
+fn missing_arm64_boot_file_names_path() {
+    let error = rejected(&[("arm64_boot_file", "\"arm64.efi\"")]);
+    assert_names_key(&error, "pxe.arm64_boot_file");
+}
+
+/// Parses the valid section plus one `[[pxe.relay_subnets]]` table.
+fn parse_with_relay(relay: &str) -> Result<Config, ConfigError> {
+    let root = tftp_root();
+    let text = format!(
+        "{}\n[[pxe.relay_subnets]]\n{relay}",
+        config_text(root.path(), &[])
+    );
+    Config::parse(Path::new("/etc/rackhand/agent.toml"), &text)
+}
+
+#[test]
+fn relay_subnet_is_parsed() {
+    let config = parse_with_relay(
+        "subnet = \"10.97.5.0/24\"\npool_start = \"10.97.5.100\"\npool_end = \"10.97.5.199\"\nrouter = \"10.97.5.1\"\n",
+    )
+    .expect("valid relay subnet");
+
+    let relays = config.pxe.expect("a [pxe] section").relay_subnets;
+    assert_eq!(relays.len(), 1);
+    assert_eq!(relays[0].subnet_mask.to_string(), "255.255.255.0");
+}
+
+#[test]
+fn relay_subnet_overlapping_local_is_rejected() {
+    let error = parse_with_relay(
+        "subnet = \"10.98.0.0/16\"\npool_start = \"10.98.5.100\"\npool_end = \"10.98.5.199\"\n",
+    )
+    .expect_err("overlaps the local subnet")
+    .to_string();
+
+    assert_names_key(&error, "pxe.relay_subnets.subnet");
+}
+
+#[test]
+fn relay_subnet_pool_outside_subnet_is_rejected() {
+    let error = parse_with_relay(
+        "subnet = \"10.97.5.0/24\"\npool_start = \"10.97.6.100\"\npool_end = \"10.97.6.199\"\n",
+    )
+    .expect_err("pool outside")
+    .to_string();
+
+    assert_names_key(&error, "pxe.relay_subnets.pool_start");
+}
+
+#[test]
+fn relay_subnet_without_prefix_is_rejected() {
+    let error = parse_with_relay(
+        "subnet = \"10.97.5.0\"\npool_start = \"10.97.5.100\"\npool_end = \"10.97.5.199\"\n",
+    )
+    .expect_err("no prefix")
+    .to_string();
+
+    assert_names_key(&error, "pxe.relay_subnets.subnet");
 }
