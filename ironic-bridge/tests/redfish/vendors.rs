@@ -21,6 +21,16 @@ use serde_json::json;
 
 const NODE: &str = "mock-node-3";
 const IMAGE: &str = "http://127.0.0.1:9/install.iso";
+/// bmcweb mounts only `https://` and `smb://` images.
+const HTTPS_IMAGE: &str = "https://127.0.0.1:9/install.iso";
+
+/// Returns an image URL the vendor's BMC accepts for virtual media.
+fn image_for(vendor: MockVendor) -> &'static str {
+    match vendor {
+        MockVendor::OpenBmc => HTTPS_IMAGE,
+        _ => IMAGE,
+    }
+}
 
 /// Every mock profile, the driver kind an operator would pick for it, and
 /// the profile the driver must end up with.
@@ -181,12 +191,13 @@ async fn each_profile_inserts_and_ejects_media() {
         let driver = driver(&mock, kind);
         let slot = mock.cd_slot_paths()[0].clone();
 
-        driver.insert_media(IMAGE).await.expect("insert");
+        let image = image_for(mock_vendor);
+        driver.insert_media(image).await.expect("insert");
         let requests_after_insert = mock.requests().len();
-        driver.insert_media(IMAGE).await.expect("insert again");
+        driver.insert_media(image).await.expect("insert again");
 
         let inserted = mock.resource(&slot).expect("CD slot");
-        assert_eq!(inserted["Image"], IMAGE, "{mock_vendor:?}");
+        assert_eq!(inserted["Image"], image, "{mock_vendor:?}");
         assert_eq!(inserted["Inserted"], true, "{mock_vendor:?}");
         let repeated: Vec<_> = mock.requests()[requests_after_insert..]
             .iter()
@@ -345,7 +356,7 @@ async fn failed_task_carries_the_bmc_message() {
     .await;
 
     let error = driver(&mock, DriverKind::Redfish)
-        .insert_media(IMAGE)
+        .insert_media(HTTPS_IMAGE)
         .await
         .expect_err("task failed");
 
