@@ -234,7 +234,7 @@ impl Stack {
         let peers = dir.join("peers");
         // Clean up after an earlier run that died: stop its peers, then wipe.
         if peers.exists() {
-            for script in ["ironic", "bm-lab", "powerdns", "smtp-sink"] {
+            for script in ["ironic", "ipmi-bmc", "bm-lab", "powerdns", "smtp-sink"] {
                 let _ = Command::new(workspace::peer_script(script))
                     .arg("stop")
                     .env("RACKHAND_PEER_STATE", &peers)

@@ -511,6 +511,136 @@ mod vm {
         Ok(())
     }
 
+    /// An IPMI node through the whole operator path: the site agent speaks
+    /// RMCP+ to OpenIPMI's simulator for power and sensors, and the CLI
+    /// attaches to its Serial-over-LAN console through the control plane.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn operator_drives_ipmi_node_and_its_console() -> anyhow::Result<()> {
+        use std::io::{Read as _, Write as _};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let options = StackOptions::new("rhe-ipmi", "10.98.17");
+        let stack = Stack::start(options, "", "").await?;
+        let bmc = rackhand_e2e::peers::Peer::start(
+            "ipmi-bmc",
+            &stack.dir.join("peers"),
+            &[("IPMI_PASSWORD", "ipmi-Pw-7731")],
+        )?;
+        stack
+            .post(
+                "/v1/subnets",
+                json!({ "name": "public", "site": "dc1", "cidr": "192.0.2.0/24", "gateway": "192.0.2.1" }),
+            )
+            .await?;
+        stack
+            .post(
+                "/v1/nodes",
+                json!({
+                    "name": "ipmi0", "site": "dc1", "subnet": "public",
+                    "boot_mac": "52:54:00:77:00:01", "cpu_cores": 2, "ram_mib": 2048, "disk_gb": 20,
+                    "bmc": { "driver": "ipmi", "url": format!("ipmi://127.0.0.1:{}", bmc.var("IPMI_PORT")),
+                             "username": bmc.var("IPMI_USER"), "password": bmc.var("IPMI_PASSWORD") },
+                }),
+            )
+            .await?;
+
+        stack
+            .post("/v1/nodes/ipmi0/power", json!({ "action": "on" }))
+            .await?;
+        let power = stack.get("/v1/nodes/ipmi0/power").await?;
+        assert_eq!(power["power"], "on", "{power:#}");
+        assert_eq!(
+            std::fs::read_to_string(bmc.var("IPMI_POWER_FILE"))?.trim(),
+            "1"
+        );
+        let sensors = stack.get("/v1/nodes/ipmi0/sensors").await?;
+        let readings = sensors["sensors"]["readings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(readings.len(), 3, "{sensors:#}");
+
+        // Play the host's serial port, then attach the CLI.
+        let serial_port: u16 = bmc.var("IPMI_SERIAL_PORT").parse()?;
+        let mut host = tokio::net::TcpStream::connect(("127.0.0.1", serial_port)).await?;
+        let mut cli = std::process::Command::new(rackhand_e2e::workspace::binary("rackhand"))
+            .args(["node", "console", "ipmi0", "--attach"])
+            .env("RACKHAND_URL", &stack.api_url)
+            .env("RACKHAND_TOKEN", &stack.token)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let mut cli_stdout = cli.stdout.take().context("stdout")?;
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 256];
+            while let Ok(n) = cli_stdout.read(&mut buffer) {
+                if n == 0 || seen_tx.send(buffer[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        // The relay drops bytes while the SOL session is not up yet, so the
+        // host repeats its prompt until the CLI shows it.
+        let mut shown = Vec::new();
+        for _ in 0..60 {
+            host.write_all(b"login: ").await?;
+            while let Ok(chunk) = seen_rx.recv_timeout(Duration::from_millis(500)) {
+                shown.extend(chunk);
+            }
+            if String::from_utf8_lossy(&shown).contains("login: ") {
+                break;
+            }
+        }
+        assert!(
+            String::from_utf8_lossy(&shown).contains("login: "),
+            "the CLI showed {shown:?}"
+        );
+
+        let mut stdin = cli.stdin.take().context("stdin")?;
+        stdin.write_all(b"root\r")?;
+        stdin.flush()?;
+        let mut typed = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !String::from_utf8_lossy(&typed).contains("root") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the host got {typed:?}"
+            );
+            let mut buffer = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(30), host.read(&mut buffer)).await??;
+            assert!(n > 0, "the serial relay closed; the host got {typed:?}");
+            typed.extend_from_slice(&buffer[..n]);
+        }
+
+        // Ctrl-] detaches; the CLI ends on its own.
+        stdin.write_all(&[0x1d])?;
+        drop(stdin);
+        let mut ended = false;
+        for _ in 0..100 {
+            if cli.try_wait()?.is_some() {
+                ended = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !ended {
+            let _ = cli.kill();
+        }
+        assert!(ended, "the CLI did not end after Ctrl-]");
+        let logs = format!(
+            "{}{}",
+            stack.control_plane.log_text(),
+            stack.agent.log_text()
+        );
+        assert!(
+            !logs.contains(bmc.var("IPMI_PASSWORD")),
+            "the BMC password reached a log"
+        );
+        Ok(())
+    }
+
     /// Enrolls lab VM `index` in the stack's Ironic as a node with the
     /// redfish hardware type, the iPXE boot and ramdisk deploy interfaces
     /// and the lab's firmware, and returns the node's name.
