@@ -90,8 +90,9 @@ async fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     file.starts_with(&root).then_some(file)
 }
 
-/// The per-MAC script of a node whose boot Ironic prepared: chain to the
-/// conductor's `boot.ipxe`, and come back here to try again if it fails.
+/// Returns the per-MAC script of a node whose boot Ironic prepared. It
+/// chains to the conductor's `boot.ipxe` and comes back here to try again
+/// if that fails.
 pub fn chain_script(base_url: &str, mac: MacAddr) -> String {
     format!(
         "#!ipxe\n\
@@ -137,7 +138,7 @@ pub fn instance_uuid(correlation_key: &str) -> String {
     )
 }
 
-/// What a deployment boots.
+/// The files and kernel command line of one ramdisk deployment.
 #[derive(Debug)]
 pub struct Deployment<'a> {
     pub correlation_key: &'a str,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rackhand_ironic_bridge::{
     BmcDriver, BmcEndpoint, BootMode, BootOverride, BootPersistence, BootTarget, Console,
-    DriverError, connect,
+    DriverError, DriverKind, connect,
 };
 use rackhand_protocol::agent::{NodeAction, Operation, OperationOutcome};
 use serde_json::{Value, json};
@@ -199,15 +199,18 @@ async fn act(
             driver.eject_media().await?;
             json!({})
         }
+        // Opening a Serial-over-LAN session only to describe it would take
+        // the BMC's one SOL slot, so IPMI consoles are described unopened.
+        NodeAction::Console if driver.kind() == DriverKind::Ipmi => {
+            json!({ "console": { "protocol": "sol", "attach": true } })
+        }
         NodeAction::Console => match driver.open_console().await? {
             Console::Remote {
                 protocol,
                 host,
                 port,
             } => json!({ "console": { "protocol": protocol, "host": host, "port": port } }),
-            // TODO: relay Serial-over-LAN streams to the operator through the
-            // control plane; until then only BMC-served consoles are shown.
-            Console::Stream(_) => json!({ "console": { "protocol": "relay", "attach": true } }),
+            Console::Stream(_) => json!({ "console": { "protocol": "stream", "attach": true } }),
             _ => {
                 return Err(invalid(
                     "the driver returned a console kind this agent does not know".to_string(),

@@ -16,7 +16,7 @@ pub(super) struct RawIronic {
     conductor_url: Option<String>,
 }
 
-/// How the agent works with the site's Ironic conductor.
+/// The agent's settings for the site's Ironic conductor.
 #[derive(Debug, Clone)]
 pub struct IronicConfig {
     /// The conductor's `[deploy] http_root`: the iPXE scripts, kernels and
@@ -24,7 +24,7 @@ pub struct IronicConfig {
     /// `/ironic/`, so the conductor's `[deploy] http_url` is
     /// `http://<pxe.server_ip>:<pxe.http_port>/ironic`.
     pub http_root: PathBuf,
-    /// Where the agent serves its verified images to the conductor, which
+    /// The address where the agent serves its verified images to the conductor, which
     /// fetches a deployment's kernel and ramdisk itself. The address is in
     /// the agent's own network namespace, not the provisioning one.
     pub conductor_listen: SocketAddr,
