@@ -248,6 +248,25 @@ async fn blob(
 #[derive(Debug, serde::Deserialize)]
 struct CallbackQuery {
     ip: Option<String>,
+    /// `started`, `progress`, `done` (the default, for installers that only
+    /// call once) or `failed`.
+    event: Option<String>,
+    /// A short text for `started`, `progress` and `failed`.
+    message: Option<String>,
+}
+
+/// Longest installer message kept; the rest is cut.
+const MAX_CALLBACK_MESSAGE_CHARS: usize = 200;
+
+/// Returns the installer's message on one line, cut to a bounded length.
+fn callback_message(message: Option<&str>) -> String {
+    let one_line: String = message
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_CALLBACK_MESSAGE_CHARS)
+        .collect();
+    one_line.trim().to_string()
 }
 
 async fn callback(
@@ -269,18 +288,62 @@ async fn callback(
             return text(StatusCode::SERVICE_UNAVAILABLE, "try again\n".to_string());
         }
     };
-    let ip = query.ip.unwrap_or_else(|| peer.ip().to_string());
-    match context
-        .state
-        .finish_boot(&boot.correlation_key, "called_back", None, Some(&ip))
-        .await
-    {
+    let ip = query.ip.clone().unwrap_or_else(|| peer.ip().to_string());
+    let message = callback_message(query.message.as_deref());
+    let recorded = match query.event.as_deref().unwrap_or("done") {
+        "done" => {
+            context
+                .state
+                .finish_boot(&boot.correlation_key, "called_back", None, Some(&ip))
+                .await
+        }
+        "failed" => {
+            let error = format!(
+                "the installer on {} reported a failure: {}",
+                boot.node_name,
+                if message.is_empty() {
+                    "no message"
+                } else {
+                    &message
+                }
+            );
+            tracing::warn!(node = %boot.node_name, mac = %boot.mac, correlation_key = %boot.correlation_key, error = %error, "installer reported a failure");
+            context
+                .state
+                .finish_boot(&boot.correlation_key, "failed", Some(&error), Some(&ip))
+                .await
+        }
+        event @ ("started" | "progress") => {
+            let progress = if message.is_empty() {
+                format!("installer {event}")
+            } else {
+                format!("installer {event}: {message}")
+            };
+            tracing::info!(node = %boot.node_name, correlation_key = %boot.correlation_key, progress = %progress, "installer progress");
+            let result = context
+                .state
+                .boot_progress(&boot.correlation_key, &progress)
+                .await;
+            if let Ok(true) = result {
+                context.callbacks.notify_waiters();
+                return text(StatusCode::OK, "ok\n".to_string());
+            }
+            result
+        }
+        other => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("unknown event {other:?}; use started, progress, done or failed\n"),
+            );
+        }
+    };
+    match recorded {
         Ok(true) => {
-            tracing::info!(node = %boot.node_name, mac = %boot.mac, ip = %ip, correlation_key = %boot.correlation_key, "booted system called back");
+            tracing::info!(node = %boot.node_name, mac = %boot.mac, ip = %ip, correlation_key = %boot.correlation_key, event = query.event.as_deref().unwrap_or("done"), "booted system called back");
             context.callbacks.notify_waiters();
             text(StatusCode::OK, "ok\n".to_string())
         }
-        Ok(false) if boot.state == "called_back" => {
+        Ok(false) if boot.state == "called_back" && query.event.as_deref() != Some("failed") => {
             text(StatusCode::OK, "ok (already recorded)\n".to_string())
         }
         Ok(false) => text(

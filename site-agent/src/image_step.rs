@@ -145,6 +145,7 @@ async fn arm_and_wait(
         },
     };
     let mut next_ironic_check = tokio::time::Instant::now() + IRONIC_POLL_INTERVAL;
+    let mut last_progress: Option<String> = None;
 
     loop {
         let notified = callbacks.notified();
@@ -153,6 +154,10 @@ async fn arm_and_wait(
                 "the armed boot vanished from the agent's state".to_string(),
             ));
         };
+        if boot.progress.is_some() && boot.progress != last_progress {
+            last_progress.clone_from(&boot.progress);
+            progress.send_replace(boot.progress.clone());
+        }
         match boot.state.as_str() {
             "called_back" => {
                 let ip = boot.callback_ip.unwrap_or_default();

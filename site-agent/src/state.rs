@@ -54,6 +54,8 @@ pub struct Boot {
     pub state: String,
     pub error: Option<String>,
     pub callback_ip: Option<String>,
+    /// The installer's last progress report.
+    pub progress: Option<String>,
     pub armed_at: i64,
     pub deadline_at: i64,
 }
@@ -201,6 +203,19 @@ impl State {
         .bind(error)
         .bind(callback_ip)
         .bind(now_ms())
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Records the installer's progress on an armed boot. Returns whether
+    /// the boot was still armed.
+    pub async fn boot_progress(&self, key: &str, progress: &str) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query(
+            "UPDATE boots SET progress = ? WHERE correlation_key = ? AND state = 'armed'",
+        )
+        .bind(progress)
         .bind(key)
         .execute(&self.pool)
         .await?;
