@@ -7,8 +7,10 @@
 //!   boot device) once the boot succeeded or failed.
 //! - `GET|HEAD /images/<sha256>/<name>`: a blob of the image store, served
 //!   from the very file handle that was verified.
-//! - `GET /callback/<token>?mac=…&ip=…`: completes the armed boot whose
-//!   one-time token matches.
+//! - `GET /callback/<token>?event=…&message=…&ip=…`: the installer's report
+//!   on the armed boot whose one-time token matches: `started` and
+//!   `progress` record a progress line, `done` (the default) completes the
+//!   boot and `failed` ends it with the installer's message.
 //!
 //! Every request is written to the access log (`state_dir/access.log`),
 //! with callback tokens masked.
