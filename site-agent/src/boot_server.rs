@@ -53,6 +53,9 @@ pub struct BootContext {
     pub access_log: Mutex<Option<std::fs::File>>,
     /// The Ironic conductor's `http_root`, served under `/ironic/`.
     pub ironic_http_root: Option<std::path::PathBuf>,
+    /// The iPXE binaries (`pxe.tftp_root`), served under `/firmware/` for
+    /// UEFI HTTP boot clients.
+    pub firmware_dir: Option<std::path::PathBuf>,
 }
 
 type Shared = Arc<BootContext>;
@@ -63,6 +66,7 @@ pub fn router(context: Shared) -> Router {
         .route("/boot/{file}", get(script))
         .route("/images/{digest}/{name}", get(blob))
         .route("/callback/{token}", get(callback))
+        .route("/firmware/{*file}", get(firmware))
         .with_state(context.clone());
     if let Some(root) = &context.ironic_http_root {
         router = router.merge(crate::ironic_boot::router(root.clone()));
@@ -190,6 +194,52 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
         )],
         cmdline,
     }))
+}
+
+/// Serves an iPXE binary from the firmware folder. The name must be a
+/// relative path without `..`, and the file must lie inside the folder.
+async fn firmware(AxumState(context): AxumState<Shared>, Path(file): Path<String>) -> Response {
+    let Some(dir) = &context.firmware_dir else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no firmware folder is configured\n".to_string(),
+        );
+    };
+    let not_found = || {
+        text(
+            StatusCode::NOT_FOUND,
+            format!("no firmware file {file:?}\n"),
+        )
+    };
+    let relative = std::path::Path::new(&file);
+    let plain = !file.contains('\0')
+        && relative
+            .components()
+            .all(|component| matches!(component, std::path::Component::Normal(_)));
+    if !plain {
+        return not_found();
+    }
+    let (Ok(root), Ok(path)) = (
+        tokio::fs::canonicalize(dir).await,
+        tokio::fs::canonicalize(dir.join(relative)).await,
+    ) else {
+        return not_found();
+    };
+    if !path.starts_with(&root) {
+        return not_found();
+    }
+    let Ok(handle) = tokio::fs::File::open(&path).await else {
+        return not_found();
+    };
+    let length = match handle.metadata().await {
+        Ok(metadata) if metadata.is_file() => metadata.len(),
+        _ => return not_found(),
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/efi")
+        .header(header::CONTENT_LENGTH, length)
+        .body(Body::from_stream(ReaderStream::new(handle)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// Returns the kernel command line of an armed boot: the image's arguments,

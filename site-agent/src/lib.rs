@@ -134,6 +134,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         callbacks: callbacks.clone(),
         access_log: Mutex::new(open_access_log(&config)),
         ironic_http_root: config.ironic.as_ref().map(|i| i.http_root.clone()),
+        firmware_dir: config.pxe.as_ref().map(|p| p.tftp_root.clone()),
     });
     if let Some(ironic) = &config.ironic {
         // The conductor fetches images in the agent's own namespace.

@@ -45,6 +45,7 @@ async fn context(dir: &std::path::Path) -> Arc<BootContext> {
         callbacks: Arc::new(Notify::new()),
         access_log: Mutex::new(None),
         ironic_http_root: None,
+        firmware_dir: Some(dir.join("firmware")),
     })
 }
 
@@ -79,7 +80,12 @@ async fn progress_then_done_completes_boot() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let boot = context.state.boot(KEY).await.expect("reads").expect("exists");
+    let boot = context
+        .state
+        .boot(KEY)
+        .await
+        .expect("reads")
+        .expect("exists");
     assert_eq!(boot.state, "armed");
     assert_eq!(
         boot.progress.as_deref(),
@@ -89,7 +95,12 @@ async fn progress_then_done_completes_boot() {
 
     let (status, _) = get(&context, &format!("/callback/{TOKEN}?ip=192.0.2.21")).await;
     assert_eq!(status, StatusCode::OK);
-    let boot = context.state.boot(KEY).await.expect("reads").expect("exists");
+    let boot = context
+        .state
+        .boot(KEY)
+        .await
+        .expect("reads")
+        .expect("exists");
     assert_eq!(boot.state, "called_back");
     assert_eq!(boot.callback_ip.as_deref(), Some("192.0.2.21"));
 }
@@ -104,7 +115,12 @@ async fn failed_event_ends_boot_with_message() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let boot = context.state.boot(KEY).await.expect("reads").expect("exists");
+    let boot = context
+        .state
+        .boot(KEY)
+        .await
+        .expect("reads")
+        .expect("exists");
     assert_eq!(boot.state, "failed");
     let error = boot.error.unwrap_or_default();
     assert!(error.contains("no disk found"), "{error}");
@@ -116,6 +132,32 @@ async fn failed_event_ends_boot_with_message() {
 }
 
 #[tokio::test]
+async fn firmware_files_stay_inside_their_folder() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let context = context(dir.path()).await;
+    std::fs::create_dir_all(dir.path().join("firmware/arm64")).expect("dirs");
+    std::fs::write(dir.path().join("firmware/snponly.efi"), b"MZ-efi").expect("file");
+    std::fs::write(dir.path().join("firmware/arm64/snponly.efi"), b"MZ-arm").expect("file");
+    std::fs::write(dir.path().join("secret"), b"x").expect("file");
+    std::os::unix::fs::symlink("../secret", dir.path().join("firmware/link")).expect("link");
+
+    let (status, body) = get(&context, "/firmware/snponly.efi").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "MZ-efi");
+    let (status, body) = get(&context, "/firmware/arm64/snponly.efi").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "MZ-arm");
+    for path in [
+        "/firmware/link",
+        "/firmware/../secret",
+        "/firmware/missing.efi",
+    ] {
+        let (status, _) = get(&context, path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn unknown_token_or_event_is_rejected() {
     let dir = tempfile::tempdir().expect("temp dir");
     let context = context(dir.path()).await;
@@ -124,6 +166,11 @@ async fn unknown_token_or_event_is_rejected() {
     let (status, body) = get(&context, &format!("/callback/{TOKEN}?event=reboot")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("reboot"), "{body}");
-    let boot = context.state.boot(KEY).await.expect("reads").expect("exists");
+    let boot = context
+        .state
+        .boot(KEY)
+        .await
+        .expect("reads")
+        .expect("exists");
     assert_eq!(boot.state, "armed", "a rejected callback changes nothing");
 }

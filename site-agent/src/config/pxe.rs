@@ -232,10 +232,24 @@ pub(super) fn check_pxe(
         relay_subnets: dhcp.relay_subnets,
         decline_quarantine: dhcp.decline_quarantine,
         ping_check: dhcp.ping_check,
-        arm64_boot_file: raw.arm64_boot_file,
-        http_boot_x64_url: raw.http_boot_x64_url,
+        arm64_boot_file: raw.arm64_boot_file.clone(),
+        // UEFI HTTP boot clients get the TFTP boot files over HTTP from the
+        // boot server's /firmware/ route unless a URL is configured.
+        http_boot_x64_url: raw.http_boot_x64_url.or_else(|| {
+            tftp.then(|| {
+                format!(
+                    "http://{}:{http_port}/firmware/{uefi_boot_file}",
+                    raw.server_ip
+                )
+            })
+        }),
         http_boot_ia32_url: raw.http_boot_ia32_url,
-        http_boot_arm64_url: raw.http_boot_arm64_url,
+        http_boot_arm64_url: raw.http_boot_arm64_url.or_else(|| {
+            raw.arm64_boot_file
+                .as_ref()
+                .filter(|_| tftp)
+                .map(|name| format!("http://{}:{http_port}/firmware/{name}", raw.server_ip))
+        }),
         router: raw.router,
         dns_servers: raw.dns_servers,
         lease_time: Duration::from_secs(u64::from(lease_seconds)),

@@ -375,7 +375,20 @@ fn new_dhcp_keys_default_to_off() {
     assert_eq!(pxe.ping_check, None);
     assert_eq!(pxe.decline_quarantine.as_secs(), 3600);
     assert_eq!(pxe.arm64_boot_file, None);
-    assert_eq!(pxe.http_boot_x64_url, None);
+    assert_eq!(pxe.http_boot_arm64_url, None);
+}
+
+#[test]
+fn http_boot_defaults_to_served_uefi_file() {
+    let root = tftp_root();
+    let pxe = parse(root.path(), &[])
+        .expect("valid")
+        .pxe
+        .expect("a [pxe] section");
+    let url = pxe.http_boot_x64_url.expect("a default x64 URL");
+    assert!(url.starts_with("http://"), "{url}");
+    assert!(url.ends_with("/firmware/snponly.efi"), "{url}");
+    assert_eq!(pxe.http_boot_ia32_url, None);
 }
 
 #[test]
