@@ -64,6 +64,25 @@ pub struct SiteNode {
     pub node_id: i64,
     pub name: String,
     pub boot_mac: MacAddr,
+    /// The node's own boot files, which win over the agent's site-wide
+    /// ones. Absent for most nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<NodeBoot>,
+}
+
+/// A node's own boot files; each one left out falls back to the site's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeBoot {
+    /// The file PXE firmware fetches over TFTP, whatever its architecture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tftp_file: Option<String>,
+    /// The `http://` boot file URL for UEFI HTTP boot firmware.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_url: Option<String>,
+    /// The script URL handed to a client already running iPXE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipxe_script_url: Option<String>,
 }
 
 /// Body of [`CLAIM_PATH`].

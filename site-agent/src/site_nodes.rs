@@ -13,7 +13,7 @@ use std::sync::{PoisonError, RwLock};
 
 use rackhand_protocol::MacAddr;
 use rackhand_protocol::agent::SiteNode;
-use rackhand_pxe::dhcp::KnownMacs;
+use rackhand_pxe::dhcp::{BootOverride, KnownMacs};
 
 /// Names of the site's nodes by boot MAC, kept in step with the DHCP
 /// server's [`KnownMacs`].
@@ -109,11 +109,26 @@ impl SiteNodes {
     /// Replaces the listed nodes with a fetched list. Task nodes added
     /// before the fetch started are dropped: the list is newer than them,
     /// so a node it leaves out was deleted.
-    // TODO: apply per-node boot files with `KnownMacs::set_boot_override`
-    // once the protocol's node list carries them; until then every node gets
-    // the site-wide boot files of `[pxe]`.
+    /// Each listed node's own boot files replace what the DHCP server held
+    /// for its MAC; a node without them gets the site-wide files.
     pub fn replace_listed(&self, started: FetchStarted, nodes: Vec<SiteNode>) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        for node in &nodes {
+            let boot = node.boot.as_ref().map(|boot| BootOverride {
+                tftp_file: boot.tftp_file.clone(),
+                http_url: boot.http_url.clone(),
+                ipxe_script_url: boot.ipxe_script_url.clone(),
+            });
+            if let Err(error) = self.known.set_boot_override(node.boot_mac, boot) {
+                tracing::warn!(node = %node.name, mac = %node.boot_mac, error = %error, "the node's boot files are unusable; it gets the site's");
+                let _ = self.known.set_boot_override(node.boot_mac, None);
+            }
+        }
+        for mac in inner.listed.keys() {
+            if !nodes.iter().any(|node| node.boot_mac == *mac) {
+                let _ = self.known.set_boot_override(*mac, None);
+            }
+        }
         inner.listed = nodes
             .into_iter()
             .map(|node| (node.boot_mac, node.name))
@@ -139,6 +154,7 @@ mod tests {
             node_id: 1,
             name: name.to_string(),
             boot_mac: mac(boot_mac),
+            boot: None,
         }
     }
 
@@ -180,5 +196,31 @@ mod tests {
         assert!(!nodes.known_macs().contains(&mac("52:54:00:00:30:02")));
         assert_eq!(nodes.name_of(&mac("52:54:00:00:30:02")), None);
         assert_eq!(nodes.known_macs().len(), 1);
+    }
+
+    #[test]
+    fn listed_boot_files_reach_dhcp_and_clear() {
+        let nodes = SiteNodes::new(KnownMacs::new());
+        let mut custom = node("n1", "52:54:00:00:30:09");
+        custom.boot = Some(rackhand_protocol::agent::NodeBoot {
+            tftp_file: Some("custom/ipxe.efi".into()),
+            ..Default::default()
+        });
+        let started = nodes.fetch_started();
+        nodes.replace_listed(started, vec![custom]);
+        let boot = nodes.known_macs().boot_override(&mac("52:54:00:00:30:09"));
+        assert_eq!(
+            boot.and_then(|b| b.tftp_file).as_deref(),
+            Some("custom/ipxe.efi")
+        );
+
+        let started = nodes.fetch_started();
+        nodes.replace_listed(started, vec![node("n1", "52:54:00:00:30:09")]);
+        assert!(
+            nodes
+                .known_macs()
+                .boot_override(&mac("52:54:00:00:30:09"))
+                .is_none()
+        );
     }
 }

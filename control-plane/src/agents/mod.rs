@@ -126,20 +126,31 @@ async fn site_state(
     State(app): State<Arc<App>>,
     agent: Agent,
 ) -> Result<Json<SiteState>, ApiError> {
-    let rows: Vec<(i64, String, String)> =
-        sqlx::query_as("SELECT id, name, boot_mac FROM nodes WHERE site_id = ? ORDER BY id")
-            .bind(agent.site_id)
-            .fetch_all(&app.pool)
-            .await?;
+    let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, name, boot_mac, boot_override FROM nodes WHERE site_id = ? ORDER BY id",
+    )
+    .bind(agent.site_id)
+    .fetch_all(&app.pool)
+    .await?;
     let mut nodes = Vec::with_capacity(rows.len());
-    for (node_id, name, mac) in rows {
+    for (node_id, name, mac, boot) in rows {
         let boot_mac = mac.parse().map_err(|e| {
             ApiError::Internal(anyhow::anyhow!("node {node_id} has a bad boot MAC: {e}"))
         })?;
+        let boot = boot
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "node {node_id} has a bad boot override: {e}"
+                ))
+            })?;
         nodes.push(SiteNode {
             node_id,
             name,
             boot_mac,
+            boot,
         });
     }
     Ok(Json(SiteState {

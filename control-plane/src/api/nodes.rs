@@ -18,7 +18,7 @@ use crate::app::SharedApp;
 use crate::db;
 use crate::operations::{self, NewOperation};
 use crate::seal;
-use rackhand_protocol::agent::NodeAction;
+use rackhand_protocol::agent::{NodeAction, NodeBoot};
 use rackhand_protocol::hardware::Inventory;
 
 #[derive(Debug, Deserialize)]
@@ -409,11 +409,69 @@ async fn store_password(
     Ok(())
 }
 
-/// Body of `PATCH /v1/nodes/{name}`: new BMC access; absent fields stay.
+/// Body of `PATCH /v1/nodes/{name}`: new BMC access and boot files;
+/// absent fields stay, and `"boot": null` returns the node to the site's
+/// boot files.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BmcUpdate {
-    bmc: BmcChanges,
+    bmc: Option<BmcChanges>,
+    #[serde(default, deserialize_with = "present")]
+    boot: Option<Option<NodeBoot>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Largest boot file name or URL: the BOOTP `file` field holds 128 bytes
+/// with its terminating zero.
+const MAX_BOOT_FILE_BYTES: usize = 127;
+
+fn check_boot(boot: &NodeBoot) -> Result<(), ApiError> {
+    if boot.tftp_file.is_none() && boot.http_url.is_none() && boot.ipxe_script_url.is_none() {
+        return Err(ApiError::invalid(
+            "boot",
+            "give tftp_file, http_url or ipxe_script_url, or null to use the site's boot files",
+        ));
+    }
+    if let Some(file) = &boot.tftp_file {
+        let plain = file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+        if file.is_empty()
+            || !plain
+            || file.split('/').any(|part| part == "..")
+            || file.len() > MAX_BOOT_FILE_BYTES
+        {
+            return Err(ApiError::invalid(
+                "boot.tftp_file",
+                format!(
+                    "{file:?} is not a relative file name of at most {MAX_BOOT_FILE_BYTES} bytes of letters, digits and ._-/ without .."
+                ),
+            ));
+        }
+    }
+    for (field, url) in [
+        ("boot.http_url", &boot.http_url),
+        ("boot.ipxe_script_url", &boot.ipxe_script_url),
+    ] {
+        let Some(url) = url else { continue };
+        let parsed: Result<reqwest::Url, _> = url.parse();
+        let http = parsed.is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+        if !http || url.len() > MAX_BOOT_FILE_BYTES || url.chars().any(char::is_whitespace) {
+            return Err(ApiError::invalid(
+                field,
+                format!("{url:?} is not an http(s) URL of at most {MAX_BOOT_FILE_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -439,13 +497,26 @@ pub async fn update_node(
             .fetch_optional(&app.pool)
             .await?;
     let (id, driver) = row.ok_or_else(|| ApiError::not_found("node", format!("{name:?}")))?;
-    let changes = update.bmc;
-    if changes.url.is_none() && changes.username.is_none() && changes.password.is_none() {
+    if update.bmc.is_none() && update.boot.is_none() {
         return Err(ApiError::invalid(
             "bmc",
-            "nothing to change; give url, username or password",
+            "nothing to change; give bmc (url, username, password) or boot",
         ));
     }
+    let changes = update.bmc.unwrap_or(BmcChanges {
+        url: None,
+        username: None,
+        password: None,
+    });
+    if let Some(Some(boot)) = &update.boot {
+        check_boot(boot)?;
+    }
+    let boot_json = match &update.boot {
+        Some(Some(boot)) => {
+            Some(serde_json::to_string(boot).map_err(|e| ApiError::Internal(e.into()))?)
+        }
+        _ => None,
+    };
     let url = changes
         .url
         .as_deref()
@@ -480,6 +551,13 @@ pub async fn update_node(
     }
     if let Some(password) = &changes.password {
         store_password(&app, &mut tx, id, password).await?;
+    }
+    if update.boot.is_some() {
+        sqlx::query("UPDATE nodes SET boot_override = ? WHERE id = ?")
+            .bind(&boot_json)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     tracing::info!(node_id = id, node = %name, "node BMC access updated");

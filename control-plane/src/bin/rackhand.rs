@@ -167,6 +167,22 @@ enum NodeCommand {
         #[arg(long)]
         site: Option<String>,
     },
+    /// Give a node its own boot files, which win over the site agent's
+    /// [pxe] ones, or return it to the site's with --clear.
+    SetBoot {
+        name: String,
+        /// File PXE firmware fetches over TFTP (relative to the TFTP root).
+        #[arg(long)]
+        tftp_file: Option<String>,
+        /// Boot file URL for UEFI HTTP boot firmware.
+        #[arg(long)]
+        http_url: Option<String>,
+        /// Script URL for a client already running iPXE.
+        #[arg(long)]
+        ipxe_script_url: Option<String>,
+        #[arg(long, conflicts_with_all = ["tftp_file", "http_url", "ipxe_script_url"])]
+        clear: bool,
+    },
 }
 
 #[derive(Args)]
@@ -408,6 +424,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "cpu_cores": a.cpu_cores, "ram_mib": a.ram_mib, "disk_gb": a.disk_gb, "inspect": a.inspect,
                 "bmc": { "driver": a.bmc_driver, "url": a.bmc_url, "username": a.bmc_username, "password": password } });
             (client.post("/v1/nodes", body).await?, &[])
+        }
+        Command::Node(NodeCommand::SetBoot {
+            name,
+            tftp_file,
+            http_url,
+            ipxe_script_url,
+            clear,
+        }) => {
+            let boot = if clear {
+                Value::Null
+            } else {
+                json!({ "tftp_file": tftp_file, "http_url": http_url, "ipxe_script_url": ipxe_script_url })
+            };
+            (
+                client
+                    .call(
+                        reqwest::Method::PATCH,
+                        &format!("/v1/nodes/{name}"),
+                        Some(json!({ "boot": boot })),
+                    )
+                    .await?,
+                &[],
+            )
         }
         Command::Node(NodeCommand::Show { name }) => {
             (client.get(&format!("/v1/nodes/{name}")).await?, &[])

@@ -406,3 +406,86 @@ async fn expired_lease_fails_the_operation_instead_of_repeating_it() {
     .await;
     assert_eq!(late.json["recorded"], false);
 }
+
+#[tokio::test]
+async fn node_boot_files_reach_the_site_list() {
+    let plane = ready_plane().await;
+    plane
+        .create("/v1/nodes", &node_body("r1-n07", "52:54:00:00:00:07", "pw"))
+        .await;
+    let patch = |body: Value| {
+        let plane = &plane;
+        async move {
+            plane
+                .call(
+                    "PATCH",
+                    "/v1/nodes/r1-n07",
+                    Some(crate::harness::ADMIN_TOKEN),
+                    Some(&body),
+                )
+                .await
+        }
+    };
+    for (body, field) in [
+        (
+            json!({ "boot": { "tftp_file": "../etc/passwd" } }),
+            "boot.tftp_file",
+        ),
+        (
+            json!({ "boot": { "http_url": "ftp://x/y.efi" } }),
+            "boot.http_url",
+        ),
+        (
+            json!({ "boot": { "ipxe_script_url": format!("http://h/{}", "a".repeat(130)) } }),
+            "boot.ipxe_script_url",
+        ),
+        (json!({ "boot": {} }), "boot"),
+    ] {
+        let reply = patch(body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            reply.text
+        );
+        assert_eq!(reply.json["field"], field, "{body}: {}", reply.text);
+    }
+    let reply = patch(json!({ "boot": { "tftp_file": "custom/ipxe.efi" } })).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+
+    let site = agent_get(&plane, "/agent/v1/site").await;
+    let node = site["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["name"] == "r1-n07"))
+        .cloned()
+        .expect("the node is listed");
+    assert_eq!(node["boot"]["tftp_file"], "custom/ipxe.efi", "{site}");
+
+    let reply = patch(json!({ "boot": null })).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let site = agent_get(&plane, "/agent/v1/site").await;
+    assert!(site.to_string().contains("r1-n07"));
+    assert!(!site.to_string().contains("custom/ipxe.efi"), "{site}");
+}
+
+/// Sends a GET to the agent router as the enrolled test agent.
+async fn agent_get(plane: &TestPlane, uri: &str) -> Value {
+    let mut request = Request::builder()
+        .method("GET")
+        .uri(uri)
+        .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+        .body(Body::empty())
+        .expect("the request is well formed");
+    request
+        .extensions_mut()
+        .insert(PeerCertificate(Some(FINGERPRINT.to_string())));
+    let response = agents::router(plane.app.clone())
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), MAX_BODY_BYTES)
+        .await
+        .expect("body");
+    serde_json::from_slice(&bytes).expect("JSON")
+}
