@@ -767,3 +767,31 @@ async fn fetch_of_stored_image_sends_no_request() {
     assert_eq!(fx.upstream.seen().len(), 1);
     assert_eq!(fx.upstream.seen()[0].name, "c");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_error_hides_url_token() {
+    let fx = fixture().await;
+    let cache = fx.cache(10 * IMAGE_SIZE as u64);
+    // A port that was just free: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = closed.local_addr().expect("address");
+    drop(closed);
+    let url = format!("http://user:pa55word@{address}/images/a?token=s3cr3t");
+
+    let error = cache
+        .fetch(&fx.digest("a"), &url, None)
+        .await
+        .expect_err("nothing listens");
+
+    let mut chain = Vec::new();
+    let mut current: Option<&dyn std::error::Error> = Some(&error);
+    while let Some(cause) = current {
+        chain.push(cause.to_string());
+        current = cause.source();
+    }
+    let chain = chain.join(": ");
+    assert!(chain.contains(&address.to_string()), "{chain}");
+    assert!(!chain.contains("s3cr3t"), "{chain}");
+    assert!(!chain.contains("pa55word"), "{chain}");
+    assert!(!format!("{error:?}").contains("s3cr3t"));
+}

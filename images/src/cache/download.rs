@@ -101,10 +101,11 @@ async fn download(
             request = request.header(header::IF_RANGE, validator);
         }
     }
-    let http_error = |source| ImageError::Http {
+    // reqwest's errors print their URL, which may carry a token.
+    let http_error = |source: reqwest::Error| ImageError::Http {
         digest,
         url: shown_url.clone(),
-        source,
+        source: source.without_url(),
     };
     let invalid = |reason: String| ImageError::InvalidResponse {
         digest,

@@ -239,7 +239,10 @@ impl ImageCache {
         match self.join(digest, upstream_url, expected_size)? {
             Joined::Stored => {
                 let cached = self.open_verified(digest).await?;
-                Ok(ImageStream::stored(cached))
+                Ok(ImageStream::stored(
+                    cached,
+                    self.inner.store.blob_path(digest),
+                ))
             }
             Joined::Flight(flight) => {
                 let pin = self.inner.budget.pin(digest);

@@ -30,7 +30,10 @@ pub struct ImageStream {
 
 #[derive(Debug)]
 enum Source {
-    Stored(tokio::fs::File),
+    Stored {
+        file: tokio::fs::File,
+        path: std::path::PathBuf,
+    },
     Live {
         flight: Arc<Flight>,
         progress: watch::Receiver<Progress>,
@@ -38,10 +41,13 @@ enum Source {
 }
 
 impl ImageStream {
-    pub(crate) fn stored(cached: CachedBlob) -> Self {
+    pub(crate) fn stored(cached: CachedBlob, path: std::path::PathBuf) -> Self {
         ImageStream {
             expected_size: Some(cached.blob.size),
-            source: Source::Stored(cached.blob.file),
+            source: Source::Stored {
+                file: cached.blob.file,
+                path,
+            },
             offset: 0,
             _pin: cached.pin,
         }
@@ -66,19 +72,19 @@ impl ImageStream {
     /// Returns whether the stream reads a blob already verified in the
     /// store, as opposed to a download in flight.
     pub fn is_verified(&self) -> bool {
-        matches!(self.source, Source::Stored(_))
+        matches!(self.source, Source::Stored { .. })
     }
 
     /// Returns the next bytes, waiting for a download in flight to write
     /// them, or `None` at the end of a verified image.
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ImageError> {
         match &mut self.source {
-            Source::Stored(file) => {
+            Source::Stored { file, path } => {
                 let mut buffer = vec![0u8; STREAM_CHUNK_SIZE];
                 let read = file
                     .read(&mut buffer)
                     .await
-                    .map_err(|error| ImageError::io("read", "stored blob", error))?;
+                    .map_err(|error| ImageError::io("read", path.as_path(), error))?;
                 if read == 0 {
                     return Ok(None);
                 }

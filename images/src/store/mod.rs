@@ -97,6 +97,9 @@ impl ImageStore {
         }
 
         remove_abandoned_tmp_files(&layout.tmp);
+        // A download not resumed within a day is unlikely to be resumed, and
+        // its partial file counts against no budget.
+        remove_abandoned_tmp_files(&layout.partial);
         Ok(ImageStore {
             layout: Arc::new(layout),
         })
@@ -351,8 +354,9 @@ fn record_fresh_blob(
     BlobRecord::new(identity, *digest, recorded_at).write(&layout.record_path(digest), &layout.tmp)
 }
 
-/// Removes `tmp/` files older than [`ABANDONED_TMP_AGE`]. Failures are logged
-/// and skipped: leftovers waste space but never affect a blob.
+/// Removes files in `tmp/` or `partial/` not modified for
+/// [`ABANDONED_TMP_AGE`]. Failures are logged and skipped: leftovers waste
+/// space but never affect a blob.
 fn remove_abandoned_tmp_files(tmp: &Path) {
     let entries = match fs::read_dir(tmp) {
         Ok(entries) => entries,
