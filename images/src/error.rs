@@ -69,7 +69,7 @@ pub enum ImageError {
         source: reqwest::Error,
     },
 
-    /// The upstream answered with a status other than 200 or 206.
+    /// The upstream returned a status other than 200 or 206.
     #[error("download of image {digest} from {url} failed: upstream returned HTTP {status}")]
     UpstreamStatus {
         digest: Sha256Digest,
@@ -77,7 +77,7 @@ pub enum ImageError {
         status: u16,
     },
 
-    /// The upstream's answer contradicts the request or the catalogue: a
+    /// The upstream's response contradicts the request or the catalogue: a
     /// `Content-Range` that does not start where the request asked, or more
     /// or fewer bytes than the expected size.
     #[error("download of image {digest} from {url} is invalid: {reason}")]

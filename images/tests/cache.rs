@@ -19,12 +19,12 @@ use rackhand_images::{
 };
 use tokio::sync::Notify;
 
-/// How the upstream answers the next request.
+/// How the upstream responds to the next request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Behavior {
     /// Honour `Range` and `If-Range`.
     Normal,
-    /// Answer every request with 200 and the whole image.
+    /// Respond to every request with 200 and the whole image.
     IgnoreRanges,
     /// Send this many body bytes, then abort the connection; later
     /// requests get `Normal`.

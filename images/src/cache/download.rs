@@ -65,8 +65,8 @@ impl Drop for FinishGuard<'_> {
             )))
         });
         self.inner.budget.release(&self.flight.digest);
-        // Leave the map before publishing: a request that sees the result
-        // and asks again must find the stored blob or start a new flight.
+        // Leave the map before publishing: a request made after the result
+        // must find the stored blob or start a new flight.
         self.inner
             .flights
             .lock()
@@ -88,7 +88,7 @@ async fn download(
     let shown_url = redact_url(url);
     let (mut context, mut offset) = resume_point(flight, expected_size).await?;
 
-    // A partial file that already holds the whole image (the process stopped
+    // A partial file that already contains the whole image (the process stopped
     // between the last write and the rename) needs no request.
     if expected_size.is_some_and(|size| size == offset && offset > 0) {
         return finish(inner, flight, &shown_url, context, offset).await;
@@ -285,7 +285,7 @@ fn hash_prefix(file: &File, length: u64) -> io::Result<Context> {
     Ok(context)
 }
 
-/// Empties the partial file and forgets its validator. Readers have not
+/// Empties the partial file and deletes its validator. Readers have not
 /// been told of any byte yet when this runs, except on the error paths,
 /// where they get the error.
 fn restart(flight: &Flight) -> Result<(), ImageError> {

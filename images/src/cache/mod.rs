@@ -4,8 +4,8 @@
 //!
 //! # Design
 //!
-//! - **One download per image.** A map of flights, keyed by digest, holds
-//!   each download in progress. A request for a digest that is already in
+//! - **One download per image.** A map of flights, keyed by digest,
+//!   contains each download in progress. A request for a digest that is already in
 //!   flight joins that flight instead of starting another. The download runs
 //!   in its own task, so it continues when the request that started it goes
 //!   away.
@@ -59,7 +59,7 @@ pub struct CacheConfig {
     pub budget_bytes: u64,
     /// Timeout for connecting to an upstream.
     pub connect_timeout: Duration,
-    /// Longest wait for the next bytes of a response before the download
+    /// Maximum wait for the next bytes of a response before the download
     /// fails (and can be resumed by the next request).
     pub read_timeout: Duration,
 }
@@ -120,7 +120,7 @@ pub struct CachedBlob {
     pub pin: Pin,
 }
 
-/// What a request for a digest found.
+/// The result of looking up a digest.
 enum Joined {
     Stored,
     Flight(Arc<Flight>),
@@ -168,7 +168,7 @@ impl ImageCache {
         }
     }
 
-    /// Returns the store that holds the cached blobs.
+    /// Returns the store that contains the cached blobs.
     pub fn store(&self) -> &ImageStore {
         &self.inner.store
     }
@@ -177,7 +177,7 @@ impl ImageCache {
     /// store, downloading it from `upstream_url` first when it is missing.
     ///
     /// Concurrent calls for one digest share one download and all get its
-    /// result. `expected_size`, when the catalogue knows it, is checked
+    /// result. `expected_size`, when the catalogue records it, is checked
     /// against the upstream's answer and reserves budget before the body
     /// arrives. Follow with [`ImageCache::open_verified`] to serve the blob.
     pub async fn fetch(

@@ -18,8 +18,8 @@ const STREAM_CHUNK_SIZE: usize = 256 * 1024;
 /// Call [`ImageStream::next_chunk`] until it returns `Ok(None)`. A stream of
 /// a download in flight returns an error instead of the end when the
 /// download fails, including when the finished bytes do not match the
-/// digest; see [`super::ImageCache::stream`] for what the caller must do
-/// with the bytes it already sent.
+/// digest. [`super::ImageCache::stream`] says what the caller must do with
+/// the bytes it already sent.
 #[derive(Debug)]
 pub struct ImageStream {
     source: Source,
@@ -133,8 +133,8 @@ async fn next_live_chunk(
             return Ok(None);
         }
 
-        // The flight keeps its sender alive while this receiver's stream
-        // holds the flight, so `changed` fails only if that breaks.
+        // This stream owns an `Arc` of the flight, which owns the sender, so
+        // `changed` cannot fail while the stream lives.
         if progress.changed().await.is_err() {
             return Err(ImageError::io(
                 "read",
