@@ -109,6 +109,13 @@ async fn serve_image(
         .filter(|_| behavior != Behavior::IgnoreRanges && validator_matches);
 
     let total = data.len();
+    if start.is_some_and(|start| start >= total) {
+        return Response::builder()
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::CONTENT_RANGE, format!("bytes */{total}"))
+            .body(Body::empty())
+            .expect("valid response");
+    }
     let mut builder = Response::builder()
         .header(header::ETAG, &etag)
         .header(header::ACCEPT_RANGES, "bytes");
@@ -794,4 +801,40 @@ async fn connection_error_hides_url_token() {
     assert!(!chain.contains("s3cr3t"), "{chain}");
     assert!(!chain.contains("pa55word"), "{chain}");
     assert!(!format!("{error:?}").contains("s3cr3t"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_partial_file_is_stored_without_request() {
+    let fx = fixture().await;
+    let cache = fx.cache(10 * IMAGE_SIZE as u64);
+    let digest = fx.digest("a");
+    std::fs::write(fx.partial_path("a"), fx.image("a")).expect("write partial file");
+
+    let size = cache
+        .fetch(&digest, &fx.url("a"), None)
+        .await
+        .expect("the partial file is adopted");
+
+    assert_eq!(size, IMAGE_SIZE as u64);
+    assert!(fx.upstream.seen().is_empty());
+    assert_eq!(read_blob(&cache, &digest).await, fx.image("a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlong_partial_file_restarts_after_416() {
+    let fx = fixture().await;
+    let cache = fx.cache(10 * IMAGE_SIZE as u64);
+    let digest = fx.digest("a");
+    std::fs::write(fx.partial_path("a"), vec![7u8; IMAGE_SIZE + 10]).expect("write partial file");
+
+    cache
+        .fetch(&digest, &fx.url("a"), None)
+        .await
+        .expect("the restarted download succeeds");
+
+    let seen = fx.upstream.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].range, Some(format!("bytes={}-", IMAGE_SIZE + 10)));
+    assert_eq!(seen[1].range, None);
+    assert_eq!(read_blob(&cache, &digest).await, fx.image("a"));
 }

@@ -84,16 +84,76 @@ async fn download(
     url: &str,
     expected_size: Option<u64>,
 ) -> Result<u64, ImageError> {
-    let digest = flight.digest;
     let shown_url = redact_url(url);
     let (mut context, mut offset) = resume_point(flight, expected_size).await?;
 
-    // A partial file that already contains the whole image (the process stopped
-    // between the last write and the rename) needs no request.
-    if expected_size.is_some_and(|size| size == offset && offset > 0) {
+    // A partial file that already contains the whole image (the process
+    // stopped between the last write and the rename) needs no request.
+    if offset > 0 && digest_of(context.clone()) == flight.digest {
         return finish(inner, flight, &shown_url, context, offset).await;
     }
 
+    let mut response = send(inner, flight, url, &shown_url, offset).await?;
+    if response.status() == StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
+        // The partial file is at least as long as the image, so it cannot
+        // be a prefix of it.
+        tracing::debug!(digest = %flight.digest, offset, "upstream rejected the resume range; restarting the download");
+        restart(flight)?;
+        context = Context::new(&SHA256);
+        offset = 0;
+        response = send(inner, flight, url, &shown_url, offset).await?;
+    }
+
+    let announced = accept_response(flight, &response, &shown_url, offset)?;
+    if announced.restart {
+        restart(flight)?;
+        context = Context::new(&SHA256);
+        offset = 0;
+    }
+    let total = announced.total;
+    if let (Some(expected), Some(total)) = (expected_size, total)
+        && expected != total
+    {
+        return Err(invalid(
+            flight,
+            &shown_url,
+            format!("upstream announces {total} bytes, the catalogue expects {expected}"),
+        ));
+    }
+
+    let limit = expected_size.or(total);
+    if let Some(size) = limit {
+        inner.budget.reserve(&inner.store, &flight.digest, size)?;
+    }
+    flight
+        .progress
+        .send_replace(Progress::Running { written: offset });
+    let size = write_body(
+        inner,
+        flight,
+        &shown_url,
+        response,
+        &mut context,
+        offset,
+        limit,
+    )
+    .await?;
+
+    if limit.is_none() {
+        inner.budget.reserve(&inner.store, &flight.digest, size)?;
+    }
+    finish(inner, flight, &shown_url, context, size).await
+}
+
+/// Sends the GET for the image, asking for the bytes from `offset` on (with
+/// the saved validator in `If-Range`) when `offset` is not 0.
+async fn send(
+    inner: &Inner,
+    flight: &Flight,
+    url: &str,
+    shown_url: &str,
+    offset: u64,
+) -> Result<reqwest::Response, ImageError> {
     let mut request = inner.client.get(url);
     if offset > 0 {
         request = request.header(header::RANGE, format!("bytes={offset}-"));
@@ -101,78 +161,109 @@ async fn download(
             request = request.header(header::IF_RANGE, validator);
         }
     }
-    // reqwest's errors print their URL, which may carry a token.
-    let http_error = |source: reqwest::Error| ImageError::Http {
-        digest,
-        url: shown_url.clone(),
-        source: source.without_url(),
-    };
-    let invalid = |reason: String| ImageError::InvalidResponse {
-        digest,
-        url: shown_url.clone(),
-        reason,
-    };
-    let mut response = request.send().await.map_err(http_error)?;
+    request
+        .send()
+        .await
+        .map_err(|source| http_error(flight, shown_url, source))
+}
 
-    let status = response.status();
-    let total = match status {
+/// What the response's status and headers announce.
+struct Announced {
+    /// The image's total size, when the upstream sent it.
+    total: Option<u64>,
+    /// Whether the body is the whole image although a range was requested,
+    /// so the partial file must be emptied first.
+    restart: bool,
+}
+
+/// Checks the status and `Content-Range` against the request and saves the
+/// validator of a whole-image response for a later resume.
+fn accept_response(
+    flight: &Flight,
+    response: &reqwest::Response,
+    shown_url: &str,
+    offset: u64,
+) -> Result<Announced, ImageError> {
+    match response.status() {
         StatusCode::PARTIAL_CONTENT if offset > 0 => {
-            let (start, total) = parse_content_range(response.headers())
-                .ok_or_else(|| invalid("206 answer without a valid Content-Range".to_string()))?;
+            let (start, total) = parse_content_range(response.headers()).ok_or_else(|| {
+                invalid(
+                    flight,
+                    shown_url,
+                    "206 response without a valid Content-Range".to_string(),
+                )
+            })?;
             if start != offset {
-                return Err(invalid(format!(
-                    "Content-Range starts at {start}, but bytes from {offset} were requested"
-                )));
+                return Err(invalid(
+                    flight,
+                    shown_url,
+                    format!(
+                        "Content-Range starts at {start}, but bytes from {offset} were requested"
+                    ),
+                ));
             }
-            total.or_else(|| response.content_length().map(|length| offset + length))
+            let total = total.or_else(|| response.content_length().map(|length| offset + length));
+            Ok(Announced {
+                total,
+                restart: false,
+            })
         }
         StatusCode::OK => {
             if offset > 0 {
-                tracing::debug!(%digest, offset, "upstream sent the whole image; restarting the download");
-                restart(flight)?;
-                context = Context::new(&SHA256);
-                offset = 0;
+                tracing::debug!(digest = %flight.digest, offset, "upstream sent the whole image; restarting the download");
             }
             save_validator(flight, response.headers());
-            response.content_length()
+            Ok(Announced {
+                total: response.content_length(),
+                restart: offset > 0,
+            })
         }
-        other => {
-            return Err(ImageError::UpstreamStatus {
-                digest,
-                url: shown_url,
-                status: other.as_u16(),
-            });
-        }
-    };
-
-    if let (Some(expected), Some(total)) = (expected_size, total)
-        && expected != total
-    {
-        return Err(invalid(format!(
-            "upstream announces {total} bytes, the catalogue expects {expected}"
-        )));
+        other => Err(ImageError::UpstreamStatus {
+            digest: flight.digest,
+            url: shown_url.to_string(),
+            status: other.as_u16(),
+        }),
     }
-    let limit = expected_size.or(total);
-    if let Some(size) = limit {
-        inner.budget.reserve(&inner.store, &digest, size)?;
-    }
-    flight
-        .progress
-        .send_replace(Progress::Running { written: offset });
+}
 
-    while let Some(chunk) = response.chunk().await.map_err(http_error)? {
+/// Writes the body into the partial file from `offset` on, hashing it and
+/// publishing each chunk, and returns the file's final length.
+///
+/// A body larger than `limit` (or, without a limit, than the budget) is
+/// rejected and emptied. A body that ends early keeps its bytes for a
+/// resume.
+async fn write_body(
+    inner: &Inner,
+    flight: &Flight,
+    shown_url: &str,
+    mut response: reqwest::Response,
+    context: &mut Context,
+    mut offset: u64,
+    limit: Option<u64>,
+) -> Result<u64, ImageError> {
+    let max = limit.unwrap_or(inner.budget.limit());
+    loop {
+        let chunk = response
+            .chunk()
+            .await
+            .map_err(|source| http_error(flight, shown_url, source))?;
+        let Some(chunk) = chunk else { break };
+
         let end = offset + chunk.len() as u64;
-        let max = limit.unwrap_or(inner.budget.limit());
         if end > max {
             restart(flight)?;
-            return match limit {
-                Some(_) => Err(invalid(format!("upstream sent more than {max} bytes"))),
-                None => Err(ImageError::LargerThanBudget {
-                    digest,
+            return Err(match limit {
+                Some(_) => invalid(
+                    flight,
+                    shown_url,
+                    format!("upstream sent more than {max} bytes"),
+                ),
+                None => ImageError::LargerThanBudget {
+                    digest: flight.digest,
                     size: end,
                     budget: max,
-                }),
-            };
+                },
+            });
         }
 
         // Chunks are a few KiB to tens of KiB and land in the page cache,
@@ -191,15 +282,36 @@ async fn download(
     if let Some(total) = limit
         && offset != total
     {
-        // The partial file stays for the next request to resume from.
-        return Err(invalid(format!(
-            "body ended after {offset} of {total} bytes"
-        )));
+        return Err(invalid(
+            flight,
+            shown_url,
+            format!("body ended after {offset} of {total} bytes"),
+        ));
     }
-    if limit.is_none() {
-        inner.budget.reserve(&inner.store, &digest, offset)?;
+    Ok(offset)
+}
+
+/// Wraps a reqwest error without its URL, which may carry a token.
+fn http_error(flight: &Flight, shown_url: &str, source: reqwest::Error) -> ImageError {
+    ImageError::Http {
+        digest: flight.digest,
+        url: shown_url.to_string(),
+        source: source.without_url(),
     }
-    finish(inner, flight, &shown_url, context, offset).await
+}
+
+fn invalid(flight: &Flight, shown_url: &str, reason: String) -> ImageError {
+    ImageError::InvalidResponse {
+        digest: flight.digest,
+        url: shown_url.to_string(),
+        reason,
+    }
+}
+
+fn digest_of(context: Context) -> Sha256Digest {
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(context.finish().as_ref());
+    Sha256Digest(bytes)
 }
 
 /// Checks the hash and moves the partial file into the store. A mismatch
@@ -211,9 +323,7 @@ async fn finish(
     context: Context,
     size: u64,
 ) -> Result<u64, ImageError> {
-    let mut bytes = [0u8; 32];
-    bytes.copy_from_slice(context.finish().as_ref());
-    let actual = Sha256Digest(bytes);
+    let actual = digest_of(context);
     if actual != flight.digest {
         discard(flight);
         return Err(ImageError::DownloadMismatch {
