@@ -838,3 +838,29 @@ async fn overlong_partial_file_restarts_after_416() {
     assert_eq!(seen[1].range, None);
     assert_eq!(read_blob(&cache, &digest).await, fx.image("a"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_of_tampered_blob_downloads_again() {
+    let fx = fixture().await;
+    let cache = fx.cache(10 * IMAGE_SIZE as u64);
+    let digest = fx.digest("a");
+    cache
+        .fetch(&digest, &fx.url("a"), None)
+        .await
+        .expect("fetch");
+    tamper(&cache.store().blob_path(&digest));
+
+    let mut stream = cache
+        .stream(&digest, &fx.url("a"), None)
+        .await
+        .expect("open stream");
+    let mut received = Vec::new();
+    while let Some(chunk) = stream.next_chunk().await.expect("chunk reads") {
+        received.extend_from_slice(&chunk);
+    }
+
+    assert!(!stream.is_verified());
+    assert_eq!(received, fx.image("a"));
+    assert_eq!(fx.upstream.seen().len(), 2);
+    assert_eq!(read_blob(&cache, &digest).await, fx.image("a"));
+}

@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::digest::Sha256Digest;
 use crate::error::ImageError;
@@ -55,7 +56,9 @@ pub use stream::ImageStream;
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
     /// Maximum total size of the stored blobs plus the downloads in flight,
-    /// in bytes.
+    /// in bytes. Partial files of failed downloads are not counted. They are
+    /// resumed by the next request, or removed a day after their last write
+    /// when the store opens.
     pub budget_bytes: u64,
     /// Timeout for connecting to an upstream.
     pub connect_timeout: Duration,
@@ -177,7 +180,10 @@ impl ImageCache {
     /// store, downloading it from `upstream_url` first when it is missing.
     ///
     /// Concurrent calls for one digest share one download and all get its
-    /// result. `expected_size`, when the catalogue records it, is checked
+    /// result. A blob already stored is not re-hashed here: a later
+    /// [`ImageError::DigestMismatch`] from [`ImageCache::open_verified`]
+    /// quarantines it, and the next `fetch` downloads it again.
+    /// `expected_size`, when the catalogue records it, is checked
     /// against the upstream's answer and reserves budget before the body
     /// arrives. Follow with [`ImageCache::open_verified`] to serve the blob.
     pub async fn fetch(
@@ -186,14 +192,21 @@ impl ImageCache {
         upstream_url: &str,
         expected_size: Option<u64>,
     ) -> Result<u64, ImageError> {
-        match self.join(digest, upstream_url, expected_size)? {
-            Joined::Stored => {
-                let size = self.stored_size(digest)?;
-                self.inner.budget.touch(digest);
-                Ok(size)
+        // The second attempt covers a blob evicted right after the look-up.
+        for _ in 0..2 {
+            match self.join(digest, upstream_url, expected_size)? {
+                Joined::Stored => match self.stored_size(digest) {
+                    Ok(size) => {
+                        self.inner.budget.touch(digest);
+                        return Ok(size);
+                    }
+                    Err(ImageError::NotFound { .. }) => continue,
+                    Err(error) => return Err(error),
+                },
+                Joined::Flight(flight) => return wait_finished(&flight).await,
             }
-            Joined::Flight(flight) => wait_finished(&flight).await,
         }
+        Err(ImageError::NotFound { digest: *digest })
     }
 
     /// Downloads an image ahead of any boot, on an operator's request.
@@ -236,19 +249,31 @@ impl ImageCache {
         upstream_url: &str,
         expected_size: Option<u64>,
     ) -> Result<ImageStream, ImageError> {
-        match self.join(digest, upstream_url, expected_size)? {
-            Joined::Stored => {
-                let cached = self.open_verified(digest).await?;
-                Ok(ImageStream::stored(
-                    cached,
-                    self.inner.store.blob_path(digest),
-                ))
-            }
-            Joined::Flight(flight) => {
-                let pin = self.inner.budget.pin(digest);
-                Ok(ImageStream::live(flight, pin, expected_size))
+        // A stored blob that was evicted, or quarantined by the check, since
+        // the look-up is downloaded again on the second attempt.
+        let mut last_error = None;
+        for _ in 0..2 {
+            match self.join(digest, upstream_url, expected_size)? {
+                Joined::Stored => match self.open_verified(digest).await {
+                    Ok(cached) => {
+                        let path = self.inner.store.blob_path(digest);
+                        return Ok(ImageStream::stored(cached, path));
+                    }
+                    Err(
+                        error @ (ImageError::NotFound { .. } | ImageError::DigestMismatch { .. }),
+                    ) => {
+                        tracing::debug!(%digest, error = &error as &dyn std::error::Error, "stored image unusable; downloading it again");
+                        last_error = Some(error);
+                    }
+                    Err(error) => return Err(error),
+                },
+                Joined::Flight(flight) => {
+                    let pin = self.inner.budget.pin(digest);
+                    return Ok(ImageStream::live(flight, pin, expected_size));
+                }
             }
         }
+        Err(last_error.unwrap_or(ImageError::NotFound { digest: *digest }))
     }
 
     /// Pins `digest` against eviction until the returned guard is dropped,
@@ -288,12 +313,16 @@ impl ImageCache {
         drop(flights);
 
         tracing::debug!(%digest, url = %download::redact_url(upstream_url), "starting image download");
-        tokio::spawn(download::run(
-            Arc::clone(&self.inner),
-            Arc::clone(&flight),
-            upstream_url.to_string(),
-            expected_size,
-        ));
+        let span = tracing::debug_span!("image_download", %digest);
+        tokio::spawn(
+            download::run(
+                Arc::clone(&self.inner),
+                Arc::clone(&flight),
+                upstream_url.to_string(),
+                expected_size,
+            )
+            .instrument(span),
+        );
         Ok(Joined::Flight(flight))
     }
 
