@@ -864,3 +864,37 @@ async fn stream_of_tampered_blob_downloads_again() {
     assert_eq!(fx.upstream.seen().len(), 2);
     assert_eq!(read_blob(&cache, &digest).await, fx.image("a"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_download_resumes_with_new_validator() {
+    let fx = fixture().await;
+    let cache = fx.cache(10 * IMAGE_SIZE as u64);
+    let digest = fx.digest("a");
+    fx.upstream
+        .set_behavior(Behavior::CutOnceAfter(IMAGE_SIZE / 2));
+    cache
+        .fetch(&digest, &fx.url("a"), None)
+        .await
+        .expect_err("the first download is cut");
+
+    // The validator changes, so the second request restarts from zero, and
+    // is cut again.
+    *fx.upstream.etag.lock().expect("etag lock") = "\"v2\"".to_string();
+    fx.upstream
+        .set_behavior(Behavior::CutOnceAfter(IMAGE_SIZE / 3));
+    cache
+        .fetch(&digest, &fx.url("a"), None)
+        .await
+        .expect_err("the second download is cut");
+    cache
+        .fetch(&digest, &fx.url("a"), None)
+        .await
+        .expect("the third download resumes");
+
+    let seen = fx.upstream.seen();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[1].if_range.as_deref(), Some("\"v1\""));
+    assert_eq!(seen[2].if_range.as_deref(), Some("\"v2\""));
+    assert!(seen[2].range.is_some());
+    assert_eq!(read_blob(&cache, &digest).await, fx.image("a"));
+}

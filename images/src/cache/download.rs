@@ -110,6 +110,9 @@ async fn download(
         context = Context::new(&SHA256);
         offset = 0;
     }
+    if response.status() == StatusCode::OK {
+        save_validator(flight, response.headers());
+    }
     let total = announced.total;
     if let (Some(expected), Some(total)) = (expected_size, total)
         && expected != total
@@ -176,8 +179,7 @@ struct Announced {
     restart: bool,
 }
 
-/// Checks the status and `Content-Range` against the request and saves the
-/// validator of a whole-image response for a later resume.
+/// Checks the status and `Content-Range` against the request.
 fn accept_response(
     flight: &Flight,
     response: &reqwest::Response,
@@ -212,7 +214,6 @@ fn accept_response(
             if offset > 0 {
                 tracing::debug!(digest = %flight.digest, offset, "upstream sent the whole image; restarting the download");
             }
-            save_validator(flight, response.headers());
             Ok(Announced {
                 total: response.content_length(),
                 restart: offset > 0,
