@@ -90,6 +90,7 @@ async fn download(
     // A partial file that already contains the whole image (the process
     // stopped between the last write and the rename) needs no request.
     if offset > 0 && digest_of(context.clone()) == flight.digest {
+        inner.budget.reserve(&inner.store, &flight.digest, offset)?;
         return finish(inner, flight, &shown_url, context, offset).await;
     }
 
