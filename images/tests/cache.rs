@@ -463,7 +463,7 @@ async fn changed_validator_restarts_download() {
         .await
         .expect_err("the cut download fails");
 
-    // The upstream now names a new version, so it answers If-Range with 200.
+    // The upstream now names a new version, so it responds to If-Range with 200.
     *fx.upstream.etag.lock().expect("etag lock") = "\"v2\"".to_string();
     cache
         .fetch(&digest, &fx.url("a"), None)
