@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::digest::Sha256Digest;
 
@@ -49,6 +50,83 @@ pub enum ImageError {
         path: PathBuf,
         #[source]
         source: tokio::task::JoinError,
+    },
+
+    /// The HTTP client for upstream downloads could not be built.
+    #[error("cannot build the HTTP client for image downloads")]
+    Client {
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The request to the upstream failed (connection refused or cut, read
+    /// timeout). `url` has its query and credentials removed.
+    #[error("download of image {digest} from {url} failed")]
+    Http {
+        digest: Sha256Digest,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The upstream returned a status other than 200 or 206.
+    #[error("download of image {digest} from {url} failed: upstream returned HTTP {status}")]
+    UpstreamStatus {
+        digest: Sha256Digest,
+        url: String,
+        status: u16,
+    },
+
+    /// The upstream's response contradicts the request or the catalogue: a
+    /// `Content-Range` that does not start where the request asked, or more
+    /// or fewer bytes than the expected size.
+    #[error("download of image {digest} from {url} is invalid: {reason}")]
+    InvalidResponse {
+        digest: Sha256Digest,
+        url: String,
+        reason: String,
+    },
+
+    /// The downloaded bytes do not hash to the requested digest. The partial
+    /// file was deleted and nothing was stored.
+    #[error(
+        "download of image from {url} does not match: expected sha256 {expected}, downloaded content hashes to {actual}"
+    )]
+    DownloadMismatch {
+        url: String,
+        expected: Sha256Digest,
+        actual: Sha256Digest,
+    },
+
+    /// One image alone is larger than the whole cache budget.
+    #[error(
+        "image {digest} of {size} bytes is larger than the cache budget of {budget} bytes; raise the budget or serve the image from elsewhere"
+    )]
+    LargerThanBudget {
+        digest: Sha256Digest,
+        size: u64,
+        budget: u64,
+    },
+
+    /// The image fits the budget, but too much of the cache is in use
+    /// (served or downloading) to evict enough.
+    #[error(
+        "no room for image {digest} of {size} bytes: {in_use} of the {budget} budget bytes are in use by downloads and open streams; retry when they finish"
+    )]
+    CacheFull {
+        digest: Sha256Digest,
+        size: u64,
+        in_use: u64,
+        budget: u64,
+    },
+
+    /// The shared download that this request joined failed; every caller
+    /// that waited for it gets this error with the same cause.
+    #[error("download of image {digest} failed")]
+    DownloadFailed {
+        digest: Sha256Digest,
+        #[source]
+        source: Arc<ImageError>,
     },
 }
 

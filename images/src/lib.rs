@@ -3,7 +3,7 @@
 //!
 //! # Design
 //!
-//! The store is one folder with three sub-folders:
+//! The store is one folder with four sub-folders and an index:
 //!
 //! - `blobs/<hex>`: the content, read-only, named by its lowercase hex
 //!   sha256, with `blobs/<hex>.json` beside it recording the size, inode and
@@ -14,6 +14,10 @@
 //!   names a partial file.
 //! - `quarantine/`: blobs that failed a check, kept for inspection and never
 //!   served.
+//! - `partial/`: downloads of the edge cache ([`ImageCache`]) in progress,
+//!   `<hex>.part` with the upstream's validator in `<hex>.validator`, kept
+//!   across restarts so a download can resume.
+//! - `usage.json`: the cache's last use of each blob, for LRU eviction.
 //!
 //! Invariant: [`ImageStore::open_verified`] returns a handle only to content
 //! that hashes to the requested digest. Hashing a multi-gigabyte disk image
@@ -39,10 +43,14 @@
 //! Hashing uses `ring`'s SHA-256 with 1 MiB reads on tokio's blocking thread
 //! pool, so a large hash never stalls the async runtime.
 
+mod cache;
 mod digest;
 mod error;
+mod rehash;
 mod store;
 
+pub use cache::{CacheConfig, CachedBlob, ImageCache, ImageStream, Pin};
 pub use digest::{ParseDigestError, Sha256Digest};
 pub use error::ImageError;
+pub use rehash::{RehashReport, rehash_all, run_scheduled_rehash};
 pub use store::{ImageStore, StoredBlob, VerifiedBlob};

@@ -23,6 +23,9 @@ const MAX_BMC_TIMEOUT_SECONDS: u64 = 600;
 /// Smallest `bmc.power_on_grace_seconds`: BMCs report a new power state
 /// seconds after they accept the request.
 const MIN_POWER_ON_GRACE_SECONDS: u64 = 5;
+/// Largest `images.rehash_interval_hours`, one year: a longer interval would
+/// in effect never re-hash.
+const MAX_REHASH_INTERVAL_HOURS: u64 = 8760;
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,7 @@ struct RawControlPlane {
 #[serde(deny_unknown_fields)]
 struct RawImages {
     store: Option<PathBuf>,
+    rehash_interval_hours: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +89,8 @@ pub struct Config {
     pub json_logs: bool,
     pub control_plane: ControlPlaneConfig,
     pub image_store: PathBuf,
+    /// Time between full re-hashes of every stored image.
+    pub image_rehash_interval: Duration,
     pub pxe: Option<PxeConfig>,
     pub bmc: BmcConfig,
     /// Set when nodes of this site are driven through an Ironic conductor.
@@ -212,9 +218,23 @@ impl Config {
 
         let image_store = raw
             .images
-            .and_then(|i| i.store)
-            .map(|p| resolve(&p))
+            .as_ref()
+            .and_then(|i| i.store.as_ref())
+            .map(|p| resolve(p))
             .unwrap_or_else(|| state_dir.join("images"));
+        let rehash_hours = raw
+            .images
+            .as_ref()
+            .and_then(|i| i.rehash_interval_hours)
+            .unwrap_or(24);
+        if rehash_hours == 0 || rehash_hours > MAX_REHASH_INTERVAL_HOURS {
+            return Err(invalid(
+                "images.rehash_interval_hours",
+                format!(
+                    "{rehash_hours} is out of range; set 1 to {MAX_REHASH_INTERVAL_HOURS} hours (the default is 24)"
+                ),
+            ));
+        }
         let pxe = raw
             .pxe
             .map(|p| check_pxe(p, &resolve, &invalid))
@@ -242,6 +262,7 @@ impl Config {
                 enrollment_token,
             },
             image_store,
+            image_rehash_interval: Duration::from_secs(rehash_hours * 3600),
             pxe,
             bmc,
             ironic,
@@ -312,6 +333,25 @@ ca_fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000
         );
         assert!(config.pxe.is_none());
         assert_eq!(config.bmc.timeout, Duration::from_secs(30));
+        assert_eq!(config.image_rehash_interval, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn rehash_interval_zero_is_rejected() {
+        let error = parse(&format!("{MINIMAL}[images]\nrehash_interval_hours = 0\n"))
+            .expect_err("zero interval")
+            .to_string();
+        assert!(
+            error.contains("key `images.rehash_interval_hours`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn rehash_interval_is_read_in_hours() {
+        let config =
+            parse(&format!("{MINIMAL}[images]\nrehash_interval_hours = 6\n")).expect("valid");
+        assert_eq!(config.image_rehash_interval, Duration::from_secs(6 * 3600));
     }
 
     #[test]

@@ -104,6 +104,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let store = ImageStore::open(&config.image_store)?;
+    // TODO: the boot server and the image step read the store directly, so
+    // every image must be imported with `rackhand-site-agent image import`
+    // before its first boot. Wrap the store in `rackhand_images::ImageCache`
+    // with an `[images] cache_budget_gb` key, and fetch missing images from
+    // their upstream URL through it.
     // Before the one-time token is spent: an agent that then cannot open
     // its PXE sockets would need a new token after the fix.
     preflight(&config)?;
@@ -190,6 +195,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    tasks.spawn(rackhand_images::run_scheduled_rehash(
+        store.clone(),
+        config.image_rehash_interval,
+        shutdown.clone().cancelled_owned(),
+    ));
     tasks.spawn(operations::run(
         control_plane.clone(),
         config.bmc.timeout,

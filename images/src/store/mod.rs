@@ -59,6 +59,10 @@ pub(crate) struct Layout {
     pub blobs: PathBuf,
     pub quarantine: PathBuf,
     pub tmp: PathBuf,
+    /// Downloads in progress, kept across restarts so they can resume.
+    pub partial: PathBuf,
+    /// The cache's last-use index.
+    pub usage_index: PathBuf,
 }
 
 impl Layout {
@@ -80,12 +84,22 @@ impl ImageStore {
             blobs: root.join("blobs"),
             quarantine: root.join("quarantine"),
             tmp: root.join("tmp"),
+            partial: root.join("partial"),
+            usage_index: root.join("usage.json"),
         };
-        for dir in [&layout.blobs, &layout.quarantine, &layout.tmp] {
+        for dir in [
+            &layout.blobs,
+            &layout.quarantine,
+            &layout.tmp,
+            &layout.partial,
+        ] {
             fs::create_dir_all(dir).map_err(|error| ImageError::io("create folder", dir, error))?;
         }
 
         remove_abandoned_tmp_files(&layout.tmp);
+        // A download not resumed within a day is unlikely to be resumed, and
+        // its partial file counts against no budget.
+        remove_abandoned_tmp_files(&layout.partial);
         Ok(ImageStore {
             layout: Arc::new(layout),
         })
@@ -131,13 +145,14 @@ impl ImageStore {
         let layout = Arc::clone(&self.layout);
         let digest = *digest;
         let task_path = self.blob_path(&digest);
-        let checked =
-            tokio::task::spawn_blocking(move || verify::verify_blocking(&layout, &digest))
-                .await
-                .map_err(|source| ImageError::Task {
-                    path: task_path,
-                    source,
-                })??;
+        let checked = tokio::task::spawn_blocking(move || {
+            verify::verify_blocking(&layout, &digest, verify::Trust::Record)
+        })
+        .await
+        .map_err(|source| ImageError::Task {
+            path: task_path,
+            source,
+        })??;
 
         Ok(VerifiedBlob {
             file: tokio::fs::File::from_std(checked.file),
@@ -152,6 +167,109 @@ impl ImageStore {
     pub fn blob_path(&self, digest: &Sha256Digest) -> PathBuf {
         self.layout.blob_path(digest)
     }
+
+    /// Hashes the blob for `digest` in full, ignoring its record, and
+    /// quarantines it when the content no longer matches. Returns the blob's
+    /// size. Errors are those of [`ImageStore::open_verified`].
+    pub async fn rehash(&self, digest: &Sha256Digest) -> Result<u64, ImageError> {
+        let layout = Arc::clone(&self.layout);
+        let digest = *digest;
+        let task_path = self.blob_path(&digest);
+        let checked = tokio::task::spawn_blocking(move || {
+            verify::verify_blocking(&layout, &digest, verify::Trust::Nothing)
+        })
+        .await
+        .map_err(|source| ImageError::Task {
+            path: task_path,
+            source,
+        })??;
+        Ok(checked.size)
+    }
+
+    /// Lists the stored blobs with their sizes, in no particular order.
+    /// Files in `blobs/` whose names are not a digest are skipped.
+    pub fn list(&self) -> Result<Vec<StoredBlob>, ImageError> {
+        let blobs = &self.layout.blobs;
+        let entries =
+            fs::read_dir(blobs).map_err(|error| ImageError::io("list folder", blobs, error))?;
+
+        let mut listed = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|error| ImageError::io("list folder", blobs, error))?;
+            let Some(digest) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<Sha256Digest>().ok())
+            else {
+                continue;
+            };
+            // A blob removed between the listing and the stat is skipped.
+            if let Ok(metadata) = entry.metadata()
+                && metadata.is_file()
+            {
+                listed.push(StoredBlob {
+                    digest,
+                    size: metadata.len(),
+                });
+            }
+        }
+        Ok(listed)
+    }
+
+    /// Removes the blob for `digest` and its record. A missing blob is not an
+    /// error. Readers that opened the blob before keep reading it.
+    pub fn remove(&self, digest: &Sha256Digest) -> Result<(), ImageError> {
+        for path in [
+            self.layout.blob_path(digest),
+            self.layout.record_path(digest),
+        ] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(ImageError::io("remove", &path, error)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Moves `file`, a download at `path` in `partial/` whose content the
+    /// caller hashed to `digest`, into `blobs/` and records it. `file` must be
+    /// the open handle of `path`, so the recorded identity is the moved file's.
+    pub(crate) async fn adopt(
+        &self,
+        file: Arc<File>,
+        path: PathBuf,
+        digest: Sha256Digest,
+    ) -> Result<(), ImageError> {
+        let layout = Arc::clone(&self.layout);
+        let task_path = path.clone();
+        tokio::task::spawn_blocking(move || adopt_blocking(&layout, &file, &path, &digest))
+            .await
+            .map_err(|source| ImageError::Task {
+                path: task_path,
+                source,
+            })?
+    }
+}
+
+fn adopt_blocking(
+    layout: &Layout,
+    file: &File,
+    path: &Path,
+    digest: &Sha256Digest,
+) -> Result<(), ImageError> {
+    file.sync_all()
+        .and_then(|()| file.set_permissions(fs::Permissions::from_mode(0o444)))
+        .map_err(|error| ImageError::io("sync", path, error))?;
+
+    let blob = layout.blob_path(digest);
+    fs::rename(path, &blob).map_err(|error| ImageError::io("rename into", &blob, error))?;
+    sync_dir(&layout.blobs)?;
+    record_fresh_blob(layout, file, digest)
 }
 
 fn import_blocking(layout: &Layout, source: &Path) -> Result<StoredBlob, ImageError> {
@@ -179,7 +297,7 @@ fn import_blocking(layout: &Layout, source: &Path) -> Result<StoredBlob, ImageEr
         })
         .map_err(|error| ImageError::io("sync", tmp.path(), error))?;
 
-    match verify::verify_blocking(layout, &digest) {
+    match verify::verify_blocking(layout, &digest, verify::Trust::Record) {
         Ok(existing) => {
             tracing::debug!(%digest, size = existing.size, "image already stored");
             return Ok(StoredBlob {
@@ -236,8 +354,9 @@ fn record_fresh_blob(
     BlobRecord::new(identity, *digest, recorded_at).write(&layout.record_path(digest), &layout.tmp)
 }
 
-/// Removes `tmp/` files older than [`ABANDONED_TMP_AGE`]. Failures are logged
-/// and skipped: leftovers waste space but never affect a blob.
+/// Removes files in `tmp/` or `partial/` not modified for
+/// [`ABANDONED_TMP_AGE`]. Failures are logged and skipped: leftovers waste
+/// space but never affect a blob.
 fn remove_abandoned_tmp_files(tmp: &Path) {
     let entries = match fs::read_dir(tmp) {
         Ok(entries) => entries,
