@@ -1,9 +1,6 @@
 //! Golden outputs of the built-in renderers, secret handling, injection
 //! attempts, and checks of the output by the real tools (`cloud-init`,
 //! `sh`, `genisoimage`) where they are installed.
-//!
-//! Set `RACKHAND_UPDATE_GOLDEN=1` to rewrite the files under
-//! `tests/golden/` after an intended change, then review the diff.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +13,7 @@ use rackhand_install_templates::{
     OrderContext, RenderedFile, TemplateError, configdrive, kickstart, nocloud, preseed,
 };
 
-const HOSTILE_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm0 it's \"me\" $(touch PWNED) `touch PWNED` ; touch PWNED # x: y";
+use crate::{HOSTILE_KEY, hostile_context, run_sh};
 
 fn golden_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -43,13 +40,6 @@ fn sample() -> OrderContext {
 fn sample_without_ipv6() -> OrderContext {
     let [_, without_ipv6] = sample_contexts();
     without_ipv6
-}
-
-fn hostile_context() -> OrderContext {
-    let mut input = sample_input(true);
-    input.ssh_authorized_keys = vec![HOSTILE_KEY.to_owned()];
-    input.callback_url = "https://agent.example.net/cb?token='$(touch PWNED)'".to_owned();
-    OrderContext::new(input).expect("hostile but well-formed input is accepted")
 }
 
 fn sample_container_spec() -> ContainerSpec {
@@ -237,7 +227,8 @@ fn ssh_key_with_newline_rejected() {
 
 #[test]
 fn domain_and_mac_and_url_checked() {
-    let cases: [(&str, fn(&mut rackhand_install_templates::OrderContextInput)); 4] = [
+    type Change = fn(&mut rackhand_install_templates::OrderContextInput);
+    let cases: [(&str, Change); 4] = [
         ("domain", |input| input.domain = "example.net\n".to_owned()),
         ("network.mac", |input| {
             input.network.mac = "52:54:00:12:34".to_owned();
@@ -256,23 +247,6 @@ fn domain_and_mac_and_url_checked() {
             "{field}: {error}"
         );
     }
-}
-
-/// Runs `script` with `sh -c` in `directory` after `prelude` and returns
-/// stdout; fails the test when `sh` fails.
-fn run_sh(directory: &Path, prelude: &str, script: &str) -> String {
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{prelude}\n{script}"))
-        .current_dir(directory)
-        .output()
-        .expect("sh runs");
-    assert!(
-        output.status.success(),
-        "sh failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[test]
