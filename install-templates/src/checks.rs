@@ -1,6 +1,6 @@
 //! Format checks on rendered operator templates.
 //!
-//! This crate has no YAML parser, so YAML output gets [`lint_yaml`], a line
+//! This crate has no YAML parser, so YAML output gets `lint_yaml`, a line
 //! check of the block-style subset that cloud-init documents use. JSON
 //! output is parsed with `serde_json`.
 
@@ -13,9 +13,9 @@ use crate::operator::TemplateKind;
 /// Runs the checks for `kind` on rendered `text`:
 ///
 /// - cloud-config: the first line is exactly `#cloud-config`, and the rest
-///   passes [`lint_yaml`].
+///   passes `lint_yaml` (described there).
 /// - meta-data: a JSON object (when the text starts with `{`) or YAML
-///   passing [`lint_yaml`], with a top-level `instance-id`.
+///   passing `lint_yaml`, with a top-level `instance-id`.
 /// - network-config: JSON or linted YAML with `version: 2` at the top level
 ///   or directly under a top-level `network:` key.
 /// - OpenStack meta_data.json: a JSON object with a string `uuid`.
@@ -71,7 +71,7 @@ impl Failure<'_> {
             template: self.template.to_owned(),
             kind: self.kind.name(),
             line,
-            text: text.chars().take(120).collect(),
+            text: redact_hashes(text).chars().take(120).collect(),
             problem: problem.to_owned(),
         }
     }
@@ -180,14 +180,17 @@ fn check_network_data(fail: &Failure<'_>, text: &str) -> Result<(), TemplateErro
     Ok(())
 }
 
-/// Kickstart checks: every `%section` (`%packages`, `%pre`, `%post`,
-/// `%addon`, `%anaconda`, `%onerror`) ends with `%end` before the next one
-/// opens; the command section has `network`, `rootpw --iscrypted`,
-/// `bootloader`, an install source (`url`, `cdrom`, `nfs`, `harddrive`,
-/// `liveimg` or `ostreesetup`) and partitioning (`autopart`, `part` or
-/// `reqpart`); and a `%post` section exists for the callback. `rootpw`
-/// without `--iscrypted` or with `--plaintext` is rejected, because the
-/// plain password must never appear in a rendered file.
+/// Checks kickstart text:
+///
+/// - every `%section` (`%packages`, `%pre`, `%post`, `%addon`, `%anaconda`,
+///   `%onerror`) ends with `%end` before the next one opens;
+/// - the command section has `network`, `rootpw --iscrypted`, `bootloader`,
+///   an install source (`url`, `cdrom`, `nfs`, `harddrive`, `liveimg` or
+///   `ostreesetup`) and partitioning (`autopart`, `part` or `reqpart`);
+/// - a `%post` section exists for the callback.
+///
+/// `rootpw` without `--iscrypted` or with `--plaintext` is rejected, because
+/// the plain password must never appear in a rendered file.
 fn check_kickstart(fail: &Failure<'_>, text: &str) -> Result<(), TemplateError> {
     let mut open_section: Option<(usize, &str)> = None;
     let mut commands: Vec<&str> = Vec::new();
@@ -259,7 +262,7 @@ fn check_kickstart(fail: &Failure<'_>, text: &str) -> Result<(), TemplateError> 
     Ok(())
 }
 
-/// Preseed value types debconf knows.
+/// Value types that debconf accepts in a preseed line.
 const PRESEED_TYPES: [&str; 9] = [
     "string",
     "boolean",
@@ -272,10 +275,10 @@ const PRESEED_TYPES: [&str; 9] = [
     "error",
 ];
 
-/// Preseed checks: after joining lines that end in `\`, every line that is
-/// not blank or a `#` comment is `owner question type [value]` with an
-/// owner without `/`, a question containing `/` and a debconf type; and the
-/// plain-text `passwd/root-password` and `passwd/root-password-again`
+/// Checks preseed text. Lines ending in `\` are joined first. Every line
+/// that is not blank or a `#` comment must be `owner question type [value]`,
+/// with an owner without `/`, a question containing `/` and a debconf type.
+/// The plain-text `passwd/root-password` and `passwd/root-password-again`
 /// questions are rejected in favour of `passwd/root-password-crypted`.
 fn check_preseed(fail: &Failure<'_>, text: &str) -> Result<(), TemplateError> {
     let mut logical = String::new();
@@ -331,6 +334,24 @@ fn check_preseed_line(fail: &Failure<'_>, number: usize, line: &str) -> Result<(
     Ok(())
 }
 
+/// Replaces each `$6$…` word with `[redacted hash]`, so an error about a
+/// line that contains the root password hash does not carry it into logs.
+fn redact_hashes(text: &str) -> String {
+    let mut output = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("$6$") {
+        output.push_str(&rest[..start]);
+        output.push_str("[redacted hash]");
+        let after = &rest[start..];
+        let end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ','))
+            .unwrap_or(after.len());
+        rest = &after[end..];
+    }
+    output.push_str(rest);
+    output
+}
+
 /// Removes a trailing ` #comment` outside quotes.
 fn strip_comment(text: &str) -> &str {
     let mut quote: Option<char> = None;
@@ -358,14 +379,24 @@ fn strip_comment(text: &str) -> &str {
 /// Accepted is block-style YAML: `key: value` and `key:` mappings, `- item`
 /// sequences (also `- key: value`), quoted and plain scalars on one line,
 /// flow collections (`[…]`, `{…}`) closed on their line, block scalars after
-/// `|` or `>`, comments and one leading `---`. Rejected, with the line:
-/// tabs in indentation, a quoted scalar or flow collection not closed on its
-/// line, text after a closing quote, `: ` inside a plain value (ambiguous
-/// nested mapping), indentation deeper than the line before allows (for
-/// example a plain scalar continued on the next line), a dedent to a column
-/// no enclosing block uses, and a repeated top-level key. Anchors, aliases
-/// and tags pass unchecked.
-pub fn lint_yaml(text: &str, first_line: usize) -> Result<Vec<(String, String)>, (usize, String)> {
+/// `|` or `>`, comments and one leading `---`.
+///
+/// Rejected, with the line number:
+///
+/// - tabs in indentation;
+/// - a quoted scalar or flow collection not closed on its line;
+/// - text after a closing quote;
+/// - `: ` inside a plain value (an ambiguous nested mapping);
+/// - indentation deeper than the line before allows, for example a plain
+///   scalar continued on the next line;
+/// - a dedent to a column that no enclosing block uses;
+/// - a repeated top-level key.
+///
+/// Anchors, aliases and tags pass unchecked.
+pub(crate) fn lint_yaml(
+    text: &str,
+    first_line: usize,
+) -> Result<Vec<(String, String)>, (usize, String)> {
     let mut columns: Vec<usize> = vec![0];
     let mut expect_child = false;
     let mut block_scalar_column: Option<usize> = None;
@@ -566,5 +597,50 @@ fn check_flow(value: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err("close the flow collection on the same line".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lint_returns_top_level_keys() {
+        let text = "---\n# comment\n\"quoted key\": 1\nlist: [a, \"b]\", {c: d}]\nnested:\n  child: x # note\ntext: |\n  line one\n\n  line: two\n";
+        let keys = lint_yaml(text, 1).expect("document is accepted");
+        let names: Vec<&str> = keys.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(names, ["quoted key", "list", "nested", "text"]);
+    }
+
+    #[test]
+    fn lint_accepts_sequence_of_mappings() {
+        let text = "users:\n  - name: root\n    keys:\n      - \"a\"\n  - name: other\nnext: 1\n";
+        assert!(lint_yaml(text, 1).is_ok());
+    }
+
+    #[test]
+    fn lint_rejects_continued_plain_scalar() {
+        let text = "key: first part\n  second part\n";
+        assert_eq!(lint_yaml(text, 1).map_err(|(line, _)| line), Err(2));
+    }
+
+    #[test]
+    fn lint_rejects_unclosed_flow() {
+        let text = "list: [a, b\n";
+        assert_eq!(lint_yaml(text, 1).map_err(|(line, _)| line), Err(1));
+    }
+
+    #[test]
+    fn comment_inside_quotes_is_kept() {
+        assert_eq!(strip_comment("a: \"x # y\" # z"), "a: \"x # y\" ");
+    }
+
+    #[test]
+    fn hash_is_redacted_from_error_text() {
+        let line = "d-i passwd/root-password-crypted passwd $6$salt$abcdef tail";
+        assert_eq!(
+            redact_hashes(line),
+            "d-i passwd/root-password-crypted passwd [redacted hash] tail"
+        );
     }
 }

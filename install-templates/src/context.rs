@@ -1,5 +1,6 @@
 //! The per-order values that every install template is rendered from,
-//! checked when the context is built so no renderer sees a raw string.
+//! checked when the context is built so no renderer gets an unchecked
+//! string.
 //!
 //! Hostnames, instance ids and MAC addresses are limited to characters that
 //! need no quoting anywhere. SSH keys and URLs may contain quotes and `$`, so
@@ -30,7 +31,7 @@ pub struct OrderContext {
     pub(crate) callback_url: Url,
 }
 
-/// The unchecked values of an order, as the control plane holds them.
+/// The unchecked values of an order, as the control plane stores them.
 #[derive(Clone)]
 pub struct OrderContextInput {
     /// Host label, lowercased; letters, digits and `-`, at most 63 bytes.
@@ -121,7 +122,8 @@ pub enum OsFamily {
 }
 
 impl OrderContext {
-    /// Checks every field, hashes the root password and forgets it.
+    /// Checks every field and hashes the root password. The plain password
+    /// is not kept.
     pub fn new(input: OrderContextInput) -> Result<Self, TemplateError> {
         let hostname = input.hostname.to_ascii_lowercase();
         check_label("hostname", &hostname)?;
@@ -172,7 +174,8 @@ impl OrderContext {
         &self.instance_id
     }
 
-    /// The `$6$` hash written to `/etc/shadow` by every renderer.
+    /// Returns the `$6$` hash that every renderer writes for root's
+    /// `/etc/shadow` entry.
     pub fn root_password_hash(&self) -> &str {
         &self.root_password_hash
     }

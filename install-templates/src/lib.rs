@@ -5,9 +5,9 @@
 //! # Design
 //!
 //! An [`OrderContext`] is built once per order from unchecked input. Building
-//! it checks every field (hostname and domain are DNS labels, the MAC is six
-//! hex octets, SSH keys are single OpenSSH lines, URLs are http or https) and
-//! replaces the root password by its SHA-512-crypt hash, so the plain
+//! it checks every field: hostname and domain are DNS labels, the MAC is six
+//! hex octets, SSH keys are single OpenSSH lines, and URLs are http or https.
+//! It also replaces the root password by its SHA-512-crypt hash, so the plain
 //! password cannot reach a rendered file, an error or `Debug` output.
 //!
 //! The built-in renderers ([`nocloud`], [`configdrive`], [`kickstart`],
@@ -24,7 +24,7 @@
 //! TODO: nothing calls this crate yet. The site agent's `image` phase should
 //! build an `OrderContext` from the order and the allocated address, render
 //! the files for the image's install method and serve them beside the boot
-//! media, and the control plane's image catalogue should call
+//! media. The control plane's image catalogue should call
 //! `OperatorTemplate::validate` when an operator uploads a template.
 
 pub mod checks;

@@ -16,7 +16,7 @@ pub struct NoCloudSeed {
 }
 
 impl NoCloudSeed {
-    /// The files under the names NoCloud reads.
+    /// Lists the files under the names NoCloud reads.
     pub fn files(&self) -> Vec<RenderedFile> {
         [
             ("user-data", &self.user_data),

@@ -38,7 +38,7 @@ pub enum TemplateKind {
     /// Anaconda's command parser and `%post` shells both read.
     Kickstart,
     /// Preseed. Expressions are written as they are, with control
-    /// characters replaced by spaces; use `{{shell value}}` for a
+    /// characters replaced by spaces. Use `{{shell value}}` for a
     /// single-quoted shell word inside `late_command`.
     Preseed,
     /// A [`ContainerSpec`] as JSON. Escaped as JSON.
@@ -176,7 +176,7 @@ impl OperatorTemplate {
         let text = self
             .registry
             .render(&self.name, &data)
-            .map_err(|error| self.render_error(&error, &data))?;
+            .map_err(|error| self.render_error(&error))?;
         checks::check_output(&self.name, self.kind, &text)?;
         Ok(text)
     }
@@ -189,7 +189,7 @@ impl OperatorTemplate {
         ContainerSpec::from_json(&self.render(context)?)
     }
 
-    fn render_error(&self, error: &handlebars::RenderError, data: &TemplateData) -> TemplateError {
+    fn render_error(&self, error: &handlebars::RenderError) -> TemplateError {
         let line = error.line_no.unwrap_or(0);
         let column = error.column_no.unwrap_or(0);
         match error.reason() {
@@ -198,7 +198,7 @@ impl OperatorTemplate {
                 line,
                 column,
                 variable: variable.clone().unwrap_or_default(),
-                known: known_variables(data).join(", "),
+                known: known_variables().join(", "),
             },
             reason => TemplateError::Render {
                 template: self.name.clone(),
@@ -231,8 +231,9 @@ fn reject_unescaped(name: &str, source: &str) -> Result<(), TemplateError> {
     Ok(())
 }
 
-/// Dotted paths of every value a template can use, for error messages.
-fn known_variables(data: &TemplateData) -> Vec<String> {
+/// Lists the dotted path of every value a template can use, taken from the
+/// sample order with IPv6 so that the optional values are listed too.
+fn known_variables() -> Vec<String> {
     fn walk(prefix: &str, value: &Value, output: &mut Vec<String>) {
         match value {
             Value::Object(map) => {
@@ -249,19 +250,21 @@ fn known_variables(data: &TemplateData) -> Vec<String> {
             _ => output.push(prefix.to_owned()),
         }
     }
+    let [sample, _] = sample_contexts();
     let mut output = Vec::new();
-    if let Ok(value) = serde_json::to_value(data) {
+    if let Ok(value) = serde_json::to_value(TemplateData::new(&sample)) {
         walk("", &value, &mut output);
     }
     output
 }
 
-/// The hash from the first SHA-512 test vector of the crypt specification,
-/// so samples need no random salt and render the same every time.
+/// `Hello world!` hashed with salt `saltstring` (the first SHA-512 test
+/// vector in [`crate::crypt`]), so samples render the same every time.
 const SAMPLE_PASSWORD_HASH: &str = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
 
-/// Sample orders for upload checks and documentation: the first has IPv6,
-/// two SSH keys and two DNS servers; the second has no IPv6 and one of each.
+/// Builds the sample orders for upload checks and documentation. The first
+/// has IPv6, two SSH keys and two DNS servers. The second has no IPv6 and one
+/// key and one DNS server.
 pub fn sample_contexts() -> [OrderContext; 2] {
     let with_ipv6 = sample_input(true);
     let without_ipv6 = sample_input(false);
@@ -272,8 +275,8 @@ pub fn sample_contexts() -> [OrderContext; 2] {
     })
 }
 
-/// The unchecked input behind [`sample_contexts`], for tests that change
-/// one field.
+/// Returns the unchecked input behind [`sample_contexts`], for tests that
+/// change one field.
 pub fn sample_input(with_ipv6: bool) -> OrderContextInput {
     let mut keys = vec![
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm0nT8Y1Mq0Sx7xAjvJNbBhhOZ7Ji6XmfQm6T8kQfVp customer@laptop".to_owned(),
@@ -314,5 +317,25 @@ pub fn sample_input(with_ipv6: bool) -> OrderContextInput {
             repository_url: "https://mirror.example.net/rocky/9.4/BaseOS/x86_64/os/".to_owned(),
         },
         callback_url: "https://agent.example.net/callback/5f0c6c3e?token=abc123".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preseed_escape_removes_line_breaks() {
+        assert_eq!(strip_controls("a\nb\rc\u{85}d"), "a b c d");
+    }
+
+    #[test]
+    fn known_variables_include_optional_ipv6() {
+        let known = known_variables();
+        assert!(known.contains(&"network.ipv6.cidr".to_owned()), "{known:?}");
+        assert!(
+            known.contains(&"ssh_authorized_keys (list)".to_owned()),
+            "{known:?}"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The data an operator template sees: the checked context flattened into
+//! The data passed to operator templates: the checked context flattened into
 //! strings, with derived values (FQDN, netmask, CIDR, mirror host) that a
 //! template could not compute itself.
 

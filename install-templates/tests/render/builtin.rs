@@ -132,7 +132,7 @@ fn container_compose_golden() {
     assert_golden("compose.yaml", &spec.to_compose());
 }
 
-/// Every file each renderer produces for one context.
+/// Renders every file of every built-in renderer for one context.
 fn render_everything(context: &OrderContext) -> Vec<RenderedFile> {
     let mut files = nocloud::render(context).files();
     files.extend(configdrive::render(context));

@@ -1,5 +1,5 @@
 //! Operator templates: accepted templates for each kind, rejected uploads
-//! with the message an operator sees, and hostile order values.
+//! with the message an operator gets, and hostile order values.
 
 use rackhand_install_templates::TemplateError;
 use rackhand_install_templates::operator::{OperatorTemplate, TemplateKind, sample_contexts};
@@ -454,4 +454,13 @@ fn json_expression_cannot_add_keys() {
     assert_eq!(value["key"], HOSTILE_KEY);
     assert_eq!(value.as_object().map(|map| map.len()), Some(2));
     drop(template);
+}
+
+#[test]
+fn format_error_hides_password_hash() {
+    let source =
+        format!("{PRESEED}d-i passwd/root-password-crypted secret {{{{root_password_hash}}}}\n");
+    let message = rejection(TemplateKind::Preseed, &source);
+    assert!(message.contains("[redacted hash]"), "{message}");
+    assert!(!message.contains("$6$"), "{message}");
 }
