@@ -81,6 +81,13 @@ pub enum TemplateError {
         reason: String,
     },
 
+    #[error("template {template:?} line {line}: {fix}")]
+    ExpressionPlacement {
+        template: String,
+        line: usize,
+        fix: &'static str,
+    },
+
     #[error("writing {path}")]
     Write {
         path: PathBuf,

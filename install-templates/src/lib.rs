@@ -36,6 +36,7 @@ mod error;
 pub mod kickstart;
 pub mod nocloud;
 pub mod operator;
+mod placement;
 pub mod preseed;
 pub mod shell;
 mod view;

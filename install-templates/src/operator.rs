@@ -14,7 +14,7 @@ use crate::container::ContainerSpec;
 use crate::view::TemplateData;
 use crate::{
     ImageInfo, Ipv4Settings, Ipv6Settings, NetworkSettings, OrderContext, OrderContextInput,
-    OsFamily, TemplateError, checks, shell, yaml,
+    OsFamily, TemplateError, checks, placement, shell, yaml,
 };
 
 /// What an operator template produces, which decides how expressions are
@@ -121,14 +121,20 @@ impl OperatorTemplate {
     ///
     /// 1. No `{{{…}}}`, `{{&…}}` or `{{{{raw}}}}` block, which would skip
     ///    escaping.
-    /// 2. Handlebars syntax, reported with line and column.
-    /// 3. Rendering in strict mode against two sample orders, one with and
+    /// 2. Expression placement: in YAML kinds every expression is a whole
+    ///    scalar (key, value, sequence or flow item) outside block scalars,
+    ///    and in preseed `*_command` lines every expression uses
+    ///    `{{shell …}}`, because elsewhere the quoting would be literal text
+    ///    or a shell would parse the value.
+    /// 3. Handlebars syntax, reported with line and column.
+    /// 4. Rendering in strict mode against two sample orders, one with and
     ///    one without IPv6, so a variable that is not in the context fails
     ///    in any branch that one of the samples takes. A branch neither
     ///    sample takes (say `{{#if (eq hostname "x")}}`) is not checked.
-    /// 4. The format checks of [`crate::checks`] on each rendered output.
+    /// 5. The format checks of [`crate::checks`] on each rendered output.
     pub fn validate(name: &str, kind: TemplateKind, source: &str) -> Result<Self, TemplateError> {
         reject_unescaped(name, source)?;
+        placement::check_placement(name, kind, source)?;
 
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);

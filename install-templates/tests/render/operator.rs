@@ -464,3 +464,25 @@ fn format_error_hides_password_hash() {
     assert!(message.contains("[redacted hash]"), "{message}");
     assert!(!message.contains("$6$"), "{message}");
 }
+
+#[test]
+fn runcmd_expression_in_command_rejected() {
+    let source = "#cloud-config\nruncmd:\n  - echo {{ssh_authorized_keys.[0]}} >> /root/keys\n";
+    let message = rejection(TemplateKind::CloudConfig, source);
+    assert!(message.contains("line 3"), "{message}");
+    assert!(message.contains("whole YAML value"), "{message}");
+}
+
+#[test]
+fn runcmd_argument_list_accepted() {
+    let source = "#cloud-config\nruncmd:\n  - [logger, -t, rackhand, {{fqdn}}]\n";
+    validate(TemplateKind::CloudConfig, source).expect("a whole flow item is accepted");
+}
+
+#[test]
+fn preseed_command_without_shell_rejected() {
+    let source = PRESEED.replace("{{shell callback_url}}", "{{callback_url}}");
+    let message = rejection(TemplateKind::Preseed, &source);
+    assert!(message.contains("line 7"), "{message}");
+    assert!(message.contains("{{shell name}}"), "{message}");
+}
