@@ -483,6 +483,54 @@ print(physical["name"], physical["mac_address"], len(physical["subnets"]), len(n
 }
 
 #[test]
+fn pyyaml_reads_yaml_writer_output() {
+    if !tool_present("cloud-init") {
+        eprintln!(
+            "SKIPPED: cloud-init (and with it PyYAML) is not installed; run tests/peers/install templates"
+        );
+        return;
+    }
+    let script = r#"
+import json, sys, yaml
+print(json.dumps(yaml.safe_load(open(sys.argv[1])), sort_keys=True))
+"#;
+    let context = hostile_context();
+    let seed = nocloud::render(&context);
+    let user_data_body = seed
+        .user_data
+        .strip_prefix("#cloud-config\n")
+        .expect("user-data starts with its header");
+    let documents = [
+        ("user-data", user_data_body.to_owned()),
+        ("meta-data", seed.meta_data),
+        ("network-config", seed.network_config),
+        ("compose", sample_container_spec().to_compose()),
+    ];
+
+    let directory = tempfile::tempdir().expect("temporary folder");
+    for (name, text) in documents {
+        let path = write_file(directory.path(), name, &text);
+        let output = cloud_init_python(script, &path);
+        assert!(
+            output.status.success(),
+            "{name}: PyYAML failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let loaded: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("python prints JSON");
+        assert!(loaded.is_object(), "{name}: {loaded}");
+        if name == "user-data" {
+            let key = &loaded["users"][0]["ssh_authorized_keys"][0];
+            assert_eq!(key, HOSTILE_KEY, "{name}");
+        }
+        if name == "compose" {
+            let motd = &loaded["services"]["minecraft"]["environment"]["MOTD"];
+            assert_eq!(motd, "Welcome: \"web1\" #1");
+        }
+    }
+}
+
+#[test]
 fn configdrive_iso_has_config_2_label() {
     if !tool_present("genisoimage") || !tool_present("isoinfo") {
         eprintln!(
