@@ -7,7 +7,9 @@ use serde::Serialize;
 use crate::OrderContext;
 use crate::context::{ipv4_netmask, ipv6_netmask};
 
-#[derive(Debug, Serialize)]
+/// No `Debug`, because the struct contains the password hash and the
+/// callback URL with its token.
+#[derive(Serialize)]
 pub(crate) struct TemplateData {
     hostname: String,
     domain: String,
