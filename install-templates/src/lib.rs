@@ -41,6 +41,7 @@ pub mod preseed;
 pub mod shell;
 mod view;
 pub mod yaml;
+mod yaml_lint;
 
 pub use context::{
     ImageInfo, Ipv4Settings, Ipv6Settings, NetworkSettings, OrderContext, OrderContextInput,
