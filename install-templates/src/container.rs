@@ -1,0 +1,240 @@
+//! Game-server container specs: a small checked structure (image,
+//! environment, ports, named volumes, CPU and memory limits) rendered as a
+//! Compose file for `docker compose` or `podman-compose`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::TemplateError;
+use crate::yaml::to_yaml;
+
+/// One game-server container. Operator templates of kind
+/// [`crate::operator::TemplateKind::Container`] render this structure as
+/// JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// Compose service name: lowercase letters, digits, `_` and `-`.
+    pub name: String,
+    /// OCI image reference, e.g. `docker.io/itzg/minecraft-server:2024.6.1`.
+    pub image: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    pub limits: ResourceLimits,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortMapping {
+    pub host: u16,
+    pub container: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// A named volume mounted into the container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// Volume name: lowercase letters, digits, `_` and `-`.
+    pub source: String,
+    /// Absolute path inside the container without `..` components.
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimits {
+    /// CPU limit in thousandths of a CPU, 1..=1,024,000.
+    pub millicpus: u32,
+    /// Memory limit in MiB, 16..=4,194,304.
+    pub memory_mib: u64,
+}
+
+impl ContainerSpec {
+    /// Parses and checks a spec from JSON.
+    pub fn from_json(text: &str) -> Result<Self, TemplateError> {
+        let spec: Self =
+            serde_json::from_str(text).map_err(|error| TemplateError::InvalidContainerSpec {
+                field: format!("line {} column {}", error.line(), error.column()),
+                value: String::new(),
+                reason: error.to_string(),
+            })?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// Checks names, the image reference, ports, volumes and limits.
+    pub fn check(&self) -> Result<(), TemplateError> {
+        let fail = |field: &str, value: &str, reason: &str| TemplateError::InvalidContainerSpec {
+            field: field.to_owned(),
+            value: value.escape_debug().to_string(),
+            reason: reason.to_owned(),
+        };
+        let simple_name = |text: &str| {
+            (1..=63).contains(&text.len())
+                && text.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-')
+                })
+        };
+
+        if !simple_name(&self.name) {
+            return Err(fail(
+                "name",
+                &self.name,
+                "use 1 to 63 of a-z, 0-9, '_' and '-'",
+            ));
+        }
+        let image_valid = (1..=255).contains(&self.image.len())
+            && self.image.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@')
+            });
+        if !image_valid {
+            return Err(fail(
+                "image",
+                &self.image,
+                "use an OCI image reference such as registry/name:tag",
+            ));
+        }
+
+        for (key, value) in &self.env {
+            let key_valid = key
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !key_valid {
+                return Err(fail(
+                    "env",
+                    key,
+                    "use names of A-Z, 0-9 and '_' not starting with a digit",
+                ));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(fail(
+                    &format!("env.{key}"),
+                    value,
+                    "remove control characters such as line breaks",
+                ));
+            }
+        }
+
+        let mut seen = BTreeSet::new();
+        for port in &self.ports {
+            if port.host == 0 || port.container == 0 {
+                return Err(fail(
+                    "ports",
+                    &format!("{}:{}", port.host, port.container),
+                    "use ports 1 to 65535",
+                ));
+            }
+            if !seen.insert((port.host, port.protocol)) {
+                return Err(fail(
+                    "ports",
+                    &port.host.to_string(),
+                    "publish each host port once per protocol",
+                ));
+            }
+        }
+
+        for volume in &self.volumes {
+            if !simple_name(&volume.source) {
+                return Err(fail(
+                    "volumes.source",
+                    &volume.source,
+                    "use 1 to 63 of a-z, 0-9, '_' and '-'",
+                ));
+            }
+            let target_valid = volume.target.starts_with('/')
+                && !volume.target.split('/').any(|part| part == "..")
+                && !volume.target.chars().any(|c| c.is_control() || c == ':');
+            if !target_valid {
+                return Err(fail(
+                    "volumes.target",
+                    &volume.target,
+                    "use an absolute path without '..' or ':'",
+                ));
+            }
+        }
+
+        if !(1..=1_024_000).contains(&self.limits.millicpus) {
+            return Err(fail(
+                "limits.millicpus",
+                &self.limits.millicpus.to_string(),
+                "use 1 to 1024000",
+            ));
+        }
+        if !(16..=4_194_304).contains(&self.limits.memory_mib) {
+            return Err(fail(
+                "limits.memory_mib",
+                &self.limits.memory_mib.to_string(),
+                "use 16 to 4194304",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Renders the Compose file; the spec must have passed [`Self::check`].
+    pub fn to_compose(&self) -> String {
+        let ports: Vec<String> = self
+            .ports
+            .iter()
+            .map(|port| {
+                let protocol = match port.protocol {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                };
+                format!("{}:{}/{protocol}", port.host, port.container)
+            })
+            .collect();
+        let volumes: Vec<Value> = self
+            .volumes
+            .iter()
+            .map(|volume| {
+                json!({
+                    "type": "volume",
+                    "source": volume.source,
+                    "target": volume.target,
+                    "read_only": volume.read_only,
+                })
+            })
+            .collect();
+        let named_volumes: serde_json::Map<String, Value> = self
+            .volumes
+            .iter()
+            .map(|volume| (volume.source.clone(), json!({})))
+            .collect();
+
+        let service = json!({
+            "image": self.image,
+            "restart": "unless-stopped",
+            "environment": self.env,
+            "ports": ports,
+            "volumes": volumes,
+            "cpus": format!("{}.{:03}", self.limits.millicpus / 1000, self.limits.millicpus % 1000),
+            "mem_limit": format!("{}m", self.limits.memory_mib),
+        });
+        to_yaml(&json!({
+            "services": {self.name.as_str(): service},
+            "volumes": named_volumes,
+        }))
+    }
+}

@@ -1,0 +1,58 @@
+//! Install templates rendered per order: cloud-init NoCloud, OpenStack
+//! configdrive, kickstart, preseed and game-server container specs, plus
+//! operator-supplied Handlebars templates checked on upload.
+//!
+//! # Design
+//!
+//! An [`OrderContext`] is built once per order from unchecked input. Building
+//! it checks every field: hostname and domain are DNS labels, the MAC is six
+//! hex octets, SSH keys are single OpenSSH lines, and URLs are http or https.
+//! It also replaces the root password by its SHA-512-crypt hash, so the plain
+//! password cannot reach a rendered file, an error or `Debug` output.
+//!
+//! The built-in renderers ([`nocloud`], [`configdrive`], [`kickstart`],
+//! [`preseed`], [`container`]) build their documents in code: YAML through
+//! the writer in [`yaml`], which double-quotes every string, JSON through
+//! `serde_json`, and shell words through [`shell::quote`]. A value therefore
+//! cannot add lines, keys or commands whatever characters it contains.
+//!
+//! Operator templates ([`operator`]) are Handlebars in strict mode whose
+//! `{{expression}}` output is escaped for the template's format. Upload runs
+//! them against sample contexts and checks the rendered text; see
+//! [`operator::OperatorTemplate::validate`] for the exact checks.
+//!
+//! TODO: nothing calls this crate yet. The site agent's `image` phase should
+//! build an `OrderContext` from the order and the allocated address, render
+//! the files for the image's install method and serve them beside the boot
+//! media. The control plane's image catalogue should call
+//! `OperatorTemplate::validate` when an operator uploads a template.
+
+pub mod checks;
+pub mod configdrive;
+pub mod container;
+mod context;
+pub mod crypt;
+mod error;
+pub mod kickstart;
+pub mod nocloud;
+pub mod operator;
+mod placement;
+pub mod preseed;
+pub mod shell;
+mod view;
+pub mod yaml;
+mod yaml_lint;
+
+pub use context::{
+    ImageInfo, Ipv4Settings, Ipv6Settings, NetworkSettings, OrderContext, OrderContextInput,
+    OsFamily,
+};
+pub use error::TemplateError;
+
+/// One rendered file, with its path relative to the root of the medium or
+/// URL space it is served from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderedFile {
+    pub path: String,
+    pub contents: String,
+}
