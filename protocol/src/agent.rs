@@ -177,6 +177,12 @@ pub struct ImageSpec {
     pub initrd_sha256: String,
     /// Extra kernel command-line arguments.
     pub kernel_args: String,
+    /// Where to download the kernel when the agent's cache lacks it.
+    #[serde(default)]
+    pub kernel_url: Option<String>,
+    /// Where to download the initrd when the agent's cache lacks it.
+    #[serde(default)]
+    pub initrd_url: Option<String>,
 }
 
 /// Body of [`heartbeat_path`].

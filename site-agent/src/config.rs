@@ -26,6 +26,9 @@ const MIN_POWER_ON_GRACE_SECONDS: u64 = 5;
 /// Largest `images.rehash_interval_hours`, one year: a longer interval would
 /// in effect never re-hash.
 const MAX_REHASH_INTERVAL_HOURS: u64 = 8760;
+/// Default `images.cache_budget_gb`: a choice that holds a few dozen OS
+/// images and installers on a typical agent disk.
+const DEFAULT_CACHE_BUDGET_GB: u64 = 100;
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,7 @@ struct RawControlPlane {
 struct RawImages {
     store: Option<PathBuf>,
     rehash_interval_hours: Option<u64>,
+    cache_budget_gb: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +95,9 @@ pub struct Config {
     pub image_store: PathBuf,
     /// Time between full re-hashes of every stored image.
     pub image_rehash_interval: Duration,
+    /// Maximum bytes of images the cache keeps before it evicts the least
+    /// recently used ones.
+    pub image_cache_budget: u64,
     pub pxe: Option<PxeConfig>,
     pub bmc: BmcConfig,
     /// Set when nodes of this site are driven through an Ironic conductor.
@@ -235,6 +242,17 @@ impl Config {
                 ),
             ));
         }
+        let budget_gb = raw
+            .images
+            .as_ref()
+            .and_then(|i| i.cache_budget_gb)
+            .unwrap_or(DEFAULT_CACHE_BUDGET_GB);
+        if budget_gb == 0 {
+            return Err(invalid(
+                "images.cache_budget_gb",
+                format!("must be at least 1 (the default is {DEFAULT_CACHE_BUDGET_GB})"),
+            ));
+        }
         let pxe = raw
             .pxe
             .map(|p| check_pxe(p, &resolve, &invalid))
@@ -263,6 +281,7 @@ impl Config {
             },
             image_store,
             image_rehash_interval: Duration::from_secs(rehash_hours * 3600),
+            image_cache_budget: budget_gb.saturating_mul(1_000_000_000),
             pxe,
             bmc,
             ironic,

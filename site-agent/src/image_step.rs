@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rackhand_images::{ImageError, ImageStore, Sha256Digest};
+use rackhand_images::{ImageCache, ImageError, ImageStore, Sha256Digest};
 use rackhand_protocol::agent::{ImageStep, Outcome};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
@@ -64,14 +64,14 @@ pub async fn verify_image(
 /// activity log; `callbacks` is notified by the boot server.
 pub async fn run(
     state: &State,
-    store: &ImageStore,
+    cache: &ImageCache,
     callbacks: &Arc<Notify>,
     progress: &watch::Sender<Option<String>>,
     ironic: Option<IronicContext<'_>>,
     key: &str,
     step: &ImageStep,
 ) -> Outcome {
-    match arm_and_wait(state, store, callbacks, progress, ironic, key, step).await {
+    match arm_and_wait(state, cache, callbacks, progress, ironic, key, step).await {
         Ok(outcome) => outcome,
         Err(error) => Outcome::Failed {
             retryable: true,
@@ -93,7 +93,7 @@ const IRONIC_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 async fn arm_and_wait(
     state: &State,
-    store: &ImageStore,
+    cache: &ImageCache,
     callbacks: &Arc<Notify>,
     progress: &watch::Sender<Option<String>>,
     ironic: Option<IronicContext<'_>>,
@@ -101,7 +101,11 @@ async fn arm_and_wait(
     step: &ImageStep,
 ) -> Result<Outcome, sqlx::Error> {
     let image = &step.image;
+    let store = cache.store();
     if state.boot(key).await?.is_none() {
+        if let Err(outcome) = download_missing(cache, progress, step).await {
+            return Ok(outcome);
+        }
         if let Err(message) = verify_image(
             store,
             &image.name,
@@ -287,6 +291,46 @@ async fn start_ironic(
             Ok(Err(failed(error.message)))
         }
     }
+}
+
+/// Downloads the image's files that the store lacks from their upstream
+/// URLs, once however many boots wait for them (the cache's single
+/// flight). A file is stored only when its sha256 matches.
+async fn download_missing(
+    cache: &ImageCache,
+    progress: &watch::Sender<Option<String>>,
+    step: &ImageStep,
+) -> Result<(), Outcome> {
+    let image = &step.image;
+    for (role, digest, url) in [
+        ("kernel", &image.kernel_sha256, &image.kernel_url),
+        ("initrd", &image.initrd_sha256, &image.initrd_url),
+    ] {
+        let (Some(url), Ok(parsed)) = (url, digest.parse::<Sha256Digest>()) else {
+            continue;
+        };
+        if cache.store().contains(&parsed) {
+            continue;
+        }
+        progress.send_replace(Some(format!(
+            "downloading the {role} of image {} into the agent's cache",
+            image.name
+        )));
+        tracing::info!(node = %step.node_name, image = %image.name, role, "downloading an image file from its upstream");
+        if let Err(error) = cache.fetch(&parsed, url, None).await {
+            let retryable = !matches!(error, ImageError::DownloadMismatch { .. });
+            tracing::error!(node = %step.node_name, image = %image.name, role, error = %error, "image download failed");
+            return Err(Outcome::Failed {
+                retryable,
+                error: format!(
+                    "image {}: downloading the {role} failed: {error}",
+                    image.name
+                ),
+                upstream: None,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn failed(error: String) -> Outcome {

@@ -104,11 +104,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let store = ImageStore::open(&config.image_store)?;
-    // TODO: the boot server and the image step read the store directly, so
-    // every image must be imported with `rackhand-site-agent image import`
-    // before its first boot. Wrap the store in `rackhand_images::ImageCache`
-    // with an `[images] cache_budget_gb` key, and fetch missing images from
-    // their upstream URL through it.
+    // Images the control plane gives an upstream URL for are downloaded
+    // into the store on their first boot; the boot server reads the store.
+    let cache = rackhand_images::ImageCache::new(
+        store.clone(),
+        &rackhand_images::CacheConfig::new(config.image_cache_budget),
+    )?;
     // Before the one-time token is spent: an agent that then cannot open
     // its PXE sockets would need a new token after the fix.
     preflight(&config)?;
@@ -208,7 +209,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let runner = Arc::new(tasks::Runner::new(
         control_plane,
         state,
-        store,
+        cache,
         failpoints,
         DriverSettings {
             bmc_timeout: config.bmc.timeout,

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rackhand_images::ImageStore;
+use rackhand_images::ImageCache;
 use rackhand_protocol::agent::{Heartbeat, Outcome, Step, Task, TaskReport};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -35,7 +35,8 @@ use crate::state::State;
 pub struct Runner {
     pub control_plane: ControlPlane,
     pub state: State,
-    pub store: ImageStore,
+    /// The image store, through the cache that downloads missing images.
+    pub cache: ImageCache,
     pub failpoints: Failpoints,
     pub driver: DriverSettings,
     pub callbacks: Arc<Notify>,
@@ -49,7 +50,7 @@ impl Runner {
     pub fn new(
         control_plane: ControlPlane,
         state: State,
-        store: ImageStore,
+        cache: ImageCache,
         failpoints: Failpoints,
         driver: DriverSettings,
         callbacks: Arc<Notify>,
@@ -58,7 +59,7 @@ impl Runner {
         Runner {
             control_plane,
             state,
-            store,
+            cache,
             failpoints,
             driver,
             callbacks,
@@ -194,7 +195,7 @@ async fn run_task(runner: &Runner, task: &Task, shutdown: &CancellationToken) {
                 };
                 image_step::run(
                     &runner.state,
-                    &runner.store,
+                    &runner.cache,
                     &runner.callbacks,
                     &progress_tx,
                     Some(ironic),
@@ -355,10 +356,12 @@ mod tests {
             .await
             .expect("the state opens in a new folder");
         let store = ImageStore::open(&dir.join("images")).expect("the store opens");
+        let cache = ImageCache::new(store, &rackhand_images::CacheConfig::new(1 << 30))
+            .expect("the cache builds");
         Arc::new(Runner::new(
             control_plane,
             state,
-            store,
+            cache,
             Failpoints::default(),
             DriverSettings {
                 bmc_timeout: Duration::from_secs(1),
@@ -437,6 +440,8 @@ mod tests {
                 kernel_sha256: "a".repeat(64),
                 initrd_sha256: "b".repeat(64),
                 kernel_args: String::new(),
+                kernel_url: None,
+                initrd_url: None,
             },
             callback_timeout_seconds: 60,
             ironic: None,

@@ -167,6 +167,9 @@ pub struct StackOptions {
     /// Start an Ironic conductor whose `http_url` is the agent's boot HTTP
     /// server, and give the agent an `[ironic]` section.
     pub ironic: bool,
+    /// Import the test image into the agent's store before it starts;
+    /// without it the agent must download the image from an upstream URL.
+    pub import_image: bool,
 }
 
 impl StackOptions {
@@ -180,6 +183,7 @@ impl StackOptions {
             log_filter: "info".to_string(),
             lab_nodes: 1,
             ironic: false,
+            import_image: true,
         }
     }
 }
@@ -380,17 +384,19 @@ impl Stack {
             agent_config(&stack, agent_port, &enrollment, &agent_dir)?,
         )?;
 
-        let import = Command::new(workspace::binary("rackhand-site-agent"))
-            .args(["image", "import", "--config"])
-            .arg(&stack.agent_config)
-            .arg(&stack.vmlinuz)
-            .arg(&stack.initrd)
-            .output()?;
-        if !import.status.success() {
-            bail!(
-                "image import failed: {}",
-                String::from_utf8_lossy(&import.stderr)
-            );
+        if stack.options.import_image {
+            let import = Command::new(workspace::binary("rackhand-site-agent"))
+                .args(["image", "import", "--config"])
+                .arg(&stack.agent_config)
+                .arg(&stack.vmlinuz)
+                .arg(&stack.initrd)
+                .output()?;
+            if !import.status.success() {
+                bail!(
+                    "image import failed: {}",
+                    String::from_utf8_lossy(&import.stderr)
+                );
+            }
         }
         stack.start_agent(agent_failpoints)?;
         Ok(stack)

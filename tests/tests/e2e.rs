@@ -641,6 +641,126 @@ mod vm {
         Ok(())
     }
 
+    /// Serves `files` on a loopback port and counts the GET requests per
+    /// path; returns the base URL and the counters.
+    async fn upstream(
+        files: Vec<(&'static str, Vec<u8>)>,
+    ) -> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<String>>>)> {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let files = std::sync::Arc::new(files);
+        let log = seen.clone();
+        let app = axum::Router::new().route(
+            "/{name}",
+            axum::routing::get(
+                move |axum::extract::Path(name): axum::extract::Path<String>,
+                      headers: axum::http::HeaderMap| {
+                    let files = files.clone();
+                    let log = log.clone();
+                    async move {
+                        let range = headers
+                            .get("range")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        log.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(format!("{name} {range}"));
+                        match files.iter().find(|(file, _)| *file == name) {
+                            Some((_, bytes)) => (axum::http::StatusCode::OK, bytes.clone()),
+                            None => (axum::http::StatusCode::NOT_FOUND, Vec::new()),
+                        }
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok((url, seen))
+    }
+
+    /// The edge cache end to end: an image registered only by upstream URL
+    /// is downloaded by the agent on the first boot that needs it, once for
+    /// two nodes booting it at the same time, and both become active.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn image_downloads_once_for_two_boots() -> anyhow::Result<()> {
+        let mut options = StackOptions::new("rhe-cache", "10.98.18");
+        options.lab_nodes = 2;
+        options.import_image = false;
+        let mut stack = Stack::start(options, "", "").await?;
+        let (url, seen) = upstream(vec![
+            ("vmlinuz", std::fs::read(&stack.vmlinuz)?),
+            ("initrd.img", std::fs::read(&stack.initrd)?),
+        ])
+        .await?;
+        stack
+            .post(
+                "/v1/images",
+                json!({
+                    "name": "test-initrd",
+                    "kernel_sha256": sha256_file(&stack.vmlinuz)?,
+                    "initrd_sha256": sha256_file(&stack.initrd)?,
+                    "kernel_args": "console=ttyS0 panic=5",
+                    "kernel_url": format!("{url}/vmlinuz"),
+                    "initrd_url": format!("{url}/initrd.img"),
+                }),
+            )
+            .await?;
+        stack
+            .post(
+                "/v1/subnets",
+                json!({ "name": "public", "site": "dc1", "cidr": "192.0.2.0/24", "gateway": "192.0.2.1" }),
+            )
+            .await?;
+        for index in 0..2 {
+            stack
+                .post(
+                    "/v1/nodes",
+                    json!({
+                        "name": format!("node{index}"), "site": "dc1", "subnet": "public",
+                        "boot_mac": stack.lab.var(&format!("NODE{index}_MAC")),
+                        "cpu_cores": 1, "ram_mib": 512, "disk_gb": 1,
+                        "bmc": { "driver": "redfish", "url": stack.lab.var(&format!("NODE{index}_REDFISH_URL")),
+                                 "username": stack.lab.var("BMC_USER"), "password": stack.lab.var("BMC_PASSWORD") },
+                    }),
+                )
+                .await?;
+        }
+        stack
+            .post(
+                "/v1/products",
+                json!({
+                    "name": "bm-small", "price_minor": 1999, "currency": "eur",
+                    "min_cpu_cores": 1, "min_ram_mib": 512, "min_disk_gb": 1, "image": "test-initrd",
+                }),
+            )
+            .await?;
+        let first = stack.place_order("cache-a").await?;
+        let second = stack.place_order("cache-b").await?;
+        stack.pay(first.invoice_id).await?;
+        stack.pay(second.invoice_id).await?;
+        for order in [&first, &second] {
+            let done = stack
+                .wait_for_order(order.id, &["active", "failed"], ORDER_TIMEOUT)
+                .await?;
+            assert_eq!(done["state"], "active", "order: {done:#}");
+        }
+        let requests = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let kernel_gets = requests.iter().filter(|r| r.starts_with("vmlinuz")).count();
+        let initrd_gets = requests
+            .iter()
+            .filter(|r| r.starts_with("initrd.img"))
+            .count();
+        assert_eq!(kernel_gets, 1, "{requests:?}");
+        assert_eq!(initrd_gets, 1, "{requests:?}");
+        Ok(())
+    }
+
     /// Enrolls lab VM `index` in the stack's Ironic as a node with the
     /// redfish hardware type, the iPXE boot and ramdisk deploy interfaces
     /// and the lab's firmware, and returns the node's name.

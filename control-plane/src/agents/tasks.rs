@@ -253,6 +253,8 @@ struct StepRow {
     kernel_sha256: String,
     initrd_sha256: String,
     kernel_args: String,
+    kernel_url: Option<String>,
+    initrd_url: Option<String>,
 }
 
 /// Builds the instructions of a claimed task; the BMC password is unsealed
@@ -262,7 +264,7 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
     let step: StepRow = sqlx::query_as(
         "SELECT n.id AS node_id, n.name AS node_name, n.boot_mac, n.bmc_driver, n.bmc_url, n.bmc_username,
                 n.bmc_password_sealed, o.hostname, i.name AS image_name, i.kernel_sha256, i.initrd_sha256,
-                i.kernel_args
+                i.kernel_args, i.kernel_url, i.initrd_url
          FROM orders o
          JOIN nodes n ON n.id = o.node_id
          JOIN products p ON p.id = o.product_id
@@ -317,6 +319,8 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
                     kernel_sha256: step.kernel_sha256,
                     initrd_sha256: step.initrd_sha256,
                     kernel_args: step.kernel_args,
+                    kernel_url: step.kernel_url,
+                    initrd_url: step.initrd_url,
                 },
                 callback_timeout_seconds: app.config.agents.callback_timeout_seconds,
                 ironic,

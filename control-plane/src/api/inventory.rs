@@ -151,6 +151,33 @@ pub struct NewImage {
     initrd_sha256: String,
     #[serde(default)]
     kernel_args: String,
+    /// Where site agents download the kernel when their cache lacks it.
+    kernel_url: Option<String>,
+    initrd_url: Option<String>,
+}
+
+/// Checks an upstream URL: http or https, without credentials in it (they
+/// would reach logs and every agent).
+fn check_upstream_url(field: &str, url: &Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(text) = url else {
+        return Ok(None);
+    };
+    let parsed: reqwest::Url = text.trim().parse().map_err(|_| {
+        ApiError::invalid(
+            field,
+            format!("{text:?} is not a URL such as https://mirror.example/vmlinuz"),
+        )
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ApiError::invalid(
+            field,
+            format!("{text:?} is not an http:// or https:// URL"),
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ApiError::invalid(field, "must not contain credentials"));
+    }
+    Ok(Some(parsed.to_string()))
 }
 
 fn check_digest(field: &str, digest: &str) -> Result<String, ApiError> {
@@ -173,6 +200,8 @@ pub async fn create_image(
     check_name("name", &image.name)?;
     let kernel = check_digest("kernel_sha256", &image.kernel_sha256)?;
     let initrd = check_digest("initrd_sha256", &image.initrd_sha256)?;
+    let kernel_url = check_upstream_url("kernel_url", &image.kernel_url)?;
+    let initrd_url = check_upstream_url("initrd_url", &image.initrd_url)?;
     if image.kernel_args.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             "kernel_args",
@@ -191,13 +220,15 @@ pub async fn create_image(
         ));
     }
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO images (name, kernel_sha256, initrd_sha256, kernel_args, created_at)
-         VALUES (?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO images (name, kernel_sha256, initrd_sha256, kernel_args, kernel_url, initrd_url, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&image.name)
     .bind(&kernel)
     .bind(&initrd)
     .bind(&image.kernel_args)
+    .bind(&kernel_url)
+    .bind(&initrd_url)
     .bind(db::now_ms())
     .fetch_one(&app.pool)
     .await

@@ -232,6 +232,13 @@ enum ImageCommand {
 struct ImageArgs {
     #[arg(long)]
     name: String,
+    /// Where site agents download the kernel on its first boot (default:
+    /// it must be imported on each agent with `rackhand-site-agent image import`).
+    #[arg(long)]
+    kernel_url: Option<String>,
+    /// Where site agents download the initrd on its first boot.
+    #[arg(long)]
+    initrd_url: Option<String>,
     /// Kernel file; its sha256 is computed locally.
     #[arg(
         long,
@@ -571,7 +578,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(ImageCommand::Create(a)) => {
             let kernel = digest_arg(a.kernel.as_deref(), a.kernel_sha256)?;
             let initrd = digest_arg(a.initrd.as_deref(), a.initrd_sha256)?;
-            let body = json!({ "name": a.name, "kernel_sha256": kernel, "initrd_sha256": initrd, "kernel_args": a.kernel_args });
+            let body = json!({ "name": a.name, "kernel_sha256": kernel, "initrd_sha256": initrd, "kernel_args": a.kernel_args,
+                "kernel_url": a.kernel_url, "initrd_url": a.initrd_url });
             (client.post("/v1/images", body).await?, &[])
         }
         Command::Image(ImageCommand::List) => (
