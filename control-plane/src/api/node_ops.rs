@@ -321,14 +321,26 @@ pub async fn insert_media(
     Path(name): Path<String>,
     Body(request): Body<MediaRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let parsed: Result<reqwest::Url, _> = request.url.trim().parse();
-    if !parsed.is_ok_and(|url| matches!(url.scheme(), "http" | "https")) {
+    let parsed = request
+        .url
+        .trim()
+        .parse::<reqwest::Url>()
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"));
+    let Some(parsed) = parsed else {
         return Err(ApiError::invalid(
             "url",
             format!(
                 "{:?} is not an http:// or https:// URL the BMC can fetch",
                 request.url
             ),
+        ));
+    };
+    // Credentials would be stored with the operation and reach logs.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ApiError::invalid(
+            "url",
+            "must not contain credentials; serve the ISO without a login",
         ));
     }
     let node = target(&app, &name).await?;

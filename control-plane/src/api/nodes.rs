@@ -91,13 +91,68 @@ fn normalize_bmc_url(driver: &str, text: &str) -> Result<String, ApiError> {
             "must not contain credentials; give them as bmc.username and bmc.password",
         ));
     }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(ApiError::invalid(
-            "bmc.url",
-            "must not contain a query or fragment",
-        ));
+    if url.port() == Some(0) {
+        return Err(ApiError::invalid("bmc.url", format!("{text:?} has port 0")));
+    }
+    if url.fragment().is_some() {
+        return Err(ApiError::invalid("bmc.url", "must not contain a fragment"));
+    }
+    match driver {
+        "ipmi" => {
+            if !matches!(url.path(), "" | "/") {
+                return Err(ApiError::invalid(
+                    "bmc.url",
+                    format!("{text:?} has a path; an IPMI address is ipmi://host[:port]"),
+                ));
+            }
+            // The IPMI driver reads its session options from the query.
+            for (key, _) in url.query_pairs() {
+                if !matches!(key.as_ref(), "privilege" | "cipher_suite") {
+                    return Err(ApiError::invalid(
+                        "bmc.url",
+                        format!("unknown IPMI option {key:?}; use privilege or cipher_suite"),
+                    ));
+                }
+            }
+        }
+        _ if url.query().is_some() => {
+            return Err(ApiError::invalid("bmc.url", "must not contain a query"));
+        }
+        "ironic" => {
+            let node = url
+                .path()
+                .trim_end_matches('/')
+                .rsplit_once("/v1/nodes/")
+                .map(|(_, node)| node)
+                .filter(|node| !node.is_empty() && !node.contains('/'));
+            if node.is_none() {
+                return Err(ApiError::invalid(
+                    "bmc.url",
+                    format!(
+                        "{text:?} does not name an Ironic node; use http://IRONIC:6385/v1/nodes/NAME-OR-UUID"
+                    ),
+                ));
+            }
+        }
+        _ => {}
     }
     Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// Longest IPMI password: IPMI 2.0 keys are 20 bytes.
+const MAX_IPMI_PASSWORD_BYTES: usize = 20;
+
+fn check_driver_password(driver: &str, password: &Secret) -> Result<(), ApiError> {
+    if driver == "ipmi" && password.expose().len() > MAX_IPMI_PASSWORD_BYTES {
+        return Err(ApiError::invalid(
+            "bmc.password",
+            format!(
+                "is {} bytes long; IPMI 2.0 passwords are at most {MAX_IPMI_PASSWORD_BYTES} bytes",
+                password.expose().len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Returns the driver name in its stored form (lowercase), or why it is
@@ -287,7 +342,7 @@ async fn conflict(
     let boot_mac = boot_mac.map(|mac| mac.to_string());
     let row: Option<(String, String, String, i64)> = sqlx::query_as(
         "SELECT name, boot_mac, bmc_url, site_id FROM nodes
-         WHERE (site_id = ? AND name = ?) OR boot_mac = ? OR bmc_url = ? LIMIT 1",
+         WHERE (? IS NOT NULL AND name = ?) OR boot_mac = ? OR bmc_url = ? LIMIT 1",
     )
     .bind(site_id)
     .bind(name)
@@ -301,7 +356,9 @@ async fn conflict(
         } else if url == bmc_url {
             format!("node {existing:?} already uses BMC {url}; two nodes must not drive one BMC")
         } else {
-            format!("a node named {existing:?} already exists at this site")
+            // Node commands look nodes up by name alone, so names are
+            // unique across sites.
+            format!("a node named {existing:?} already exists; node names are unique across sites")
         }
     }))
 }
@@ -315,6 +372,7 @@ pub async fn create_node(
     let driver = check_driver(&node.bmc.driver)?;
     let bmc_url = normalize_bmc_url(&driver, &node.bmc.url)?;
     check_credentials(&node.bmc.username, &node.bmc.password)?;
+    check_driver_password(&driver, &node.bmc.password)?;
     if let Some(mac) = node.boot_mac {
         check_boot_mac(mac)?;
     }
@@ -477,6 +535,7 @@ fn check_boot(boot: &NodeBoot) -> Result<(), ApiError> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BmcChanges {
+    driver: Option<String>,
     url: Option<String>,
     username: Option<String>,
     password: Option<Secret>,
@@ -491,23 +550,40 @@ pub async fn update_node(
     Path(name): Path<String>,
     Body(update): Body<BmcUpdate>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let row: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, bmc_driver FROM nodes WHERE name = ?")
+    let row: Option<(i64, String, String)> =
+        sqlx::query_as("SELECT id, bmc_driver, bmc_url FROM nodes WHERE name = ?")
             .bind(&name)
             .fetch_optional(&app.pool)
             .await?;
-    let (id, driver) = row.ok_or_else(|| ApiError::not_found("node", format!("{name:?}")))?;
-    if update.bmc.is_none() && update.boot.is_none() {
+    let (id, driver, current_url) =
+        row.ok_or_else(|| ApiError::not_found("node", format!("{name:?}")))?;
+    let empty_bmc = update.bmc.as_ref().is_none_or(|bmc| {
+        bmc.driver.is_none()
+            && bmc.url.is_none()
+            && bmc.username.is_none()
+            && bmc.password.is_none()
+    });
+    if empty_bmc && update.boot.is_none() {
         return Err(ApiError::invalid(
             "bmc",
-            "nothing to change; give bmc (url, username, password) or boot",
+            "nothing to change; give bmc (driver, url, username, password) or boot",
         ));
     }
     let changes = update.bmc.unwrap_or(BmcChanges {
+        driver: None,
         url: None,
         username: None,
         password: None,
     });
+    let new_driver = changes.driver.as_deref().map(check_driver).transpose()?;
+    let driver = new_driver.clone().unwrap_or(driver);
+    // A new driver must fit the URL the node keeps.
+    if new_driver.is_some() && changes.url.is_none() {
+        normalize_bmc_url(&driver, &current_url)?;
+    }
+    if let Some(password) = &changes.password {
+        check_driver_password(&driver, password)?;
+    }
     if let Some(Some(boot)) = &update.boot {
         check_boot(boot)?;
     }
@@ -534,6 +610,13 @@ pub async fn update_node(
     }
 
     let mut tx = db::begin(&app.pool).await?;
+    if let Some(driver) = &new_driver {
+        sqlx::query("UPDATE nodes SET bmc_driver = ? WHERE id = ?")
+            .bind(driver)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
     if let Some(url) = &url {
         sqlx::query("UPDATE nodes SET bmc_url = ? WHERE id = ?")
             .bind(url)

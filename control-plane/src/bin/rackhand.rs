@@ -134,8 +134,10 @@ enum NodeCommand {
     Media {
         name: String,
         /// The ISO's http(s) URL; leave out with --eject.
-        url: Option<String>,
-        #[arg(long, conflicts_with = "url")]
+        // Named `iso` so it cannot clash with the global --url option.
+        #[arg(value_name = "ISO_URL")]
+        iso: Option<String>,
+        #[arg(long, conflicts_with = "iso")]
         eject: bool,
         #[arg(long)]
         force: bool,
@@ -155,6 +157,9 @@ enum NodeCommand {
     /// order failed on bad credentials; then retry the order).
     SetBmc {
         name: String,
+        /// redfish, idrac, ilo, ipmi or ironic.
+        #[arg(long)]
+        bmc_driver: Option<String>,
         #[arg(long)]
         bmc_url: Option<String>,
         #[arg(long)]
@@ -499,15 +504,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Node(NodeCommand::Media {
             name,
-            url,
+            iso,
             eject,
             force,
         }) => {
             let path = format!("/v1/nodes/{name}/media");
-            let value = match (url, eject) {
-                (Some(url), false) => {
+            let value = match (iso, eject) {
+                (Some(iso), false) => {
                     client
-                        .post(&path, json!({ "url": url, "force": force }))
+                        .post(&path, json!({ "url": iso, "force": force }))
                         .await?
                 }
                 (None, true) => {
@@ -538,12 +543,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Node(NodeCommand::SetBmc {
             name,
+            bmc_driver,
             bmc_url,
             bmc_username,
             bmc_password_file,
         }) => {
             let password = bmc_password_file.as_deref().map(read_secret).transpose()?;
-            let body = json!({ "bmc": { "url": bmc_url, "username": bmc_username, "password": password } });
+            let body = json!({ "bmc": { "driver": bmc_driver, "url": bmc_url, "username": bmc_username, "password": password } });
             (
                 client
                     .call(

@@ -489,3 +489,139 @@ async fn agent_get(plane: &TestPlane, uri: &str) -> Value {
         .expect("body");
     serde_json::from_slice(&bytes).expect("JSON")
 }
+
+#[tokio::test]
+async fn driver_specific_addresses_are_checked() {
+    let plane = ready_plane().await;
+    let body = |name: &str, driver: &str, url: &str, password: &str| {
+        json!({ "name": name, "site": SITE, "subnet": "dc1-public", "boot_mac": "52:54:00:00:00:31",
+                "cpu_cores": 8, "ram_mib": 16384, "disk_gb": 240,
+                "bmc": { "driver": driver, "url": url, "username": "admin", "password": password } })
+    };
+    for (driver, url, password, needle) in [
+        ("ipmi", "ipmi://10.0.0.7/path", "pw", "path"),
+        ("ipmi", "ipmi://10.0.0.7:0", "pw", "port 0"),
+        ("ipmi", "ipmi://10.0.0.7?colour=red", "pw", "colour"),
+        (
+            "ipmi",
+            "ipmi://10.0.0.7",
+            "a-password-of-thirty-bytes-xyz",
+            "20 bytes",
+        ),
+        ("ironic", "http://10.0.0.8:6385", "pw", "/v1/nodes/"),
+        (
+            "ironic",
+            "http://10.0.0.8:6385/v1/nodes/",
+            "pw",
+            "/v1/nodes/",
+        ),
+        ("redfish", "https://10.0.0.9/redfish/v1?x=1", "pw", "query"),
+    ] {
+        let reply = plane
+            .post("/v1/nodes", &body("r1-n31", driver, url, password))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{url}: {}",
+            reply.text
+        );
+        assert!(reply.text.contains(needle), "{url}: {}", reply.text);
+    }
+    let ok = plane
+        .post(
+            "/v1/nodes",
+            &body(
+                "r1-n31",
+                "ipmi",
+                "ipmi://10.0.0.7:623?cipher_suite=17",
+                "pw",
+            ),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
+    assert_eq!(plane.count("SELECT COUNT(*) FROM node_operations").await, 0);
+}
+
+#[tokio::test]
+async fn node_names_are_unique_across_sites() {
+    let plane = ready_plane().await;
+    plane
+        .create("/v1/nodes", &node_body("r1-n40", "52:54:00:00:00:40", "pw"))
+        .await;
+    plane.create("/v1/sites", &json!({ "name": "dc2" })).await;
+    plane
+        .create(
+            "/v1/subnets",
+            &json!({ "name": "dc2-public", "site": "dc2", "cidr": "198.51.100.0/24", "gateway": "198.51.100.1" }),
+        )
+        .await;
+    let mut other = node_body("r1-n40", "52:54:00:00:00:41", "pw");
+    other["site"] = json!("dc2");
+    other["subnet"] = json!("dc2-public");
+    other["bmc"]["url"] = json!("https://127.0.0.1:1/redfish/v1/Systems/other");
+    let reply = plane.post("/v1/nodes", &other).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
+    assert!(reply.text.contains("unique across sites"), "{}", reply.text);
+}
+
+#[tokio::test]
+async fn wrong_driver_can_be_corrected() {
+    let plane = ready_plane().await;
+    plane
+        .create("/v1/nodes", &node_body("r1-n50", "52:54:00:00:00:50", "pw"))
+        .await;
+    let patch = |body: Value| {
+        let plane = &plane;
+        async move {
+            plane
+                .call(
+                    "PATCH",
+                    "/v1/nodes/r1-n50",
+                    Some(crate::harness::ADMIN_TOKEN),
+                    Some(&body),
+                )
+                .await
+        }
+    };
+    let reply = patch(json!({ "bmc": { "driver": "ipmi" } })).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "an https URL is no IPMI address: {}",
+        reply.text
+    );
+    let reply = patch(json!({ "bmc": { "driver": "idrac" } })).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let shown = plane.get("/v1/nodes/r1-n50").await;
+    assert_eq!(shown.json["bmc_driver"], "idrac");
+    let reply = patch(json!({ "bmc": {} })).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+}
+
+#[tokio::test]
+async fn media_url_with_credentials_is_rejected() {
+    let plane = ready_plane().await;
+    plane
+        .create("/v1/nodes", &node_body("r1-n60", "52:54:00:00:00:60", "pw"))
+        .await;
+    let reply = plane
+        .post(
+            "/v1/nodes/r1-n60/media",
+            &json!({ "url": "http://user:S3cret@10.0.0.1/a.iso" }),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert!(!reply.text.contains("S3cret"), "{}", reply.text);
+    assert_eq!(plane.count("SELECT COUNT(*) FROM node_operations").await, 0);
+}
