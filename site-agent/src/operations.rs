@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rackhand_ironic_bridge::{
     BmcDriver, BmcEndpoint, BootMode, BootOverride, BootPersistence, BootTarget, Console,
-    DriverError, DriverKind, connect,
+    DriverError, DriverKind, PowerState, connect,
 };
 use rackhand_protocol::agent::{NodeAction, Operation, OperationOutcome};
 use serde_json::{Value, json};
@@ -169,17 +169,20 @@ async fn act(
     let result = match &operation.action {
         NodeAction::Inspect => json!({ "inventory": driver.inventory().await? }),
         NodeAction::PowerState => json!({ "power": driver.power_state().await?.to_string() }),
+        // BMCs accept a power change seconds before they report it, so
+        // each change waits for the requested state: a following request
+        // then reads the state the operator asked for.
         NodeAction::PowerOn => {
             driver.power_on().await?;
-            json!({})
+            json!({ "power": wait_for_power(&driver, &PowerState::On).await?.to_string() })
         }
         NodeAction::PowerOff { force } => {
             driver.power_off(*force).await?;
-            json!({})
+            json!({ "power": wait_for_power(&driver, &PowerState::Off).await?.to_string() })
         }
         NodeAction::Reset => {
             driver.reset().await?;
-            json!({})
+            json!({ "power": wait_for_power(&driver, &PowerState::On).await?.to_string() })
         }
         NodeAction::SetBoot {
             target,
@@ -250,6 +253,38 @@ async fn act(
         },
     };
     Ok(result)
+}
+
+/// Longest wait for a power change to show. A choice: an orderly shutdown
+/// through the operating system can take minutes, and the wait must end
+/// inside the operation's 180 s lease so the result still reaches the
+/// control plane.
+const POWER_WAIT: Duration = Duration::from_secs(150);
+
+/// Polls the power state until it is `wanted`, failing after
+/// [`POWER_WAIT`] with the state last read.
+async fn wait_for_power(
+    driver: &impl BmcDriver,
+    wanted: &PowerState,
+) -> Result<PowerState, ActionError> {
+    let deadline = tokio::time::Instant::now() + POWER_WAIT;
+    loop {
+        let state = driver.power_state().await?;
+        if &state == wanted {
+            return Ok(state);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ActionError {
+                message: format!(
+                    "the BMC accepted the request, but node {} still reads {state} after {} s instead of {wanted}",
+                    driver.node(),
+                    POWER_WAIT.as_secs()
+                ),
+                retryable: true,
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Builds the driver's boot override from the operation's words, which the

@@ -236,10 +236,10 @@ pub async fn power(
     let node = target(&app, &name).await?;
     check_not_busy(&node, request.force)?;
     let name = action.name();
-    run(&app, &node, action).await?;
+    let result = run(&app, &node, action).await?;
     tracing::info!(node = %node.name, action = name, "power action carried out");
     Ok(Json(
-        json!({ "name": node.name, "action": name, "done": true }),
+        json!({ "name": node.name, "action": name, "done": true, "power": result["power"] }),
     ))
 }
 
