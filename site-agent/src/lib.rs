@@ -12,6 +12,7 @@
 //! MACs of the site's nodes, refreshed from the control plane and added from
 //! each task as it arrives (see [`site_nodes`]).
 
+pub mod boot_http;
 pub mod boot_server;
 pub mod client;
 pub mod config;
