@@ -59,7 +59,7 @@ impl Server {
             store,
             shutdown,
             task,
-            dir: dir,
+            dir,
         }
     }
 

@@ -7,21 +7,20 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use nix::errno::Errno;
 use rackhand_images::{ImageError, Sha256Digest};
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::head::{RequestHead, response_head};
 use super::range::{Conditions, Selection, select};
 use crate::boot_server::BootContext;
 
-/// Most bytes handed to one sendfile call. The socket is non-blocking, so a
-/// call returns once the send buffer is full anyway. The cap only keeps one
-/// call short.
+/// Most bytes handed to one sendfile call, so one call stays short.
 const MAX_SENDFILE_CHUNK: usize = 64 * 1024 * 1024;
 
 /// Time a client may leave the socket unwritable before the transfer is
-/// abandoned.
+/// abandoned (`SO_SNDTIMEO` during the transfer).
 const SEND_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The outcome of one image request, for the access log.
@@ -134,7 +133,7 @@ pub(crate) async fn serve_image(
         body_error: None,
     };
     if has_body && request.method == Method::GET {
-        served.body_error = send_file(stream, &file, start, length).await.err();
+        served.body_error = send_file(stream, file, start, length).await.err();
     }
     Ok(served)
 }
@@ -143,33 +142,52 @@ fn content_range(value: String) -> HeaderValue {
     HeaderValue::try_from(value).expect("a Content-Range of digits is a valid header value")
 }
 
-/// Sends `length` bytes of `file` from `offset` with sendfile(2), waiting
-/// for socket readiness between calls.
+/// Sends `length` bytes of `file` from `offset` with sendfile(2), on the
+/// blocking thread pool.
 ///
-/// A file that ends early (truncated after the check) is an error, so the
-/// caller closes the connection and the client sees a short body instead
-/// of a silently wrong one.
-async fn send_file(stream: &TcpStream, file: &File, offset: u64, length: u64) -> io::Result<()> {
+/// A blocking sendfile sleeps in the kernel until the socket drains, which
+/// keeps a single fast client's socket busy better than waking the async
+/// runtime each time the send buffer empties, and a file that is not in the
+/// page cache is read off the runtime threads. A file that ends early
+/// (truncated after the check) is an error, so the caller closes the
+/// connection and the client sees a short body, never a wrong one.
+async fn send_file(stream: &TcpStream, file: File, offset: u64, length: u64) -> io::Result<()> {
+    // The duplicate shares the socket's file status flags. The connection
+    // task waits for this transfer, so nothing else uses the socket while
+    // it is blocking.
+    let socket = std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?);
+    tokio::task::spawn_blocking(move || {
+        socket.set_nonblocking(false)?;
+        socket.set_write_timeout(Some(SEND_STALL_TIMEOUT))?;
+        let sent = send_file_blocking(&socket, &file, offset, length);
+        // The runtime needs the socket non-blocking again. When that fails
+        // the error closes the connection.
+        let restored = socket
+            .set_nonblocking(true)
+            .and_then(|()| socket.set_write_timeout(None));
+        sent.and(restored)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+fn send_file_blocking(
+    socket: &std::net::TcpStream,
+    file: &File,
+    offset: u64,
+    length: u64,
+) -> io::Result<()> {
     let mut offset = i64::try_from(offset).map_err(io::Error::other)?;
     let mut remaining = length;
 
+    // Each pass sends at least one byte or returns, so the loop is bounded
+    // by `length`.
     while remaining > 0 {
-        tokio::time::timeout(SEND_STALL_TIMEOUT, stream.writable())
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
-
         let chunk = usize::try_from(remaining)
             .unwrap_or(usize::MAX)
             .min(MAX_SENDFILE_CHUNK);
-        // try_io clears the readiness when sendfile reports EAGAIN, so the
-        // next writable() waits for the kernel to drain the send buffer.
-        // NOTE: a blob that is not in the page cache makes sendfile read
-        // the disk on this runtime thread.
-        let sent = stream.try_io(Interest::WRITABLE, || {
-            nix::sys::sendfile::sendfile64(stream.as_fd(), file.as_fd(), Some(&mut offset), chunk)
-                .map_err(io::Error::from)
-        });
-        match sent {
+        match nix::sys::sendfile::sendfile64(socket.as_fd(), file.as_fd(), Some(&mut offset), chunk)
+        {
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -177,9 +195,15 @@ async fn send_file(stream: &TcpStream, file: &File, offset: u64, length: u64) ->
                 ));
             }
             Ok(sent) => remaining -= sent as u64,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
+            Err(Errno::EINTR) => {}
+            // A blocking socket reports EAGAIN when the send timeout expired.
+            Err(Errno::EAGAIN) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client stopped reading",
+                ));
+            }
+            Err(errno) => return Err(errno.into()),
         }
     }
     Ok(())
