@@ -100,8 +100,9 @@ pub struct TftpOptions {
     /// (1468 + 4 TFTP + 8 UDP + 20 IP).
     pub max_blksize: u16,
     /// Largest `windowsize` granted, 1 to 64. 1 turns windows off. The
-    /// default, 16, is what atftp requests. A lost packet costs a resend of
-    /// at most 16 blocks (23 KiB at blksize 1468).
+    /// default, 16, needs half the acknowledgement round trips of 8, and a
+    /// lost packet still costs a resend of at most 16 blocks (23 KiB at
+    /// blksize 1468).
     pub max_windowsize: u16,
     /// Retransmission timeout when the client does not negotiate `timeout`.
     pub default_timeout: Duration,

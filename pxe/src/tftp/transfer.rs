@@ -131,6 +131,11 @@ pub(crate) async fn send_file<R: AsyncRead + Unpin>(
             next_block += 1;
         }
 
+        // TODO: windowed transfers measured 0.77x atftpd 0.8.0 at windowsize
+        // 16 on a busy 2-core machine (BENCHMARKS.md), because each window
+        // waits for the runtime to wake this task for the ACK. A blocking
+        // send loop on the blocking pool, as the boot HTTP image path uses,
+        // may close the gap.
         for (_, data) in &window {
             send(socket, data).await?;
         }
