@@ -474,3 +474,56 @@ async fn shutdown_stops_the_server() {
         .expect("server stops within 10 s")
         .expect("server task");
 }
+
+#[tokio::test]
+async fn shutdown_ends_transfer_in_progress() {
+    let server = Server::start().await;
+    let blob_len = 64 * 1024 * 1024;
+    let digest = server.import(&pseudo_random(blob_len, 14)).await;
+
+    let address = server.address;
+    let request = format!("GET /images/{digest}/disk.img HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel::<()>();
+    let client = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("set timeout");
+        stream.write_all(request.as_bytes()).expect("send request");
+        let mut start = vec![0u8; 64 * 1024];
+        stream.read_exact(&mut start).expect("read the start");
+        started_tx.send(()).expect("test waits");
+        stopped_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("server stops");
+
+        let mut total = start.len();
+        let mut buffer = vec![0u8; 1024 * 1024];
+        // Bounded by the blob size plus the read timeout.
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => total += read,
+            }
+        }
+        total
+    });
+
+    tokio::task::spawn_blocking(move || started_rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .expect("waiting task")
+        .expect("client started reading");
+    server.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), server.task)
+        .await
+        .expect("server stops within 15 s")
+        .expect("server task");
+    stopped_tx.send(()).expect("client waits");
+
+    let received = client.await.expect("client task");
+    assert!(
+        received < blob_len,
+        "the whole blob was sent after shutdown ({received} bytes)"
+    );
+}

@@ -156,7 +156,8 @@ async fn send_file(stream: &TcpStream, file: File, offset: u64, length: u64) -> 
     // task waits for this transfer, so nothing else uses the socket while
     // it is blocking.
     let socket = std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?);
-    tokio::task::spawn_blocking(move || {
+    let guard = ShutdownOnDrop(Some(socket.try_clone()?));
+    let sent = tokio::task::spawn_blocking(move || {
         socket.set_nonblocking(false)?;
         socket.set_write_timeout(Some(SEND_STALL_TIMEOUT))?;
         let sent = send_file_blocking(&socket, &file, offset, length);
@@ -168,7 +169,29 @@ async fn send_file(stream: &TcpStream, file: File, offset: u64, length: u64) -> 
         sent.and(restored)
     })
     .await
-    .map_err(io::Error::other)?
+    .map_err(io::Error::other)?;
+    guard.disarm();
+    sent
+}
+
+/// Shuts a socket down when dropped while armed. When the connection task
+/// is aborted (at shutdown) during a transfer, this ends the blocking
+/// sendfile at once, because the runtime waits for blocking tasks when it
+/// stops.
+struct ShutdownOnDrop(Option<std::net::TcpStream>);
+
+impl ShutdownOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        if let Some(socket) = self.0.take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 fn send_file_blocking(
