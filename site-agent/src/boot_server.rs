@@ -6,7 +6,8 @@
 //!   none is armed yet, and an `exit` script (the firmware tries its next
 //!   boot device) once the boot succeeded or failed.
 //! - `GET|HEAD /images/<sha256>/<name>`: a blob of the image store, served
-//!   from the very file handle that was verified.
+//!   from the very file handle that was verified. [`crate::boot_http`]
+//!   answers this route itself, to send the file with sendfile(2).
 //! - `GET /callback/<token>?event=…&message=…&ip=…`: the installer's report
 //!   on the armed boot whose one-time token matches: `started` and
 //!   `progress` record a progress line, `done` (the default) completes the
@@ -17,20 +18,18 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State as AxumState};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rackhand_images::{ImageStore, Sha256Digest};
+use rackhand_images::ImageStore;
 use rackhand_protocol::MacAddr;
 use rackhand_pxe::ipxe;
 use tokio::sync::Notify;
-use tokio_util::io::ReaderStream;
 
 use crate::image_step::verify_image;
 use crate::site_nodes::SiteNodes;
@@ -60,11 +59,11 @@ pub struct BootContext {
 
 type Shared = Arc<BootContext>;
 
-/// Builds the router.
+/// Builds the router of every route but `/images/…`, which
+/// [`crate::boot_http::serve`] answers itself.
 pub fn router(context: Shared) -> Router {
     let mut router = Router::new()
         .route("/boot/{file}", get(script))
-        .route("/images/{digest}/{name}", get(blob))
         .route("/callback/{token}", get(callback))
         .route("/firmware/{*file}", get(firmware))
         .with_state(context.clone());
@@ -238,7 +237,9 @@ async fn firmware(AxumState(context): AxumState<Shared>, Path(file): Path<String
     Response::builder()
         .header(header::CONTENT_TYPE, "application/efi")
         .header(header::CONTENT_LENGTH, length)
-        .body(Body::from_stream(ReaderStream::new(handle)))
+        .body(axum::body::Body::from_stream(
+            tokio_util::io::ReaderStream::new(handle),
+        ))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
@@ -259,42 +260,6 @@ pub fn boot_cmdline(base_url: &str, boot: &crate::state::Boot) -> String {
 
 fn script_url(context: &BootContext, mac: MacAddr) -> String {
     format!("{}/boot/{}.ipxe", context.base_url, mac.to_hyphenated())
-}
-
-async fn blob(
-    AxumState(context): AxumState<Shared>,
-    Path((digest, _name)): Path<(String, String)>,
-) -> Response {
-    let Ok(digest) = digest.parse::<Sha256Digest>() else {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("{digest:?} is not a sha256\n"),
-        );
-    };
-    match context.store.open_verified(&digest).await {
-        Ok(verified) => {
-            let mut response =
-                Body::from_stream(ReaderStream::with_capacity(verified.file, 256 * 1024))
-                    .into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(verified.size));
-            if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
-                headers.insert(header::ETAG, etag);
-            }
-            response
-        }
-        Err(error) => {
-            tracing::error!(digest = %digest, error = %error, "refusing to serve an image file");
-            text(
-                StatusCode::NOT_FOUND,
-                format!("image file {digest} is not available\n"),
-            )
-        }
-    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -409,8 +374,7 @@ async fn callback(
     }
 }
 
-/// Writes one access log line per request: time, client, method, path
-/// (callback tokens masked), status, bytes announced, duration.
+/// Writes one access log line per request that the router answers.
 async fn access_log(
     AxumState(context): AxumState<Shared>,
     request: Request,
@@ -418,7 +382,7 @@ async fn access_log(
 ) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = mask_token(request.uri().path());
+    let path = request.uri().path().to_string();
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -430,13 +394,37 @@ async fn access_log(
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
+        .and_then(|v| v.parse().ok());
+    record_access(
+        &context,
+        &peer,
+        &method,
+        &path,
+        response.status(),
+        bytes,
+        started.elapsed(),
+    );
+    response
+}
+
+/// Writes one access log line: time, client, method, path (callback tokens
+/// masked), status, bytes announced, duration.
+pub(crate) fn record_access(
+    context: &BootContext,
+    peer: &str,
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    bytes: Option<u64>,
+    elapsed: Duration,
+) {
+    let path = mask_token(path);
+    let bytes = bytes.map_or_else(|| "-".to_string(), |bytes| bytes.to_string());
     let line = format!(
         "{} {peer} {method} {path} {} {bytes} {}ms\n",
         crate::state::now_ms(),
-        response.status().as_u16(),
-        started.elapsed().as_millis()
+        status.as_u16(),
+        elapsed.as_millis()
     );
     if let Ok(mut guard) = context.access_log.lock()
         && let Some(file) = guard.as_mut()
@@ -446,8 +434,7 @@ async fn access_log(
             tracing::warn!(error = %error, "writing the access log failed");
         }
     }
-    tracing::debug!(target: "rackhand::access", peer = %peer, method = %method, path = %path, status = response.status().as_u16(), "boot request");
-    response
+    tracing::debug!(target: "rackhand::access", peer = %peer, method = %method, path = %path, status = status.as_u16(), "boot request");
 }
 
 fn mask_token(path: &str) -> String {

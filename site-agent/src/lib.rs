@@ -12,6 +12,7 @@
 //! MACs of the site's nodes, refreshed from the control plane and added from
 //! each task as it arrives (see [`site_nodes`]).
 
+pub mod boot_http;
 pub mod boot_server;
 pub mod client;
 pub mod config;
@@ -152,20 +153,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     ironic.conductor_listen
                 )
             })?;
-        let router = boot_server::router(boot.clone());
-        let conductor_shutdown = shutdown.clone();
         tracing::info!(listen = %ironic.conductor_listen, "serving images to the Ironic conductor");
-        tasks.spawn(async move {
-            let served = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(conductor_shutdown.cancelled_owned())
-            .await;
-            if let Err(error) = served {
-                tracing::error!(error = %error, "the conductor listener stopped");
-            }
-        });
+        tasks.spawn(boot_http::serve(listener, boot.clone(), shutdown.clone()));
     }
 
     // Learn the site's nodes before serving DHCP, so the first netboot

@@ -20,7 +20,8 @@ use rackhand_pxe::tftp::{TftpOptions, TftpServer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::boot_server::{self, BootContext};
+use crate::boot_http;
+use crate::boot_server::BootContext;
 use crate::config::PxeConfig;
 
 /// Builds the DHCP server's settings from the `[pxe]` section.
@@ -142,18 +143,7 @@ pub fn start(
         .tcp_listener(address)
         .with_context(|| format!("cannot open the boot HTTP socket on {address}"))?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let router = boot_server::router(boot);
-    tasks.spawn(async move {
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-        if let Err(error) = served {
-            tracing::error!(error = %error, "boot HTTP server stopped");
-        }
-    });
+    tasks.spawn(boot_http::serve(listener, boot, shutdown));
     tracing::info!(
         netns = config.netns.as_deref().unwrap_or("-"),
         interface = %config.interface,

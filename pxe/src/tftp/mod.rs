@@ -99,7 +99,10 @@ pub struct TftpOptions {
     /// in 8..=65464. The default, 1468, fills a 1500-byte Ethernet frame
     /// (1468 + 4 TFTP + 8 UDP + 20 IP).
     pub max_blksize: u16,
-    /// Largest `windowsize` granted, 1 to 64. 1 turns windows off.
+    /// Largest `windowsize` granted, 1 to 64. 1 turns windows off. The
+    /// default, 16, needs half the acknowledgement round trips of 8, and a
+    /// lost packet still costs a resend of at most 16 blocks (23 KiB at
+    /// blksize 1468).
     pub max_windowsize: u16,
     /// Retransmission timeout when the client does not negotiate `timeout`.
     pub default_timeout: Duration,
@@ -115,7 +118,7 @@ impl Default for TftpOptions {
     fn default() -> Self {
         Self {
             max_blksize: 1468,
-            max_windowsize: 8,
+            max_windowsize: 16,
             default_timeout: Duration::from_secs(1),
             max_retries: 5,
             max_transfers: 64,

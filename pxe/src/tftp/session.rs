@@ -17,6 +17,10 @@ use super::transfer::{self, TransferError, TransferPlan};
 use crate::error_chain;
 use crate::netns::{SocketFactory, UdpOptions};
 
+/// Bytes read from the served file at a time: about 170 blocks of 1468
+/// bytes.
+const FILE_READ_BUFFER_LEN: usize = 256 * 1024;
+
 /// Settings shared by every transfer of one server.
 #[derive(Debug)]
 pub(crate) struct Context {
@@ -92,7 +96,12 @@ async fn serve_in_span(
         negotiated: &negotiated,
         max_retries: context.options.max_retries,
     };
-    let reader = tokio::fs::File::from_std(served.file);
+    // Each read of a tokio file is a round trip to the blocking thread
+    // pool, so blocks are read through a large buffer instead of one by one.
+    let reader = tokio::io::BufReader::with_capacity(
+        FILE_READ_BUFFER_LEN,
+        tokio::fs::File::from_std(served.file),
+    );
 
     match transfer::send_file(&socket, reader, plan, &cancel).await {
         Ok(stats) => tracing::info!(

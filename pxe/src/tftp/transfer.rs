@@ -118,19 +118,26 @@ pub(crate) async fn send_file<R: AsyncRead + Unpin>(
     // progress the pass count is bounded by max_retries.
     loop {
         while window.len() < window_size && last_block.is_none() {
-            let data = read_block(&mut file, blksize)
+            // The DATA packet is built once and kept for resends.
+            let mut data = packet::data(next_block as u16, &[]);
+            let len = read_block(&mut file, &mut data, blksize)
                 .await
                 .map_err(TransferError::Read)?;
-            if data.len() < blksize {
+            if len < blksize {
                 last_block = Some(next_block);
             }
-            stats.bytes += data.len() as u64;
+            stats.bytes += len as u64;
             window.push_back((next_block, data));
             next_block += 1;
         }
 
-        for (block, data) in &window {
-            send(socket, &packet::data(*block as u16, data)).await?;
+        // TODO: windowed transfers measured 0.77x atftpd 0.8.0 at windowsize
+        // 16 on a busy 2-core machine (BENCHMARKS.md), because each window
+        // waits for the runtime to wake this task for the ACK. A blocking
+        // send loop on the blocking pool, as the boot HTTP image path uses,
+        // may close the gap.
+        for (_, data) in &window {
+            send(socket, data).await?;
         }
         attempts += 1;
 
@@ -159,20 +166,26 @@ pub(crate) async fn send_file<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads up to `blksize` bytes; fewer only at the end of the file.
-async fn read_block<R: AsyncRead + Unpin>(file: &mut R, blksize: usize) -> io::Result<Vec<u8>> {
-    let mut block = vec![0u8; blksize];
+/// Appends up to `blksize` bytes to `packet` and returns their number;
+/// fewer only at the end of the file.
+async fn read_block<R: AsyncRead + Unpin>(
+    file: &mut R,
+    packet: &mut Vec<u8>,
+    blksize: usize,
+) -> io::Result<usize> {
+    let header = packet.len();
+    packet.resize(header + blksize, 0);
     let mut filled = 0;
     // Each pass reads at least one byte or stops, so at most blksize passes.
     while filled < blksize {
-        let read = file.read(&mut block[filled..]).await?;
+        let read = file.read(&mut packet[header + filled..]).await?;
         if read == 0 {
             break;
         }
         filled += read;
     }
-    block.truncate(filled);
-    Ok(block)
+    packet.truncate(header + filled);
+    Ok(filled)
 }
 
 async fn send(socket: &UdpSocket, bytes: &[u8]) -> Result<(), TransferError> {

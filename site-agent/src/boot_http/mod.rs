@@ -1,0 +1,334 @@
+//! The boot HTTP server's connection handling: an HTTP/1.1 loop that sends
+//! image blobs with sendfile(2) and hands every other request to the axum
+//! router of [`crate::boot_server`].
+//!
+//! # Design
+//!
+//! Installers, iPXE and the Ironic Python Agent fetch kernels, initrds and
+//! multi-gigabyte disk images here. hyper writes response bodies from user
+//! space buffers, which costs a copy per byte and keeps the server well
+//! below what the disk and the NIC can do, so image responses bypass it: the
+//! loop parses each request head itself and, for `/images/…`, writes the
+//! head and then lets the kernel copy the verified file to the socket.
+//!
+//! Contract: the server accepts only requests without a body (every route
+//! is GET or HEAD); a request announcing one gets 400 and the connection
+//! closes. Connections are kept alive and pipelined requests are answered
+//! in order. An image body that cannot be sent in full closes the
+//! connection, so a client never mistakes a short body for a whole one.
+
+mod head;
+mod image;
+mod range;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Method, Request, StatusCode, header};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+use tracing::Instrument as _;
+
+use crate::boot_server::{self, BootContext};
+use head::{HeadError, RequestHead, read_head, response_head};
+use image::{Served, image_digest, send_small, serve_image};
+
+/// Time a connection may stay idle between requests, and the time a client
+/// gets to send a whole request head.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Largest body the router may return; its scripts and messages are a few
+/// kilobytes.
+const MAX_ROUTER_BODY: usize = 1024 * 1024;
+
+/// Time open connections get to finish after shutdown before they are
+/// aborted.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves the boot HTTP routes on `listener` until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, context: Arc<BootContext>, shutdown: CancellationToken) {
+    let router = boot_server::router(context.clone());
+    let mut connections = JoinSet::new();
+
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let connection = Connection {
+                    context: context.clone(),
+                    router: router.clone(),
+                    peer,
+                };
+                let span = tracing::debug_span!("boot_http_connection", peer = %peer);
+                connections.spawn(connection.run(stream, shutdown.clone()).instrument(span));
+            }
+            Err(error) => {
+                // Accept fails for a full file table or a connection reset
+                // before it was accepted; both pass, so wait and go on.
+                tracing::warn!(error = %error, "accepting a boot HTTP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    connections.abort_all();
+}
+
+/// One accepted connection.
+struct Connection {
+    context: Arc<BootContext>,
+    router: Router,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn run(self, mut stream: TcpStream, shutdown: CancellationToken) {
+        let mut buffer = Vec::new();
+        loop {
+            let read = tokio::select! {
+                read = tokio::time::timeout(IDLE_TIMEOUT, read_head(&mut stream, &mut buffer)) => read,
+                _ = shutdown.cancelled() => return,
+            };
+            let request = match read {
+                Ok(Ok(request)) => request,
+                Ok(Err(HeadError::Closed)) | Err(_) => return,
+                Ok(Err(HeadError::Io(error))) => {
+                    tracing::debug!(peer = %self.peer, error = %error, "reading a boot HTTP request failed");
+                    return;
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(peer = %self.peer, error = %error, "invalid boot HTTP request");
+                    let status = match error {
+                        HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        _ => StatusCode::BAD_REQUEST,
+                    };
+                    let _ = write_error_and_close(&mut stream, status, &error.to_string()).await;
+                    return;
+                }
+            };
+
+            if !self.respond(&mut stream, request).await {
+                return;
+            }
+        }
+    }
+
+    /// Answers one request. Returns whether the connection stays open.
+    async fn respond(&self, stream: &mut TcpStream, mut request: RequestHead) -> bool {
+        let started = Instant::now();
+        if request.has_body() {
+            let _ = write_error_and_close(
+                stream,
+                StatusCode::BAD_REQUEST,
+                "request bodies are not accepted",
+            )
+            .await;
+            return false;
+        }
+
+        let path = request_path(&request.target).to_string();
+        let served = match image_digest(&path) {
+            Some(digest) => self.serve_image_route(stream, &request, digest).await,
+            None => {
+                // The router's access log middleware logs these requests.
+                return match self.serve_router(stream, &mut request).await {
+                    Ok(()) => request.keep_alive,
+                    Err(error) => {
+                        tracing::debug!(peer = %self.peer, error = %error, "sending a boot HTTP response failed");
+                        false
+                    }
+                };
+            }
+        };
+
+        match served {
+            Ok(served) => {
+                boot_server::record_access(
+                    &self.context,
+                    &self.peer.to_string(),
+                    &request.method,
+                    &path,
+                    served.status,
+                    Some(served.length),
+                    started.elapsed(),
+                );
+                match served.body_error {
+                    None => request.keep_alive,
+                    Some(error) => {
+                        tracing::debug!(peer = %self.peer, path = %path, error = %error, "image transfer ended early");
+                        false
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::debug!(peer = %self.peer, path = %path, error = %error, "sending an image response failed");
+                false
+            }
+        }
+    }
+
+    async fn serve_image_route(
+        &self,
+        stream: &mut TcpStream,
+        request: &RequestHead,
+        digest: Result<rackhand_images::Sha256Digest, ()>,
+    ) -> std::io::Result<Served> {
+        if request.method != Method::GET && request.method != Method::HEAD {
+            return send_small(
+                stream,
+                request,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET and HEAD are allowed here\n".to_string(),
+            )
+            .await;
+        }
+        match digest {
+            Ok(digest) => serve_image(&self.context, stream, request, digest).await,
+            Err(()) => {
+                send_small(
+                    stream,
+                    request,
+                    StatusCode::NOT_FOUND,
+                    "expected /images/<sha256>/<name>\n".to_string(),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Runs the request through the router and writes its response.
+    async fn serve_router(
+        &self,
+        stream: &mut TcpStream,
+        request: &mut RequestHead,
+    ) -> std::io::Result<()> {
+        let mut builder = Request::builder()
+            .method(request.method.clone())
+            .uri(request.target.as_str());
+        if let Some(headers) = builder.headers_mut() {
+            *headers = std::mem::take(&mut request.headers);
+        }
+        let routed = match builder
+            .extension(ConnectInfo(self.peer))
+            .body(Body::empty())
+        {
+            Ok(routed) => routed,
+            Err(error) => {
+                return write_error(
+                    stream,
+                    StatusCode::BAD_REQUEST,
+                    &error.to_string(),
+                    request.keep_alive,
+                )
+                .await;
+            }
+        };
+
+        let response = match self.router.clone().oneshot(routed).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let (mut parts, body) = response.into_parts();
+        let body = match axum::body::to_bytes(body, MAX_ROUTER_BODY).await {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(error = %error, "boot route returned an unreadable body");
+                return write_error(
+                    stream,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                    request.keep_alive,
+                )
+                .await;
+            }
+        };
+
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.remove(header::CONNECTION);
+        if request.method != Method::HEAD || !parts.headers.contains_key(header::CONTENT_LENGTH) {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let mut bytes = response_head(parts.status, &parts.headers, request.keep_alive);
+        if request.method != Method::HEAD {
+            bytes.extend_from_slice(&body);
+        }
+        stream.write_all(&bytes).await
+    }
+}
+
+/// Returns the path of a request target in origin form (`/a?b`) or
+/// absolute form (`http://host/a?b`).
+fn request_path(target: &str) -> &str {
+    let without_query = target.split_once('?').map_or(target, |(path, _)| path);
+    match without_query.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |slash| &rest[slash..]),
+        None => without_query,
+    }
+}
+
+async fn write_error(
+    stream: &mut TcpStream,
+    status: StatusCode,
+    message: &str,
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    let body = format!("{message}\n");
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut bytes = response_head(status, &headers, keep_alive);
+    bytes.extend_from_slice(body.as_bytes());
+    stream.write_all(&bytes).await
+}
+
+async fn write_error_and_close(
+    stream: &mut TcpStream,
+    status: StatusCode,
+    message: &str,
+) -> std::io::Result<()> {
+    write_error(stream, status, message, false).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_path;
+
+    #[test]
+    fn origin_form_path_drops_query() {
+        assert_eq!(request_path("/callback/t?ip=1"), "/callback/t");
+    }
+
+    #[test]
+    fn absolute_form_path_drops_authority() {
+        assert_eq!(
+            request_path("http://10.0.0.1:8080/images/x/y"),
+            "/images/x/y"
+        );
+    }
+
+    #[test]
+    fn absolute_form_without_path_is_root() {
+        assert_eq!(request_path("http://10.0.0.1:8080"), "/");
+    }
+}
