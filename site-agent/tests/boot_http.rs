@@ -48,7 +48,7 @@ impl Server {
             callbacks: Arc::new(Notify::new()),
             access_log: Mutex::new(None),
             ironic_http_root: None,
-            firmware_dir: None,
+            firmware_dir: Some(dir.path().join("firmware")),
         });
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(rackhand_site_agent::boot_http::serve(
@@ -528,6 +528,25 @@ async fn shutdown_ends_transfer_in_progress() {
         received < blob_len,
         "the whole blob was sent after shutdown ({received} bytes)"
     );
+}
+
+#[tokio::test]
+async fn large_routed_file_is_streamed_whole() {
+    let server = Server::start().await;
+    let firmware = server.dir.path().join("firmware");
+    std::fs::create_dir_all(&firmware).expect("firmware folder");
+    let bytes: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
+    std::fs::write(firmware.join("big.efi"), &bytes).expect("file");
+
+    let url = format!("http://{}/firmware/big.efi", server.address);
+    let response = client().get(&url).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header_text(&response, header::CONTENT_LENGTH).as_deref(),
+        Some(bytes.len().to_string().as_str())
+    );
+    let body = response.bytes().await.expect("body");
+    assert!(body.as_ref() == bytes.as_slice(), "the body differs");
 }
 
 #[path = "boot_http/callbacks.rs"]

@@ -244,6 +244,38 @@ impl Connection {
             Err(never) => match never {},
         };
         let (mut parts, body) = response.into_parts();
+        // Files the router serves (the Ironic conductor's kernels and
+        // ramdisks, the iPXE binaries) announce their length and are
+        // streamed; scripts and messages are buffered.
+        let announced = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if let Some(length) = announced.filter(|length| *length > MAX_ROUTER_BODY as u64) {
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts.headers.remove(header::CONNECTION);
+            let head = response_head(parts.status, &parts.headers, request.keep_alive);
+            stream.write_all(&head).await?;
+            if request.method == Method::HEAD {
+                return Ok(());
+            }
+            let mut chunks = body.into_data_stream();
+            let mut sent: u64 = 0;
+            while let Some(chunk) = futures_util::StreamExt::next(&mut chunks).await {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                sent += chunk.len() as u64;
+                stream.write_all(&chunk).await?;
+            }
+            if sent != length {
+                // The client cannot tell a short body from a complete one
+                // on a kept-alive connection, so the connection ends.
+                return Err(std::io::Error::other(format!(
+                    "a routed body sent {sent} of its announced {length} bytes"
+                )));
+            }
+            return Ok(());
+        }
         let body = match axum::body::to_bytes(body, MAX_ROUTER_BODY).await {
             Ok(body) => body,
             Err(error) => {
