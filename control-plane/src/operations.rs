@@ -64,6 +64,8 @@ pub struct NewOperation {
     pub bmc_url: String,
     pub bmc_username: String,
     pub bmc_password: Secret,
+    pub bmc_ca_pem: Option<String>,
+    pub bmc_fingerprint: Option<String>,
     pub action: NodeAction,
 }
 
@@ -132,8 +134,9 @@ pub async fn queue(app: &SharedApp, operation: &NewOperation) -> Result<i64, Api
     let mut tx = db::begin(&app.pool).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO node_operations (site_id, node_id, node_name, boot_mac, bmc_driver, bmc_url,
-                                      bmc_username, bmc_password_sealed, action, state, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, 'pending', ?, ?) RETURNING id",
+                                      bmc_username, bmc_password_sealed, bmc_ca_pem, bmc_fingerprint,
+                                      action, state, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, 'pending', ?, ?) RETURNING id",
     )
     .bind(operation.site_id)
     .bind(operation.node_id)
@@ -142,6 +145,8 @@ pub async fn queue(app: &SharedApp, operation: &NewOperation) -> Result<i64, Api
     .bind(&operation.bmc_driver)
     .bind(&operation.bmc_url)
     .bind(&operation.bmc_username)
+    .bind(&operation.bmc_ca_pem)
+    .bind(&operation.bmc_fingerprint)
     .bind(&action_json)
     .bind(now)
     .bind(now)
@@ -224,6 +229,8 @@ struct OperationRow {
     bmc_url: String,
     bmc_username: String,
     bmc_password_sealed: String,
+    bmc_ca_pem: Option<String>,
+    bmc_fingerprint: Option<String>,
     action: String,
 }
 
@@ -266,7 +273,8 @@ async fn claim_one(app: &App, agent: &Agent) -> Result<Option<Operation>, ApiErr
     let now = db::now_ms();
     let mut tx = db::begin(&app.pool).await?;
     let row: Option<OperationRow> = sqlx::query_as(
-        "SELECT id, node_name, boot_mac, bmc_driver, bmc_url, bmc_username, bmc_password_sealed, action
+        "SELECT id, node_name, boot_mac, bmc_driver, bmc_url, bmc_username, bmc_password_sealed,
+                bmc_ca_pem, bmc_fingerprint, action
          FROM node_operations WHERE site_id = ? AND state = 'pending' ORDER BY id LIMIT 1",
     )
     .bind(agent.site_id)
@@ -311,6 +319,8 @@ async fn claim_one(app: &App, agent: &Agent) -> Result<Option<Operation>, ApiErr
             url: row.bmc_url,
             username: row.bmc_username,
             password,
+            ca_pem: row.bmc_ca_pem,
+            fingerprint: row.bmc_fingerprint,
         },
         lease_seconds: u32::try_from(lease.as_secs()).unwrap_or(u32::MAX),
         action,

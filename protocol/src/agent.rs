@@ -146,6 +146,13 @@ pub struct BmcAccess {
     pub url: String,
     pub username: String,
     pub password: Secret,
+    /// Extra CA certificates (PEM) trusted for the BMC's HTTPS certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// The SHA-256 fingerprint of the BMC's certificate, 64 hex digits;
+    /// when set, only that certificate is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// The `image` phase: boot the node into a verified image and wait for the
@@ -365,6 +372,8 @@ mod tests {
                 url: "http://127.0.0.1:1/redfish/v1".into(),
                 username: "admin".into(),
                 password: Secret::new("pw".into()),
+                ca_pem: None,
+                fingerprint: None,
             },
         });
         let json = serde_json::to_value(&step).expect("serializable");

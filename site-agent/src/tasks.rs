@@ -395,6 +395,8 @@ mod tests {
                 url: "http://127.0.0.1:1/redfish/v1/Systems/1".to_string(),
                 username: "root".to_string(),
                 password: Secret::new("bmc-password".to_string()),
+                ca_pem: None,
+                fingerprint: None,
             },
         })
     }

@@ -47,6 +47,8 @@ async fn bench(power_delay: &str) -> anyhow::Result<Bench> {
             url: peer.var("REDFISH_URL").to_string(),
             username: peer.var("REDFISH_USER").to_string(),
             password: Secret::new(peer.var("REDFISH_PASSWORD").to_string()),
+            ca_pem: None,
+            fingerprint: None,
         },
     };
     Ok(Bench {

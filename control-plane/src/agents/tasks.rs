@@ -255,6 +255,8 @@ struct StepRow {
     kernel_args: String,
     kernel_url: Option<String>,
     initrd_url: Option<String>,
+    bmc_ca_pem: Option<String>,
+    bmc_fingerprint: Option<String>,
 }
 
 /// Builds the instructions of a claimed task; the BMC password is unsealed
@@ -264,7 +266,7 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
     let step: StepRow = sqlx::query_as(
         "SELECT n.id AS node_id, n.name AS node_name, n.boot_mac, n.bmc_driver, n.bmc_url, n.bmc_username,
                 n.bmc_password_sealed, o.hostname, i.name AS image_name, i.kernel_sha256, i.initrd_sha256,
-                i.kernel_args, i.kernel_url, i.initrd_url
+                i.kernel_args, i.kernel_url, i.initrd_url, n.bmc_ca_pem, n.bmc_fingerprint
          FROM orders o
          JOIN nodes n ON n.id = o.node_id
          JOIN products p ON p.id = o.product_id
@@ -291,6 +293,8 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
                     url: step.bmc_url,
                     username: step.bmc_username,
                     password,
+                    ca_pem: step.bmc_ca_pem,
+                    fingerprint: step.bmc_fingerprint,
                 },
             })
         }
@@ -305,6 +309,8 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
                     url: step.bmc_url,
                     username: step.bmc_username,
                     password,
+                    ca_pem: step.bmc_ca_pem,
+                    fingerprint: step.bmc_fingerprint,
                 })
             } else {
                 None

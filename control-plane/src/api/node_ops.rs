@@ -41,6 +41,8 @@ struct NodeTarget {
     bmc_url: String,
     bmc_username: String,
     bmc_password_sealed: String,
+    bmc_ca_pem: Option<String>,
+    bmc_fingerprint: Option<String>,
     reserved_by_order: Option<i64>,
     order_state: Option<String>,
 }
@@ -48,7 +50,8 @@ struct NodeTarget {
 async fn target(app: &SharedApp, name: &str) -> Result<NodeTarget, ApiError> {
     let row: Option<NodeTarget> = sqlx::query_as(
         "SELECT n.id, n.site_id, n.name, n.boot_mac, n.bmc_driver, n.bmc_url, n.bmc_username,
-                n.bmc_password_sealed, n.reserved_by_order, o.state AS order_state
+                n.bmc_password_sealed, n.bmc_ca_pem, n.bmc_fingerprint, n.reserved_by_order,
+                o.state AS order_state
          FROM nodes n LEFT JOIN orders o ON o.id = n.reserved_by_order WHERE n.name = ?",
     )
     .bind(name)
@@ -98,6 +101,8 @@ fn new_operation(
         bmc_url: node.bmc_url.clone(),
         bmc_username: node.bmc_username.clone(),
         bmc_password: password,
+        bmc_ca_pem: node.bmc_ca_pem.clone(),
+        bmc_fingerprint: node.bmc_fingerprint.clone(),
         action,
     })
 }

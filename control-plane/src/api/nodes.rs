@@ -56,6 +56,57 @@ pub struct NewBmc {
     url: String,
     username: String,
     password: Secret,
+    /// Extra CA certificates (PEM) for the BMC's HTTPS certificate.
+    ca_pem: Option<String>,
+    /// The SHA-256 fingerprint of the BMC's certificate (64 hex digits,
+    /// colons allowed); when set, only that certificate is accepted.
+    fingerprint: Option<String>,
+}
+
+/// Largest `bmc.ca_pem` accepted; a chain of a few certificates fits.
+const MAX_CA_PEM_BYTES: usize = 64 * 1024;
+
+/// Checks the BMC's TLS trust settings and returns them in stored form
+/// (fingerprint as lowercase hex without colons).
+fn check_bmc_tls(
+    ca_pem: Option<&str>,
+    fingerprint: Option<&str>,
+) -> Result<(Option<String>, Option<String>), ApiError> {
+    let ca_pem = match ca_pem.map(str::trim).filter(|pem| !pem.is_empty()) {
+        None => None,
+        Some(pem) => {
+            if pem.len() > MAX_CA_PEM_BYTES || !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(ApiError::invalid(
+                    "bmc.ca_pem",
+                    format!(
+                        "must be PEM certificates (-----BEGIN CERTIFICATE-----) of at most {MAX_CA_PEM_BYTES} bytes"
+                    ),
+                ));
+            }
+            Some(pem.to_string())
+        }
+    };
+    let fingerprint = match fingerprint.map(str::trim).filter(|f| !f.is_empty()) {
+        None => None,
+        Some(text) => {
+            let hex: String = text
+                .trim_start_matches("sha256:")
+                .chars()
+                .filter(|c| *c != ':')
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ApiError::invalid(
+                    "bmc.fingerprint",
+                    format!(
+                        "{text:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)"
+                    ),
+                ));
+            }
+            Some(hex)
+        }
+    };
+    Ok((ca_pem, fingerprint))
 }
 
 fn default_driver() -> String {
@@ -226,6 +277,7 @@ async fn resolve(
     node: &NewNode,
     driver: &str,
     bmc_url: &str,
+    tls: (&Option<String>, &Option<String>),
 ) -> Result<Resolved, ApiError> {
     if let (Some(boot_mac), Some(cpu_cores), Some(ram_mib), Some(disk_gb), false) = (
         node.boot_mac,
@@ -253,6 +305,8 @@ async fn resolve(
             bmc_url: bmc_url.to_string(),
             bmc_username: node.bmc.username.trim().to_string(),
             bmc_password: node.bmc.password.clone(),
+            bmc_ca_pem: tls.0.clone(),
+            bmc_fingerprint: tls.1.clone(),
             action: NodeAction::Inspect,
         },
         INSPECT_WAIT,
@@ -373,6 +427,8 @@ pub async fn create_node(
     let bmc_url = normalize_bmc_url(&driver, &node.bmc.url)?;
     check_credentials(&node.bmc.username, &node.bmc.password)?;
     check_driver_password(&driver, &node.bmc.password)?;
+    let (bmc_ca_pem, bmc_fingerprint) =
+        check_bmc_tls(node.bmc.ca_pem.as_deref(), node.bmc.fingerprint.as_deref())?;
     if let Some(mac) = node.boot_mac {
         check_boot_mac(mac)?;
     }
@@ -400,7 +456,15 @@ pub async fn create_node(
     if let Some(message) = conflict(&app, site_id, &node.name, node.boot_mac, &bmc_url).await? {
         return Err(ApiError::Conflict(message));
     }
-    let resolved = resolve(&app, site_id, &node, &driver, &bmc_url).await?;
+    let resolved = resolve(
+        &app,
+        site_id,
+        &node,
+        &driver,
+        &bmc_url,
+        (&bmc_ca_pem, &bmc_fingerprint),
+    )
+    .await?;
     check_hardware(&resolved)?;
     if let Some(message) =
         conflict(&app, site_id, &node.name, Some(resolved.boot_mac), &bmc_url).await?
@@ -417,8 +481,10 @@ pub async fn create_node(
     let mut tx = db::begin(&app.pool).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO nodes (site_id, subnet_id, name, bmc_driver, bmc_url, bmc_username, bmc_password_sealed,
-                            boot_mac, cpu_cores, ram_mib, disk_gb, inventory, inventory_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8, ?9, ?10, ?11, CASE WHEN ?11 IS NULL THEN NULL ELSE ?12 END, ?12)
+                            boot_mac, cpu_cores, ram_mib, disk_gb, inventory, inventory_at, created_at,
+                            bmc_ca_pem, bmc_fingerprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, ?8, ?9, ?10, ?11, CASE WHEN ?11 IS NULL THEN NULL ELSE ?12 END, ?12,
+                 ?13, ?14)
          RETURNING id",
     )
     .bind(site_id)
@@ -433,6 +499,8 @@ pub async fn create_node(
     .bind(i64::from(resolved.disk_gb))
     .bind(&inventory)
     .bind(db::now_ms())
+    .bind(&bmc_ca_pem)
+    .bind(&bmc_fingerprint)
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| unique_violation(e, || format!("node {:?} conflicts with a node created at the same time", node.name)))?;

@@ -225,6 +225,14 @@ struct NodeArgs {
     /// File holding the BMC password, or `-` for standard input.
     #[arg(long)]
     bmc_password_file: PathBuf,
+    /// PEM file of CA certificates trusted for the BMC's HTTPS certificate
+    /// (BMCs usually carry a self-signed one).
+    #[arg(long)]
+    bmc_ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the BMC's certificate; only that certificate
+    /// is then accepted.
+    #[arg(long)]
+    bmc_fingerprint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -432,9 +440,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Command::Node(NodeCommand::Create(a)) => {
             let password = read_secret(&a.bmc_password_file)?;
+            let ca_pem = a
+                .bmc_ca_file
+                .as_deref()
+                .map(|path| {
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read --bmc-ca-file {}", path.display()))
+                })
+                .transpose()?;
             let body = json!({ "name": a.name, "site": a.site, "subnet": a.subnet, "boot_mac": a.boot_mac,
                 "cpu_cores": a.cpu_cores, "ram_mib": a.ram_mib, "disk_gb": a.disk_gb, "inspect": a.inspect,
-                "bmc": { "driver": a.bmc_driver, "url": a.bmc_url, "username": a.bmc_username, "password": password } });
+                "bmc": { "driver": a.bmc_driver, "url": a.bmc_url, "username": a.bmc_username, "password": password,
+                         "ca_pem": ca_pem, "fingerprint": a.bmc_fingerprint } });
             (client.post("/v1/nodes", body).await?, &[])
         }
         Command::Node(NodeCommand::SetBoot {

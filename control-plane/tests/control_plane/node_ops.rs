@@ -356,6 +356,8 @@ async fn unclaimed_operation_fails_naming_the_agents() {
             bmc_url: "https://10.0.0.5".into(),
             bmc_username: "root".into(),
             bmc_password: Secret::new("pw".into()),
+            bmc_ca_pem: None,
+            bmc_fingerprint: None,
             action: NodeAction::Sensors,
         },
         Duration::from_millis(300),
@@ -624,4 +626,52 @@ async fn media_url_with_credentials_is_rejected() {
     );
     assert!(!reply.text.contains("S3cret"), "{}", reply.text);
     assert_eq!(plane.count("SELECT COUNT(*) FROM node_operations").await, 0);
+}
+
+#[tokio::test]
+async fn bmc_certificate_trust_reaches_the_agent() {
+    let plane = ready_plane().await;
+    let mut body = node_body("r1-n70", "52:54:00:00:00:70", "pw");
+    body["bmc"]["fingerprint"] = json!("sha256:AB:cd".to_string() + &"0".repeat(59));
+    let reply = plane.post("/v1/nodes", &body).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.json["field"], "bmc.fingerprint");
+
+    body["bmc"]["fingerprint"] = json!(format!("AB:CD:{}", "0".repeat(60)));
+    body["bmc"]["ca_pem"] = json!("not a certificate");
+    let reply = plane.post("/v1/nodes", &body).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.json["field"], "bmc.ca_pem");
+
+    body["bmc"]["ca_pem"] = json!("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    plane.create("/v1/nodes", &body).await;
+    let request = spawn_request(&plane, "GET", "/v1/nodes/r1-n70/power", None);
+    let operation = claim(&plane).await;
+    assert_eq!(
+        operation["bmc"]["fingerprint"],
+        format!("abcd{}", "0".repeat(60))
+    );
+    assert!(
+        operation["bmc"]["ca_pem"]
+            .as_str()
+            .is_some_and(|pem| pem.contains("BEGIN CERTIFICATE")),
+        "{operation}"
+    );
+    report(
+        &plane,
+        &operation,
+        json!({ "status": "succeeded", "result": { "power": "off" } }),
+    )
+    .await;
+    assert_eq!(request.await.expect("ends").status, StatusCode::OK);
 }

@@ -138,13 +138,16 @@ impl BmcEndpoint {
         node: impl Into<String>,
     ) -> Result<Self, ParseDriverKindError> {
         let kind = access.driver.parse()?;
-        Ok(BmcEndpoint::new(
+        let mut endpoint = BmcEndpoint::new(
             kind,
             access.url.clone(),
             access.username.clone(),
             access.password.clone(),
             node,
-        ))
+        );
+        endpoint.ca_pem.clone_from(&access.ca_pem);
+        endpoint.fingerprint.clone_from(&access.fingerprint);
+        Ok(endpoint)
     }
 }
 
