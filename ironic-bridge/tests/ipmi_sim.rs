@@ -378,6 +378,22 @@ async fn console_carries_text_both_ways() {
 }
 
 #[tokio::test]
+async fn second_console_names_the_active_session() {
+    let bmc = Bmc::start();
+    let driver = bmc.driver();
+    let first = driver.open_console().await.expect("open console");
+    let error = driver
+        .open_console()
+        .await
+        .expect_err("SOL is already active");
+    assert!(
+        error.to_string().contains("already active in another session"),
+        "{error}"
+    );
+    drop(first);
+}
+
+#[tokio::test]
 async fn wrong_password_names_user_and_address() {
     let bmc = Bmc::start();
     let endpoint = bmc.endpoint_with("", "wrong-secret-7");

@@ -28,9 +28,21 @@ const ACK_TIMEOUT: Duration = Duration::from_millis(500);
 /// and returns the largest payload the BMC accepts from the console.
 pub async fn activate(session: &mut Session) -> Result<usize, DriverError> {
     const COMMAND: &str = "Activate Payload (SOL)";
-    let data = session
+    let data = match session
         .request(net_fn::APP, 0x48, &[0x01, 0x01, 0xC0, 0, 0, 0], COMMAND)
-        .await?;
+        .await
+    {
+        // IPMI 2.0 table 24-2: 0x80 means the payload is already active
+        // in another session.
+        Err(DriverError::IpmiCommand { node, code: 0x80, .. }) => {
+            return Err(DriverError::Unsupported {
+                node,
+                kind: crate::driver::DriverKind::Ipmi,
+                operation: "a second console session (Serial-over-LAN is already active in another session; close it, or run `ipmitool sol deactivate` against the BMC)".to_string(),
+            });
+        }
+        other => other?,
+    };
     if data.len() < 12 {
         let problem = format!("response data of {} bytes, expected 12", data.len());
         return Err(session.target.invalid(COMMAND, problem));
