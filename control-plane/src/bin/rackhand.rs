@@ -391,6 +391,7 @@ impl Client {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -697,6 +698,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         print_table(&value, columns);
     }
     Ok(())
+}
+
+/// Ends the process without a panic message when standard output is a
+/// pipe its reader closed (`rackhand order list | head`). Rust ignores
+/// SIGPIPE, so `println!` panics on the broken pipe instead.
+fn exit_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// The byte that ends a console session: Ctrl-], as in telnet.
