@@ -387,7 +387,9 @@ async fn second_console_names_the_active_session() {
         .await
         .expect_err("SOL is already active");
     assert!(
-        error.to_string().contains("already active in another session"),
+        error
+            .to_string()
+            .contains("already active in another session"),
         "{error}"
     );
     drop(first);

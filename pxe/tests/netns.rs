@@ -530,6 +530,47 @@ async fn atftp_fetches_big_file_with_blksize() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blksize_is_clamped_to_path_mtu() {
+    let (lab, servers, content, downloads) = tftp_lab();
+    // A link MTU of 1000 leaves 968 bytes of data per block.
+    for (namespace, interface) in [
+        (&lab.server_ns, &lab.server_if),
+        (&lab.client_ns, &lab.client_if),
+    ] {
+        ip(&["-n", namespace, "link", "set", interface, "mtu", "1000"]);
+    }
+    let target = downloads.path().join("mtu.bin");
+    let server = lab.server_ip().to_string();
+    let target_arg = target.to_str().expect("UTF-8 path");
+
+    let output = lab
+        .run_client(
+            120,
+            &[
+                "atftp",
+                "--trace",
+                "--option",
+                "blksize 1468",
+                "-g",
+                "-r",
+                "big.bin",
+                "-l",
+                target_arg,
+                &server,
+            ],
+        )
+        .await;
+
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    let oack = oack_line(&log);
+    assert!(oack.contains("blksize: 968"), "{oack}");
+    let fetched = std::fs::read(&target).expect("downloaded file");
+    assert!(fetched == content, "downloaded bytes differ");
+    servers.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn atftp_fetches_big_file_with_windowsize() {
     let (lab, servers, content, downloads) = tftp_lab();
     let target = downloads.path().join("window.bin");

@@ -34,7 +34,9 @@ pub async fn activate(session: &mut Session) -> Result<usize, DriverError> {
     {
         // IPMI 2.0 table 24-2: 0x80 means the payload is already active
         // in another session.
-        Err(DriverError::IpmiCommand { node, code: 0x80, .. }) => {
+        Err(DriverError::IpmiCommand {
+            node, code: 0x80, ..
+        }) => {
             return Err(DriverError::Unsupported {
                 node,
                 kind: crate::driver::DriverKind::Ipmi,

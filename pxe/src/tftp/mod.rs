@@ -27,6 +27,8 @@
 //! server's address and an ephemeral port (the transfer ID of RFC 1350), and
 //! connected to the client so that the kernel drops packets from other
 //! ports. The factory places that socket in the provisioning namespace.
+//! The granted `blksize` is also clamped to the kernel's path MTU for that
+//! connected socket (IPv4), so blocks never need IP fragmentation.
 
 mod negotiate;
 mod packet;

@@ -87,7 +87,9 @@ async fn serve_in_span(
     };
 
     let limits = Limits {
-        max_blksize: context.options.max_blksize,
+        max_blksize: path_blksize(&socket, client).map_or(context.options.max_blksize, |fits| {
+            fits.min(context.options.max_blksize)
+        }),
         max_windowsize: context.options.max_windowsize,
         default_timeout: context.options.default_timeout,
     };
@@ -135,6 +137,23 @@ async fn serve_in_span(
             "tftp transfer failed",
         ),
     }
+}
+
+/// Bytes of IPv4, UDP and TFTP DATA headers in front of each block.
+const DATA_OVERHEAD: i32 = 20 + 8 + 4;
+
+/// Returns the largest block that fits the path MTU to `client` without IP
+/// fragmentation, as the kernel knows it for the connected transfer socket,
+/// or `None` when it cannot tell (IPv6 clients, a failed query). Firmware
+/// TFTP clients often cannot reassemble fragments, so `blksize` is clamped
+/// to this.
+fn path_blksize(socket: &UdpSocket, client: SocketAddr) -> Option<u16> {
+    if !client.is_ipv4() {
+        return None;
+    }
+    let mtu = nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::IpMtu).ok()?;
+    let fits = mtu.checked_sub(DATA_OVERHEAD)?;
+    u16::try_from(fits).ok().filter(|blksize| *blksize >= 8)
 }
 
 /// Creates the transfer socket and connects it to `client`. Logs and returns
