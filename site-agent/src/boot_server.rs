@@ -204,43 +204,7 @@ async fn firmware(AxumState(context): AxumState<Shared>, Path(file): Path<String
             "no firmware folder is configured\n".to_string(),
         );
     };
-    let not_found = || {
-        text(
-            StatusCode::NOT_FOUND,
-            format!("no firmware file {file:?}\n"),
-        )
-    };
-    let relative = std::path::Path::new(&file);
-    let plain = !file.contains('\0')
-        && relative
-            .components()
-            .all(|component| matches!(component, std::path::Component::Normal(_)));
-    if !plain {
-        return not_found();
-    }
-    let (Ok(root), Ok(path)) = (
-        tokio::fs::canonicalize(dir).await,
-        tokio::fs::canonicalize(dir.join(relative)).await,
-    ) else {
-        return not_found();
-    };
-    if !path.starts_with(&root) {
-        return not_found();
-    }
-    let Ok(handle) = tokio::fs::File::open(&path).await else {
-        return not_found();
-    };
-    let length = match handle.metadata().await {
-        Ok(metadata) if metadata.is_file() => metadata.len(),
-        _ => return not_found(),
-    };
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/efi")
-        .header(header::CONTENT_LENGTH, length)
-        .body(axum::body::Body::from_stream(
-            tokio_util::io::ReaderStream::new(handle),
-        ))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    crate::ironic_boot::serve_file_in(dir, &file, "application/efi").await
 }
 
 /// Returns the kernel command line of an armed boot: the image's arguments,

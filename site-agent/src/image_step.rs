@@ -238,13 +238,9 @@ async fn start_ironic(
     key: &str,
     step: &ImageStep,
 ) -> Result<Result<rackhand_ironic_bridge::ironic::IronicDriver, Outcome>, sqlx::Error> {
-    let Some(context) = ironic else {
-        return Ok(Err(failed(format!(
-            "node {} is driven through Ironic, but this agent's config has no [ironic] section; add one (see deploy/examples/site-agent.toml) and retry the order",
-            step.node_name
-        ))));
-    };
-    let Some(settings) = &context.settings.ironic else {
+    let Some((context, settings)) =
+        ironic.and_then(|context| Some((context, context.settings.ironic.as_ref()?)))
+    else {
         return Ok(Err(failed(format!(
             "node {} is driven through Ironic, but this agent's config has no [ironic] section; add one (see deploy/examples/site-agent.toml) and retry the order",
             step.node_name

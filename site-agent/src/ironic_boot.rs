@@ -48,14 +48,14 @@ pub fn router(http_root: PathBuf) -> Router {
 /// links each MAC's script to the node's), but the file they reach must lie
 /// inside `http_root`.
 async fn serve(State(root): State<PathBuf>, UrlPath(path): UrlPath<String>) -> Response {
-    let not_found = || {
-        (
-            StatusCode::NOT_FOUND,
-            format!("no file {path:?} in the Ironic http_root\n"),
-        )
-            .into_response()
-    };
-    let Some(file) = resolve(&root, &path).await else {
+    serve_file_in(&root, &path, "application/octet-stream").await
+}
+
+/// Streams the file `path` names inside `root`, or answers 404 when
+/// [`resolve`] rejects the path or the file is missing.
+pub(crate) async fn serve_file_in(root: &Path, path: &str, content_type: &'static str) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, format!("no file {path:?}\n")).into_response();
+    let Some(file) = resolve(root, path).await else {
         return not_found();
     };
     let Ok(handle) = tokio::fs::File::open(&file).await else {
@@ -66,7 +66,7 @@ async fn serve(State(root): State<PathBuf>, UrlPath(path): UrlPath<String>) -> R
         _ => return not_found(),
     };
     Response::builder()
-        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CONTENT_LENGTH, length)
         .body(Body::from_stream(ReaderStream::new(handle)))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
