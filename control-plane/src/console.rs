@@ -60,7 +60,7 @@ impl Sessions {
     }
 }
 
-/// Returns whether the request asks for a console upgrade.
+/// Returns whether the request requests a console upgrade.
 pub fn wants_console(headers: &HeaderMap) -> bool {
     let upgrade = headers
         .get(header::UPGRADE)

@@ -52,7 +52,7 @@ const MAX_CLAIM_WAIT: Duration = Duration::from_secs(30);
 /// How often a waiting API handler looks at its operation's row.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// What the API asks the agent to do, and to which BMC.
+/// A node operation to queue: the action and the BMC it targets.
 #[derive(Debug)]
 pub struct NewOperation {
     pub site_id: i64,

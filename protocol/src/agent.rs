@@ -184,10 +184,10 @@ pub struct ImageSpec {
     pub initrd_sha256: String,
     /// Extra kernel command-line arguments.
     pub kernel_args: String,
-    /// Where to download the kernel when the agent's cache lacks it.
+    /// The kernel's upstream URL, downloaded when the agent's cache lacks it.
     #[serde(default)]
     pub kernel_url: Option<String>,
-    /// Where to download the initrd when the agent's cache lacks it.
+    /// The initrd's upstream URL, downloaded when the agent's cache lacks it.
     #[serde(default)]
     pub initrd_url: Option<String>,
 }
@@ -246,7 +246,7 @@ pub fn operation_result_path(operation_id: i64) -> String {
 }
 
 /// Returns the path where the agent joins a console session: a `POST` with
-/// `Upgrade: rackhand-console` that the control plane answers with 101 and
+/// `Upgrade: rackhand-console` that the control plane accepts with 101 and
 /// then relays bytes between this connection and the operator's.
 pub fn console_attach_path(operation_id: i64) -> String {
     format!("/agent/v1/consoles/{operation_id}")
@@ -259,7 +259,7 @@ pub const CONSOLE_UPGRADE: &str = "rackhand-console";
 /// Body of [`OPERATION_CLAIM_PATH`].
 #[derive(Debug, Serialize, Deserialize)]
 pub struct OperationClaim {
-    /// How long the control plane may hold the request open; it answers 204
+    /// Seconds the control plane may hold the request open. It returns 204
     /// No Content when no operation came in that time.
     pub wait_seconds: u32,
 }
@@ -284,7 +284,7 @@ pub struct Operation {
     pub action: NodeAction,
 }
 
-/// What a node operation does.
+/// The action of a node operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum NodeAction {
@@ -310,7 +310,7 @@ pub enum NodeAction {
         url: String,
     },
     EjectMedia,
-    /// Where the node's serial console is served.
+    /// The location of the node's serial console.
     Console,
     /// Open the serial console and join it to the operator's connection
     /// through the control plane (see [`console_attach_path`]).

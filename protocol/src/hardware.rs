@@ -34,7 +34,7 @@ pub struct Inventory {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cpu {
     pub model: Option<String>,
-    /// `x86_64`, `aarch64`, … when the BMC says.
+    /// `x86_64`, `aarch64`, … when the BMC reports it.
     pub architecture: Option<String>,
     pub cores: Option<u32>,
     pub threads: Option<u32>,
@@ -78,7 +78,7 @@ pub enum Health {
     Unknown,
 }
 
-/// What a sensor measures.
+/// The quantity a sensor measures.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SensorKind {

@@ -236,7 +236,7 @@ struct CallbackQuery {
     message: Option<String>,
 }
 
-/// Longest installer message kept; the rest is cut.
+/// Maximum characters of an installer message kept; the rest is cut.
 const MAX_CALLBACK_MESSAGE_CHARS: usize = 200;
 
 /// Returns the installer's message on one line, cut to a bounded length.

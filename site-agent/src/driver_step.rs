@@ -43,7 +43,7 @@ pub struct DriverSettings {
     pub ironic: Option<IronicSettings>,
 }
 
-/// What the steps of Ironic-driven nodes need from the configuration.
+/// The configuration the steps of Ironic-driven nodes need.
 #[derive(Debug, Clone)]
 pub struct IronicSettings {
     /// The base URL of the agent's conductor listener, where the conductor
@@ -88,7 +88,7 @@ pub async fn run(
 
 /// The `driver` step of a node driven through Ironic: Ironic powers the
 /// node on when the image step deploys it, so this step only checks that
-/// Ironic knows the node and makes it `available` if it is not yet.
+/// Ironic has the node and makes it `available` if it is not yet.
 async fn prepare_ironic_node(settings: &DriverSettings, step: &DriverStep) -> Outcome {
     use rackhand_ironic_bridge::ironic::StateDeadlines;
     let failed = |error: String, retryable: bool| Outcome::Failed {

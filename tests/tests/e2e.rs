@@ -801,7 +801,7 @@ mod vm {
         Ok(name)
     }
 
-    /// Issue 3's end-to-end case: two paid orders provisioned at once, one
+    /// Two paid orders provisioned at once, one
     /// node driven through Redfish by the site agent and one through Ironic,
     /// where Ironic powers the VM on and the agent's DHCP and boot server
     /// send it to the script Ironic prepared. Both become active, and each

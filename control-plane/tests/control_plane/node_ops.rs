@@ -1,6 +1,6 @@
-//! Node operations end to end through both routers: an operator request
-//! waits while a simulated agent claims the operation and reports, the node
-//! added without a MAC takes it from the inventory, failures surface as 502
+//! Node operations end to end through both routers. An operator request
+//! waits while a simulated agent claims the operation and reports. A node
+//! added without a MAC takes it from the inventory. Failures surface as 502
 //! with the agent's message, and the sealed password is cleared afterwards.
 
 use std::time::Duration;

@@ -572,7 +572,7 @@ fn name_of(resource: &Value) -> String {
 }
 
 /// Reads a count. A number written as a string is accepted too: the
-/// schema says integer, but sushy-tools' libvirt driver sends
+/// schema requires an integer, but sushy-tools' libvirt driver sends
 /// `"TotalCores": "1"`.
 fn u32_at(resource: &Value, pointer: &str) -> Option<u32> {
     let value = resource.pointer(pointer)?;
