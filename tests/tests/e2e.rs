@@ -466,6 +466,21 @@ mod vm {
             )
             .await?;
         assert_eq!(boot.0, 200, "{boot:?}");
+        // The BMC itself must now hold the override.
+        let system: Value = rackhand_e2e::stack::http_client()?
+            .get(stack.lab.var("NODE0_REDFISH_URL"))
+            .basic_auth(
+                stack.lab.var("BMC_USER"),
+                Some(stack.lab.var("BMC_PASSWORD")),
+            )
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(
+            system["Boot"]["BootSourceOverrideTarget"], "Hdd",
+            "{system:#}"
+        );
 
         stack
             .post("/v1/nodes/node0/power", json!({ "action": "on" }))
