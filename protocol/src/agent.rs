@@ -175,7 +175,7 @@ pub struct ImageStep {
 
 /// A netboot image by content: the agent serves only files whose sha256
 /// matches these digests.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ImageSpec {
     pub name: String,
     /// Lowercase hex sha256 of the kernel.
@@ -190,6 +190,98 @@ pub struct ImageSpec {
     /// The initrd's upstream URL, downloaded when the agent's cache lacks it.
     #[serde(default)]
     pub initrd_url: Option<String>,
+    /// What the booted kernel and initrd do; it decides which arguments the
+    /// agent adds to the command line and how it answers the node's later
+    /// netboots.
+    #[serde(default)]
+    pub install_method: InstallMethod,
+    /// The disk image that an [`InstallMethod::Image`] installer writes to
+    /// the node's disk. Required for that method, ignored by the others.
+    #[serde(default)]
+    pub disk: Option<ImageFile>,
+}
+
+/// How an image installs the node. The kernel and initrd of the image are
+/// always what the node netboots; the method says what they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstallMethod {
+    /// The kernel and initrd are the system itself (a live or rescue
+    /// ramdisk) and call back once up. Later netboots get the same image.
+    #[default]
+    Live,
+    /// The initrd is an installer that downloads [`ImageSpec::disk`] from
+    /// the agent, writes it to the node's disk, checks the written bytes'
+    /// sha256 and calls back; the node then boots its local disk, which the
+    /// agent's answer to its later netboots tells it to do.
+    Image,
+    /// A Red Hat family network installer driven by a kickstart file.
+    Kickstart,
+    /// A Debian family network installer driven by a preseed file.
+    Preseed,
+    /// A cloud image booted by a hypervisor, configured by cloud-init.
+    CloudInit,
+    /// A container template for game servers.
+    Container,
+}
+
+impl InstallMethod {
+    /// The name used in the API, the database and the agent's state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Image => "image",
+            Self::Kickstart => "kickstart",
+            Self::Preseed => "preseed",
+            Self::CloudInit => "cloud-init",
+            Self::Container => "container",
+        }
+    }
+
+    /// Every method, in the order the API documents them.
+    pub const ALL: [InstallMethod; 6] = [
+        Self::Live,
+        Self::Image,
+        Self::Kickstart,
+        Self::Preseed,
+        Self::CloudInit,
+        Self::Container,
+    ];
+}
+
+impl std::fmt::Display for InstallMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for InstallMethod {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|method| method.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|m| m.as_str()).collect();
+                format!(
+                    "{text:?} is not an install method; use one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// One file of an image besides its kernel and initrd, by content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageFile {
+    /// Lowercase hex sha256 of the file.
+    pub sha256: String,
+    /// Size in bytes, which the installer checks before it writes.
+    pub size: u64,
+    /// Where the agent downloads the file when its cache lacks it.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// Body of [`heartbeat_path`].

@@ -444,6 +444,7 @@ mod tests {
                 kernel_args: String::new(),
                 kernel_url: None,
                 initrd_url: None,
+                ..ImageSpec::default()
             },
             callback_timeout_seconds: 60,
             ironic: None,

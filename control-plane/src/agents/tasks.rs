@@ -327,6 +327,7 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
                     kernel_args: step.kernel_args,
                     kernel_url: step.kernel_url,
                     initrd_url: step.initrd_url,
+                    ..ImageSpec::default()
                 },
                 callback_timeout_seconds: app.config.agents.callback_timeout_seconds,
                 ironic,
