@@ -121,6 +121,9 @@ pub struct Task {
 }
 
 /// The work a task asks of the agent.
+// One message per task, never held in bulk: boxing the larger variant
+// would only complicate every constructor.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Step {
