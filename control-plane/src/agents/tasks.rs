@@ -24,8 +24,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rackhand_protocol::agent::{
-    BmcAccess, ClaimRequest, DriverStep, Heartbeat, HeartbeatAck, ImageSpec, ImageStep, Outcome,
-    Step, Task, TaskReport,
+    BmcAccess, ClaimRequest, DriverStep, Heartbeat, HeartbeatAck, ImageFile, ImageSpec, ImageStep,
+    Outcome, Step, Task, TaskReport,
 };
 use rackhand_protocol::{MacAddr, Phase};
 use serde_json::json;
@@ -255,6 +255,10 @@ struct StepRow {
     kernel_args: String,
     kernel_url: Option<String>,
     initrd_url: Option<String>,
+    install_method: String,
+    disk_sha256: Option<String>,
+    disk_size: Option<i64>,
+    disk_url: Option<String>,
     bmc_ca_pem: Option<String>,
     bmc_fingerprint: Option<String>,
 }
@@ -266,7 +270,8 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
     let step: StepRow = sqlx::query_as(
         "SELECT n.id AS node_id, n.name AS node_name, n.boot_mac, n.bmc_driver, n.bmc_url, n.bmc_username,
                 n.bmc_password_sealed, o.hostname, i.name AS image_name, i.kernel_sha256, i.initrd_sha256,
-                i.kernel_args, i.kernel_url, i.initrd_url, n.bmc_ca_pem, n.bmc_fingerprint
+                i.kernel_args, i.kernel_url, i.initrd_url, i.install_method, i.disk_sha256, i.disk_size,
+                i.disk_url, n.bmc_ca_pem, n.bmc_fingerprint
          FROM orders o
          JOIN nodes n ON n.id = o.node_id
          JOIN products p ON p.id = o.product_id
@@ -327,7 +332,15 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
                     kernel_args: step.kernel_args,
                     kernel_url: step.kernel_url,
                     initrd_url: step.initrd_url,
-                    ..ImageSpec::default()
+                    install_method: step.install_method.parse().map_err(anyhow::Error::msg)?,
+                    disk: match (step.disk_sha256, step.disk_size) {
+                        (Some(sha256), Some(size)) => Some(ImageFile {
+                            sha256,
+                            size: u64::try_from(size)?,
+                            url: step.disk_url,
+                        }),
+                        _ => None,
+                    },
                 },
                 callback_timeout_seconds: app.config.agents.callback_timeout_seconds,
                 ironic,

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use base64::Engine as _;
+use rackhand_protocol::agent::InstallMethod;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -154,6 +155,77 @@ pub struct NewImage {
     /// Where site agents download the kernel when their cache lacks it.
     kernel_url: Option<String>,
     initrd_url: Option<String>,
+    /// Free-form family name such as `debian` or `rhel`, for operators and
+    /// templates.
+    #[serde(default = "default_os_family")]
+    os_family: String,
+    #[serde(default)]
+    install_method: InstallMethod,
+    /// The disk image an `image` install writes; required for that method
+    /// and refused for the others.
+    disk_sha256: Option<String>,
+    disk_size: Option<u64>,
+    disk_url: Option<String>,
+}
+
+fn default_os_family() -> String {
+    "linux".to_string()
+}
+
+/// The disk image fields of a new image, checked against its install method.
+fn check_disk(image: &NewImage) -> Result<Option<(String, u64, Option<String>)>, ApiError> {
+    let given =
+        image.disk_sha256.is_some() || image.disk_size.is_some() || image.disk_url.is_some();
+    if image.install_method != InstallMethod::Image {
+        if given {
+            return Err(ApiError::invalid(
+                "disk_sha256",
+                format!(
+                    "a disk image belongs only to install_method \"image\", not {:?}; drop the disk fields or change the method",
+                    image.install_method.as_str()
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let Some(digest) = &image.disk_sha256 else {
+        return Err(ApiError::invalid(
+            "disk_sha256",
+            "is required for install_method \"image\": the sha256 of the disk image its installer writes",
+        ));
+    };
+    let digest = check_digest("disk_sha256", digest)?;
+    let size = match image.disk_size {
+        Some(size) if size > 0 => size,
+        _ => {
+            return Err(ApiError::invalid(
+                "disk_size",
+                "is required for install_method \"image\": the disk image's size in bytes, above 0",
+            ));
+        }
+    };
+    let url = check_upstream_url("disk_url", &image.disk_url)?;
+    Ok(Some((digest, size, url)))
+}
+
+/// Checks an OS family name: what operators type, kept short and plain
+/// because templates and e-mails show it.
+fn check_os_family(family: &str) -> Result<(), ApiError> {
+    let ok = !family.is_empty()
+        && family.len() <= 32
+        && family
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "os_family",
+            format!(
+                "{family:?} is not 1-32 characters of a-z, 0-9 and - (such as debian, rhel, windows)"
+            ),
+        ))
+    }
 }
 
 /// Checks an upstream URL: http or https, without credentials in it (they
@@ -202,6 +274,8 @@ pub async fn create_image(
     let initrd = check_digest("initrd_sha256", &image.initrd_sha256)?;
     let kernel_url = check_upstream_url("kernel_url", &image.kernel_url)?;
     let initrd_url = check_upstream_url("initrd_url", &image.initrd_url)?;
+    check_os_family(&image.os_family)?;
+    let disk = check_disk(&image)?;
     if image.kernel_args.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             "kernel_args",
@@ -220,8 +294,9 @@ pub async fn create_image(
         ));
     }
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO images (name, kernel_sha256, initrd_sha256, kernel_args, kernel_url, initrd_url, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO images (name, kernel_sha256, initrd_sha256, kernel_args, kernel_url, initrd_url,
+                             os_family, install_method, disk_sha256, disk_size, disk_url, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&image.name)
     .bind(&kernel)
@@ -229,6 +304,11 @@ pub async fn create_image(
     .bind(&image.kernel_args)
     .bind(&kernel_url)
     .bind(&initrd_url)
+    .bind(&image.os_family)
+    .bind(image.install_method.as_str())
+    .bind(disk.as_ref().map(|d| d.0.clone()))
+    .bind(disk.as_ref().map(|d| i64::try_from(d.1).unwrap_or(i64::MAX)))
+    .bind(disk.as_ref().and_then(|d| d.2.clone()))
     .bind(db::now_ms())
     .fetch_one(&app.pool)
     .await
@@ -246,6 +326,10 @@ pub struct ImageRow {
     kernel_sha256: String,
     initrd_sha256: String,
     kernel_args: String,
+    os_family: String,
+    install_method: String,
+    disk_sha256: Option<String>,
+    disk_size: Option<i64>,
 }
 
 pub async fn list_images(
@@ -253,7 +337,9 @@ pub async fn list_images(
     _operator: Operator,
 ) -> Result<Json<Vec<ImageRow>>, ApiError> {
     let rows = sqlx::query_as(
-        "SELECT id, name, kernel_sha256, initrd_sha256, kernel_args FROM images ORDER BY id",
+        "SELECT id, name, kernel_sha256, initrd_sha256, kernel_args, os_family, install_method,
+                disk_sha256, disk_size
+         FROM images ORDER BY id",
     )
     .fetch_all(&app.pool)
     .await?;

@@ -237,7 +237,7 @@ struct NodeArgs {
 
 #[derive(Subcommand)]
 enum ImageCommand {
-    Create(ImageArgs),
+    Create(Box<ImageArgs>),
     List,
 }
 
@@ -273,6 +273,25 @@ struct ImageArgs {
     /// Extra kernel command-line arguments.
     #[arg(long, default_value = "")]
     kernel_args: String,
+    /// OS family shown to operators and templates, such as debian or rhel.
+    #[arg(long, default_value = "linux")]
+    os_family: String,
+    /// What the kernel and initrd do: live, image, kickstart, preseed,
+    /// cloud-init or container. `image` writes --disk to the node's disk.
+    #[arg(long, default_value = "live")]
+    install_method: String,
+    /// Disk image that an `image` install writes; its sha256 and size are
+    /// computed locally.
+    #[arg(long, conflicts_with = "disk_sha256")]
+    disk: Option<PathBuf>,
+    #[arg(long, requires = "disk_size")]
+    disk_sha256: Option<String>,
+    /// Size of the disk image in bytes, with --disk-sha256.
+    #[arg(long)]
+    disk_size: Option<u64>,
+    /// Where site agents download the disk image on its first use.
+    #[arg(long)]
+    disk_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -602,13 +621,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(ImageCommand::Create(a)) => {
             let kernel = digest_arg(a.kernel.as_deref(), a.kernel_sha256)?;
             let initrd = digest_arg(a.initrd.as_deref(), a.initrd_sha256)?;
+            let (disk_sha256, disk_size) = match &a.disk {
+                Some(path) => {
+                    let size = std::fs::metadata(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                        .len();
+                    (Some(digest_arg(Some(path), None)?), Some(size))
+                }
+                None => (a.disk_sha256, a.disk_size),
+            };
             let body = json!({ "name": a.name, "kernel_sha256": kernel, "initrd_sha256": initrd, "kernel_args": a.kernel_args,
-                "kernel_url": a.kernel_url, "initrd_url": a.initrd_url });
+                "kernel_url": a.kernel_url, "initrd_url": a.initrd_url, "os_family": a.os_family,
+                "install_method": a.install_method, "disk_sha256": disk_sha256, "disk_size": disk_size,
+                "disk_url": a.disk_url });
             (client.post("/v1/images", body).await?, &[])
         }
         Command::Image(ImageCommand::List) => (
             client.get("/v1/images").await?,
-            &["id", "name", "kernel_sha256", "initrd_sha256"],
+            &[
+                "id",
+                "name",
+                "os_family",
+                "install_method",
+                "kernel_sha256",
+                "initrd_sha256",
+            ],
         ),
         Command::Product(ProductCommand::Create(a)) => {
             let body = json!({ "name": a.name, "price_minor": a.price_minor, "currency": a.currency,

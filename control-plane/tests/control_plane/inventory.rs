@@ -335,3 +335,81 @@ async fn all_zero_mac_is_rejected() {
     assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.json["field"], "boot_mac");
 }
+
+fn image_body(name: &str) -> Value {
+    json!({
+        "name": name,
+        "kernel_sha256": "a".repeat(64),
+        "initrd_sha256": "b".repeat(64),
+    })
+}
+
+#[tokio::test]
+async fn image_write_install_records_its_disk_image() {
+    let plane = TestPlane::start().await;
+    let mut body = image_body("debian-disk");
+    body["os_family"] = json!("debian");
+    body["install_method"] = json!("image");
+    body["disk_sha256"] = json!("C".repeat(64));
+    body["disk_size"] = json!(8_388_608);
+    body["disk_url"] = json!("https://mirror.example/debian.img");
+
+    plane.create("/v1/images", &body).await;
+
+    let list = plane.get("/v1/images").await;
+    let image = &list.json[0];
+    assert_eq!(image["os_family"], "debian");
+    assert_eq!(image["install_method"], "image");
+    assert_eq!(image["disk_sha256"], json!("c".repeat(64)));
+    assert_eq!(image["disk_size"], 8_388_608);
+}
+
+#[tokio::test]
+async fn image_write_install_without_disk_is_rejected() {
+    let plane = TestPlane::start().await;
+    let mut body = image_body("no-disk");
+    body["install_method"] = json!("image");
+
+    let reply = plane.post("/v1/images", &body).await;
+
+    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.json["field"], "disk_sha256");
+    assert_eq!(plane.count("SELECT COUNT(*) FROM images").await, 0);
+}
+
+#[tokio::test]
+async fn disk_image_on_live_image_is_rejected() {
+    let plane = TestPlane::start().await;
+    let mut body = image_body("live");
+    body["disk_sha256"] = json!("c".repeat(64));
+    body["disk_size"] = json!(1);
+
+    let reply = plane.post("/v1/images", &body).await;
+
+    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(error_text(&reply).contains("\"live\""), "{}", reply.text);
+}
+
+#[tokio::test]
+async fn unknown_install_method_is_rejected() {
+    let plane = TestPlane::start().await;
+    let mut body = image_body("odd");
+    body["install_method"] = json!("floppy");
+
+    let reply = plane.post("/v1/images", &body).await;
+
+    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(error_text(&reply).contains("floppy"), "{}", reply.text);
+}
+
+#[tokio::test]
+async fn os_family_with_spaces_is_rejected() {
+    let plane = TestPlane::start().await;
+    let mut body = image_body("spaced");
+    body["os_family"] = json!("Debian Linux");
+
+    let reply = plane.post("/v1/images", &body).await;
+
+    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.json["field"], "os_family");
+}
