@@ -123,6 +123,21 @@ pub fn exit_script(message: &str) -> Result<String, IpxeError> {
     Ok(text)
 }
 
+/// Renders a script that prints `message` and boots the machine's first
+/// local disk: with `sanboot` on BIOS, and by exiting to the firmware's
+/// next boot device on UEFI or when `sanboot` fails.
+pub fn local_disk_script(message: &str) -> Result<String, IpxeError> {
+    check_text("message", message)?;
+
+    let mut text = String::from("#!ipxe\n");
+    text.push_str(&echo_line(message));
+    text.push_str("iseq ${platform} pcbios || goto next\n");
+    text.push_str("sanboot --no-describe --drive 0x80 || goto next\n");
+    text.push_str(":next\n");
+    text.push_str("exit 1\n");
+    Ok(text)
+}
+
 fn echo_line(message: &str) -> String {
     let message = message.trim();
     if message.is_empty() {
@@ -405,5 +420,23 @@ mod tests {
             exit_script("").expect("valid script"),
             "#!ipxe\necho\nexit 1\n"
         );
+    }
+
+    #[test]
+    fn local_disk_script_sanboots_on_bios_and_exits_otherwise() {
+        let text = local_disk_script("Rackhand: node-1 is installed").expect("valid script");
+
+        assert_eq!(
+            text,
+            "#!ipxe\necho Rackhand: node-1 is installed\n\
+             iseq ${platform} pcbios || goto next\n\
+             sanboot --no-describe --drive 0x80 || goto next\n\
+             :next\nexit 1\n"
+        );
+    }
+
+    #[test]
+    fn local_disk_message_with_setting_is_rejected() {
+        assert!(local_disk_script("booting ${root-path}").is_err());
     }
 }

@@ -136,6 +136,14 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
 
     match boot.state.as_str() {
         "armed" => {}
+        "called_back" if boot.writes_disk() => {
+            // The BMC may keep the network first in the boot order; the
+            // installed system is on the disk.
+            return script_response(ipxe::local_disk_script(&format!(
+                "Rackhand: {} is installed; booting its local disk",
+                boot.node_name
+            )));
+        }
         "called_back" => {
             return script_response(ipxe::exit_script(&format!(
                 "Rackhand: {} is installed; trying the next boot device",
@@ -151,14 +159,7 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
     }
 
     // Verify again right before this boot.
-    if let Err(message) = verify_image(
-        &context.store,
-        &boot.image_name,
-        &boot.kernel_sha256,
-        &boot.initrd_sha256,
-    )
-    .await
-    {
+    if let Err(message) = verify_image(&context.store, &boot.image_name, &boot.files()).await {
         tracing::error!(mac = %mac, node = %boot.node_name, error = %message, "image failed verification before boot; not booting it");
         match context
             .state
@@ -219,6 +220,15 @@ pub fn boot_cmdline(base_url: &str, boot: &crate::state::Boot) -> String {
         "rackhand.callback={callback} rackhand.hostname={}",
         boot.hostname
     ));
+    if let (true, Some(digest), Some(size)) =
+        (boot.writes_disk(), &boot.disk_sha256, boot.disk_size)
+    {
+        // The installer contract of an image write: download, write to the
+        // first disk, check the written bytes against the digest, call back.
+        cmdline.push_str(&format!(
+            " rackhand.image={base_url}/images/{digest}/disk.img rackhand.image_sha256={digest} rackhand.image_size={size}"
+        ));
+    }
     cmdline
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rackhand_images::{ImageCache, ImageError, ImageStore, Sha256Digest};
-use rackhand_protocol::agent::{ImageStep, Outcome};
+use rackhand_protocol::agent::{ImageSpec, ImageStep, InstallMethod, Outcome};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
@@ -24,15 +24,15 @@ use crate::state::{NewBoot, State, now_ms};
 /// the step.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Checks that both files of an image are in the store and unchanged.
-/// Returns a message naming the image and what is wrong.
+/// Checks that every file of an image, given by role and digest, is in the
+/// store and unchanged. Returns a message naming the image and what is
+/// wrong.
 pub async fn verify_image(
     store: &ImageStore,
     image: &str,
-    kernel: &str,
-    initrd: &str,
+    files: &[(&str, &str)],
 ) -> Result<(), String> {
-    for (role, digest) in [("kernel", kernel), ("initrd", initrd)] {
+    for &(role, digest) in files {
         let parsed: Sha256Digest = digest
             .parse()
             .map_err(|e| format!("image {image}: {role} digest is invalid: {e}"))?;
@@ -106,14 +106,13 @@ async fn arm_and_wait(
         if let Err(outcome) = download_missing(cache, progress, step).await {
             return Ok(outcome);
         }
-        if let Err(message) = verify_image(
-            store,
-            &image.name,
-            &image.kernel_sha256,
-            &image.initrd_sha256,
-        )
-        .await
-        {
+        if image.install_method == InstallMethod::Image && image.disk.is_none() {
+            return Ok(failed(format!(
+                "image {} writes a disk image but names none; register it again with its disk_sha256 and disk_size",
+                image.name
+            )));
+        }
+        if let Err(message) = verify_image(store, &image.name, &step_files(image)).await {
             tracing::error!(node = %step.node_name, correlation_key = key, error = %message, "image verification failed");
             return Ok(failed(message));
         }
@@ -132,6 +131,8 @@ async fn arm_and_wait(
                 hostname: &step.hostname,
                 token: &token,
                 deadline_at,
+                install_method: image.install_method,
+                disk: image.disk.as_ref(),
             })
             .await?;
         tracing::info!(node = %step.node_name, mac = %step.boot_mac, image = %image.name, correlation_key = key, "netboot armed");
@@ -176,6 +177,8 @@ async fn arm_and_wait(
                         "image": image.name,
                         "kernel_sha256": image.kernel_sha256,
                         "initrd_sha256": image.initrd_sha256,
+                        "install_method": image.install_method,
+                        "disk_sha256": image.disk.as_ref().map(|disk| &disk.sha256),
                         "callback_ip": ip,
                     }),
                 });
@@ -298,10 +301,15 @@ async fn download_missing(
     step: &ImageStep,
 ) -> Result<(), Outcome> {
     let image = &step.image;
-    for (role, digest, url) in [
+    let disk = image
+        .disk
+        .as_ref()
+        .map(|disk| ("disk image", &disk.sha256, &disk.url));
+    let files = [
         ("kernel", &image.kernel_sha256, &image.kernel_url),
         ("initrd", &image.initrd_sha256, &image.initrd_url),
-    ] {
+    ];
+    for (role, digest, url) in files.into_iter().chain(disk) {
         let (Some(url), Ok(parsed)) = (url, digest.parse::<Sha256Digest>()) else {
             continue;
         };
@@ -327,6 +335,19 @@ async fn download_missing(
         }
     }
     Ok(())
+}
+
+/// The files of a step's image by role and digest, as [`verify_image`]
+/// takes them.
+fn step_files(image: &ImageSpec) -> Vec<(&'static str, &str)> {
+    let mut files = vec![
+        ("kernel", image.kernel_sha256.as_str()),
+        ("initrd", image.initrd_sha256.as_str()),
+    ];
+    if let Some(disk) = &image.disk {
+        files.push(("disk image", disk.sha256.as_str()));
+    }
+    files
 }
 
 fn failed(error: String) -> Outcome {

@@ -58,6 +58,32 @@ pub struct Boot {
     pub progress: Option<String>,
     pub armed_at: i64,
     pub deadline_at: i64,
+    /// An [`InstallMethod`](rackhand_protocol::agent::InstallMethod) name.
+    pub install_method: String,
+    /// The disk image of an `image` install.
+    pub disk_sha256: Option<String>,
+    pub disk_size: Option<i64>,
+}
+
+impl Boot {
+    /// The image files this boot serves, by role and digest: kernel, initrd
+    /// and, for an image write, the disk image.
+    pub fn files(&self) -> Vec<(&'static str, &str)> {
+        let mut files = vec![
+            ("kernel", self.kernel_sha256.as_str()),
+            ("initrd", self.initrd_sha256.as_str()),
+        ];
+        if let Some(disk) = &self.disk_sha256 {
+            files.push(("disk image", disk.as_str()));
+        }
+        files
+    }
+
+    /// True for an image write: once it called back, the node's disk holds
+    /// the installed system.
+    pub fn writes_disk(&self) -> bool {
+        self.install_method == rackhand_protocol::agent::InstallMethod::Image.as_str()
+    }
 }
 
 /// A netboot to arm.
@@ -74,6 +100,8 @@ pub struct NewBoot<'a> {
     pub hostname: &'a str,
     pub token: &'a str,
     pub deadline_at: i64,
+    pub install_method: rackhand_protocol::agent::InstallMethod,
+    pub disk: Option<&'a rackhand_protocol::agent::ImageFile>,
 }
 
 impl State {
@@ -165,8 +193,9 @@ impl State {
     pub async fn arm_boot(&self, boot: &NewBoot<'_>) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO boots (correlation_key, mac, node_id, node_name, image_name, kernel_sha256, initrd_sha256,
-                                kernel_args, hostname, token, state, armed_at, deadline_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'armed', ?, ?)
+                                kernel_args, hostname, token, state, armed_at, deadline_at,
+                                install_method, disk_sha256, disk_size)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'armed', ?, ?, ?, ?, ?)
              ON CONFLICT (correlation_key) DO NOTHING",
         )
         .bind(boot.correlation_key)
@@ -181,6 +210,12 @@ impl State {
         .bind(boot.token)
         .bind(now_ms())
         .bind(boot.deadline_at)
+        .bind(boot.install_method.as_str())
+        .bind(boot.disk.map(|disk| disk.sha256.as_str()))
+        .bind(
+            boot.disk
+                .map(|disk| i64::try_from(disk.size).unwrap_or(i64::MAX)),
+        )
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -310,6 +345,8 @@ mod tests {
             hostname: "h",
             token: "t",
             deadline_at: now_ms() + 1000,
+            install_method: rackhand_protocol::agent::InstallMethod::Live,
+            disk: None,
         };
         state.arm_boot(&boot).await.expect("arms");
         assert!(

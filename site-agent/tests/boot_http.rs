@@ -551,3 +551,6 @@ async fn large_routed_file_is_streamed_whole() {
 
 #[path = "boot_http/callbacks.rs"]
 mod callbacks;
+
+#[path = "boot_http/image_write.rs"]
+mod image_write;

@@ -34,6 +34,8 @@ async fn context(dir: &std::path::Path) -> Arc<BootContext> {
             hostname: "web-21",
             token: TOKEN,
             deadline_at: now_ms() + 60_000,
+            install_method: rackhand_protocol::agent::InstallMethod::Live,
+            disk: None,
         })
         .await
         .expect("boot arms");
