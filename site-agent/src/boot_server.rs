@@ -139,6 +139,7 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
         "called_back" if boot.writes_disk() => {
             // The BMC may keep the network first in the boot order; the
             // installed system is on the disk.
+            tracing::info!(mac = %mac, node = %boot.node_name, correlation_key = %boot.correlation_key, "installed node netbooted; telling it to boot its local disk");
             return script_response(ipxe::local_disk_script(&format!(
                 "Rackhand: {} is installed; booting its local disk",
                 boot.node_name

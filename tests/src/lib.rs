@@ -6,4 +6,5 @@
 pub mod peers;
 pub mod redfish_mock;
 pub mod stack;
+pub mod test_disk;
 pub mod workspace;

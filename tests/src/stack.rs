@@ -170,6 +170,8 @@ pub struct StackOptions {
     /// Import the test image into the agent's store before it starts;
     /// without it the agent must download the image from an upstream URL.
     pub import_image: bool,
+    /// The lab VMs' firmware: `bios` or `uefi` (OVMF).
+    pub firmware: String,
 }
 
 impl StackOptions {
@@ -184,6 +186,7 @@ impl StackOptions {
             lab_nodes: 1,
             ironic: false,
             import_image: true,
+            firmware: "bios".to_string(),
         }
     }
 }
@@ -257,6 +260,7 @@ impl Stack {
                 ("LAB_BMC_PASSWORD", options.bmc_password.as_str()),
                 ("LAB_TTL_S", "1800"),
                 ("LAB_NODES", &options.lab_nodes.to_string()),
+                ("LAB_FIRMWARE", options.firmware.as_str()),
             ],
         )?;
         let pdns = if options.dns {

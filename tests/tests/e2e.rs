@@ -776,6 +776,118 @@ mod vm {
         Ok(())
     }
 
+    /// A real image-write install: the netbooted installer downloads the
+    /// verified disk image from the agent (which fetched it once from its
+    /// upstream URL), writes it to the VM's disk, checks the written bytes'
+    /// sha256, calls back and reboots; the agent then answers the node's
+    /// netboot with a local-disk script, and the VM boots the installed
+    /// image, whose boot sector prints a marker on the serial console.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn image_write_install_boots_installed_disk() -> anyhow::Result<()> {
+        let options = StackOptions::new("rhe-disk", "10.98.19");
+        let mut stack = Stack::start(options, "", "").await?;
+        let marker = random_suffix();
+        let disk = rackhand_e2e::test_disk::bootable_image(&marker, 4 << 20);
+        let disk_sha256 = hex_sha256(&disk);
+        let (url, seen) = upstream(vec![("disk.img", disk.clone())]).await?;
+        stack
+            .post(
+                "/v1/images",
+                json!({
+                    "name": "test-disk", "os_family": "test", "install_method": "image",
+                    "kernel_sha256": sha256_file(&stack.vmlinuz)?,
+                    "initrd_sha256": sha256_file(&stack.initrd)?,
+                    "kernel_args": "console=ttyS0 panic=5",
+                    "disk_sha256": disk_sha256, "disk_size": disk.len(),
+                    "disk_url": format!("{url}/disk.img"),
+                }),
+            )
+            .await?;
+        stack
+            .post(
+                "/v1/subnets",
+                json!({ "name": "public", "site": "dc1", "cidr": "192.0.2.0/24", "gateway": "192.0.2.1" }),
+            )
+            .await?;
+        stack
+            .post(
+                "/v1/nodes",
+                json!({
+                    "name": "node0", "site": "dc1", "subnet": "public",
+                    "boot_mac": stack.lab.var("NODE0_MAC"),
+                    "cpu_cores": 1, "ram_mib": 512, "disk_gb": 1,
+                    "bmc": { "driver": "redfish", "url": stack.lab.var("NODE0_REDFISH_URL"),
+                             "username": stack.lab.var("BMC_USER"), "password": stack.lab.var("BMC_PASSWORD") },
+                }),
+            )
+            .await?;
+        stack
+            .post(
+                "/v1/products",
+                json!({
+                    "name": "bm-small", "price_minor": 1999, "currency": "eur",
+                    "min_cpu_cores": 1, "min_ram_mib": 512, "min_disk_gb": 1, "image": "test-disk",
+                }),
+            )
+            .await?;
+
+        let order = stack.place_order("disk-1").await?;
+        stack.pay(order.invoice_id).await?;
+        let done = stack
+            .wait_for_order(order.id, &["active", "failed"], ORDER_TIMEOUT)
+            .await?;
+        assert_eq!(done["state"], "active", "order: {done:#}");
+
+        let serial_log = std::path::PathBuf::from(stack.lab.var("NODE0_SERIAL_LOG"));
+        let booted = rackhand_e2e::test_disk::boot_line(&marker);
+        let mut serial = String::new();
+        // The reboot, the second netboot and the disk boot take about a
+        // minute under TCG.
+        for _ in 0..120 {
+            serial = String::from_utf8_lossy(&std::fs::read(&serial_log).unwrap_or_default())
+                .into_owned();
+            if serial.contains(&booted) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let written = serial
+            .find(&format!(
+                "RACKHAND-TEST-INITRD: image written sha256={disk_sha256}"
+            ))
+            .with_context(|| {
+                format!(
+                    "the installer did not write the image; serial log:\n{}",
+                    rackhand_e2e::stack::tail(&serial, 40)
+                )
+            })?;
+        let disk_boot = serial.find(&booted).with_context(|| {
+            format!(
+                "the VM did not boot the installed disk; serial log:\n{}",
+                rackhand_e2e::stack::tail(&serial, 40)
+            )
+        })?;
+        assert!(written < disk_boot, "the disk booted before it was written");
+        assert!(
+            stack
+                .agent
+                .log_text()
+                .contains("telling it to boot its local disk"),
+            "the agent never sent the local-disk script"
+        );
+        assert_eq!(stack.vm_starts()?, 1, "the VM was powered on once");
+        let downloads = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        assert_eq!(downloads.len(), 1, "upstream requests: {downloads:?}");
+        Ok(())
+    }
+
+    fn hex_sha256(bytes: &[u8]) -> String {
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+    }
+
     /// Enrolls lab VM `index` in the stack's Ironic as a node with the
     /// redfish hardware type, the iPXE boot and ramdisk deploy interfaces
     /// and the lab's firmware, and returns the node's name.
