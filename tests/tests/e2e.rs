@@ -884,6 +884,84 @@ mod vm {
         Ok(())
     }
 
+    /// Runs one paid order on a lab VM with `firmware` and returns the
+    /// stack once the order is active, with the VM's serial log.
+    async fn order_on_firmware(
+        name: &str,
+        lab_net: &str,
+        firmware: &str,
+    ) -> anyhow::Result<(Stack, String)> {
+        let mut options = StackOptions::new(name, lab_net);
+        options.firmware = firmware.to_string();
+        options.log_filter = "info,rackhand_pxe=debug".to_string();
+        let mut stack = Stack::start(options, "", "").await?;
+        stack.create_inventory().await?;
+        let order = stack.place_order(&format!("{name}-1")).await?;
+        stack.pay(order.invoice_id).await?;
+        let done = stack
+            .wait_for_order(order.id, &["active", "failed"], ORDER_TIMEOUT)
+            .await?;
+        let serial = String::from_utf8_lossy(
+            &std::fs::read(stack.lab.var("NODE0_SERIAL_LOG")).unwrap_or_default(),
+        )
+        .into_owned();
+        assert_eq!(
+            done["state"],
+            "active",
+            "order: {done:#}\nserial log:\n{}",
+            rackhand_e2e::stack::tail(&serial, 40)
+        );
+        assert!(
+            serial.contains("RACKHAND-TEST-INITRD: callback ok"),
+            "the booted initrd did not call back; serial log:\n{}",
+            rackhand_e2e::stack::tail(&serial, 40)
+        );
+        assert_eq!(stack.vm_starts()?, 1, "the VM was powered on once");
+        Ok((stack, serial))
+    }
+
+    /// OVMF's own PXE client, as most UEFI servers boot: it fetches the
+    /// iPXE binary over the agent's TFTP, and iPXE fetches the boot script.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn uefi_pxe_netboot_reaches_callback() -> anyhow::Result<()> {
+        let (stack, _) = order_on_firmware("rhe-upxe", "10.98.20", "uefi-pxe").await?;
+        let agent_log = stack.agent.log_text();
+        assert!(
+            agent_log.contains("snponly.efi"),
+            "the agent never served snponly.efi over TFTP:\n{}",
+            rackhand_e2e::stack::tail(&agent_log, 60)
+        );
+        assert!(
+            stack.access_log().contains("/boot/"),
+            "iPXE never fetched its boot script"
+        );
+        Ok(())
+    }
+
+    /// OVMF's UEFI HTTP boot: the firmware asks as an `HTTPClient`, gets
+    /// the iPXE binary's URL on the agent's `/firmware/` route, and iPXE
+    /// then fetches the boot script.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn uefi_http_boot_reaches_callback() -> anyhow::Result<()> {
+        let (stack, _) = order_on_firmware("rhe-uhttp", "10.98.21", "uefi-http").await?;
+        let access = stack.access_log();
+        assert!(
+            access.contains("/firmware/snponly.efi"),
+            "the firmware never fetched iPXE over HTTP; access log:\n{}",
+            rackhand_e2e::stack::tail(&access, 30)
+        );
+        Ok(())
+    }
+
+    /// OVMF with the iPXE driver of the NIC's option ROM: iPXE asks for its
+    /// script straight away.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn uefi_ipxe_rom_netboot_reaches_callback() -> anyhow::Result<()> {
+        let (stack, _) = order_on_firmware("rhe-uipxe", "10.98.22", "uefi").await?;
+        assert!(stack.access_log().contains("/boot/"));
+        Ok(())
+    }
+
     fn hex_sha256(bytes: &[u8]) -> String {
         hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
     }
