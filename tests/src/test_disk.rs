@@ -1,7 +1,7 @@
-//! A small bootable disk image for image-write installs: a BIOS boot
-//! sector that prints a marker line on the first serial port and halts,
-//! followed by filler bytes, so a test can tell from the serial log that a
-//! machine booted this very image from its disk.
+//! A small bootable disk image for image-write installs. Its BIOS boot
+//! sector prints a marker line on the first serial port and halts, and
+//! filler bytes follow. A test then sees in the serial log that a machine
+//! booted this very image from its disk.
 
 /// The boot sector's code, loaded by the BIOS at 0x7C00 (16-bit real mode):
 ///
@@ -76,14 +76,15 @@ mod tests {
 
     #[test]
     fn message_address_matches_code() {
-        // mov si, imm16 is BE lo hi at offset 6; the text starts at 23.
+        // `mov si, imm16` is encoded as BE lo hi at offset 6, and the text
+        // starts at offset 23.
         let address = u16::from_le_bytes([BOOT_CODE[7], BOOT_CODE[8]]);
         assert_eq!(usize::from(address), 0x7C00 + BOOT_CODE.len());
     }
 
     #[test]
     #[should_panic(expected = "too long")]
-    fn marker_that_overflows_sector_is_refused() {
+    fn marker_too_long_panics() {
         bootable_image(&"x".repeat(500), 4096);
     }
 }
