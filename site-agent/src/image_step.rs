@@ -116,6 +116,10 @@ async fn arm_and_wait(
             tracing::error!(node = %step.node_name, correlation_key = key, error = %message, "image verification failed");
             return Ok(failed(message));
         }
+        if let Some(message) = disk_size_mismatch(store, image) {
+            tracing::error!(node = %step.node_name, correlation_key = key, error = %message, "disk image size differs from the catalogue");
+            return Ok(failed(message));
+        }
         let token = new_token();
         let deadline_at = now_ms() + i64::from(step.callback_timeout_seconds) * 1000;
         state
@@ -337,6 +341,21 @@ async fn download_missing(
     Ok(())
 }
 
+/// Compares the verified disk image's size with the catalogue's: the
+/// installer hashes exactly that many bytes of the disk, so a wrong size
+/// would fail every install after a full write.
+fn disk_size_mismatch(store: &ImageStore, image: &ImageSpec) -> Option<String> {
+    let disk = image.disk.as_ref()?;
+    let digest: Sha256Digest = disk.sha256.parse().ok()?;
+    let actual = std::fs::metadata(store.blob_path(&digest)).ok()?.len();
+    (actual != disk.size).then(|| {
+        format!(
+            "image {}: the disk image is {actual} bytes but the catalogue says {}; register the image again with disk_size {actual}",
+            image.name, disk.size
+        )
+    })
+}
+
 /// The files of a step's image by role and digest, as [`verify_image`]
 /// takes them.
 fn step_files(image: &ImageSpec) -> Vec<(&'static str, &str)> {
@@ -365,4 +384,51 @@ fn new_token() -> String {
         .fill(&mut bytes)
         .expect("the system random generator works");
     hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use rackhand_protocol::agent::ImageFile;
+
+    use super::*;
+
+    async fn store_with_disk(len: usize) -> (tempfile::TempDir, ImageStore, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ImageStore::open(&dir.path().join("store")).expect("store opens");
+        let source = dir.path().join("disk.img");
+        std::fs::write(&source, vec![7u8; len]).expect("disk written");
+        let digest = store.import(&source).await.expect("import").digest;
+        (dir, store, digest.to_string())
+    }
+
+    fn disk_image(sha256: String, size: u64) -> ImageSpec {
+        ImageSpec {
+            name: "disk".to_string(),
+            install_method: InstallMethod::Image,
+            disk: Some(ImageFile {
+                sha256,
+                size,
+                url: None,
+            }),
+            ..ImageSpec::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn disk_size_from_catalogue_matches() {
+        let (_dir, store, digest) = store_with_disk(4096).await;
+
+        assert_eq!(disk_size_mismatch(&store, &disk_image(digest, 4096)), None);
+    }
+
+    #[tokio::test]
+    async fn wrong_disk_size_names_both_sizes() {
+        let (_dir, store, digest) = store_with_disk(4096).await;
+
+        let message = disk_size_mismatch(&store, &disk_image(digest, 8192)).expect("a mismatch");
+
+        assert!(message.contains("4096 bytes"), "{message}");
+        assert!(message.contains("says 8192"), "{message}");
+        assert!(message.contains("disk_size 4096"), "{message}");
+    }
 }
