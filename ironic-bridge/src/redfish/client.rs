@@ -280,11 +280,7 @@ impl RedfishClient {
         let etag = header(ETAG);
         let location = header(LOCATION);
         let auth_token = header(http::HeaderName::from_static("x-auth-token")).map(Secret::new);
-        // TODO: parse the HTTP-date form of Retry-After too; only the
-        // delay in seconds is read, so a date is treated as absent.
-        let retry_after = header(RETRY_AFTER)
-            .and_then(|value| value.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = header(RETRY_AFTER).and_then(|value| parse_retry_after(&value));
         let body = self.read_body(&mut response, method, url).await?;
 
         Ok(Reply {
@@ -601,9 +597,31 @@ fn error_chain(error: &reqwest::Error) -> String {
     text
 }
 
+/// Longest `Retry-After` honoured. A BMC clock set years ahead would
+/// otherwise stall a task poll until its deadline.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Reads a `Retry-After` value (RFC 9110 section 10.2.3): a delay in
+/// seconds or an HTTP date. A date in the past means no wait, and either
+/// form is capped at [`MAX_RETRY_AFTER`].
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let delay = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let date = httpdate::parse_http_date(value).ok()?;
+            date.duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{redfish_message, truncate_chars};
+    use std::time::Duration;
+
+    use super::{MAX_RETRY_AFTER, parse_retry_after, redfish_message, truncate_chars};
 
     #[test]
     fn message_prefers_extended_info() {
@@ -634,5 +652,37 @@ mod tests {
     fn truncate_respects_char_boundary() {
         assert_eq!(truncate_chars("aé", 2), "a");
         assert_eq!(truncate_chars("abc", 5), "abc");
+    }
+
+    #[test]
+    fn retry_after_in_seconds_is_read() {
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn retry_after_date_becomes_delay() {
+        let later = std::time::SystemTime::now() + Duration::from_secs(90);
+        let delay = parse_retry_after(&httpdate::fmt_http_date(later)).expect("a delay");
+
+        assert!(delay > Duration::from_secs(80), "{delay:?}");
+        assert!(delay <= Duration::from_secs(90), "{delay:?}");
+    }
+
+    #[test]
+    fn retry_after_date_in_past_means_no_wait() {
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn retry_after_is_capped_at_an_hour() {
+        assert_eq!(parse_retry_after("999999"), Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn garbled_retry_after_is_ignored() {
+        assert_eq!(parse_retry_after("soon"), None);
     }
 }
