@@ -148,7 +148,7 @@ fn echo_line(message: &str) -> String {
 }
 
 /// Checks a value that must stay one argument: a URL.
-fn check_word(field: &'static str, value: &str) -> Result<(), IpxeError> {
+pub fn check_word(field: &'static str, value: &str) -> Result<(), IpxeError> {
     let invalid = |reason| {
         Err(IpxeError::InvalidValue {
             field,
@@ -178,7 +178,7 @@ fn check_initrd_name(name: &str) -> Result<(), IpxeError> {
 }
 
 /// Checks free text that goes on one script line.
-fn check_text(field: &'static str, value: &str) -> Result<(), IpxeError> {
+pub fn check_text(field: &'static str, value: &str) -> Result<(), IpxeError> {
     let reason = if value.chars().any(char::is_control) {
         "must not contain line breaks or other control characters"
     } else if value.contains("${") {

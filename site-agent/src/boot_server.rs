@@ -55,6 +55,8 @@ pub struct BootContext {
     /// The iPXE binaries (`pxe.tftp_root`), served under `/firmware/` for
     /// UEFI HTTP boot clients.
     pub firmware_dir: Option<std::path::PathBuf>,
+    /// The operator's boot script template (`pxe.boot_script_template`).
+    pub script_template: Option<Arc<crate::script_template::ScriptTemplate>>,
 }
 
 type Shared = Arc<BootContext>;
@@ -183,16 +185,41 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
         );
     }
     let cmdline = boot_cmdline(&context.base_url, &boot);
+    let kernel_url = format!("{}/images/{}/vmlinuz", context.base_url, boot.kernel_sha256);
+    let initrd_url = format!(
+        "{}/images/{}/initrd.img",
+        context.base_url, boot.initrd_sha256
+    );
     tracing::info!(mac = %mac, node = %boot.node_name, image = %boot.image_name, "serving boot script");
+    if let Some(template) = &context.script_template {
+        let values = crate::script_template::ScriptValues {
+            kernel_url,
+            initrd_url,
+            initrd_name: "initrd.img".to_string(),
+            cmdline,
+            callback_url: format!("{}/callback/{}", context.base_url, boot.token),
+            base_url: context.base_url.clone(),
+            mac: mac.to_string(),
+            node: boot.node_name.clone(),
+            hostname: boot.hostname.clone(),
+            image: boot.image_name.clone(),
+            install_method: boot.install_method.clone(),
+        };
+        return match template.render(&values) {
+            Ok(script) => text(StatusCode::OK, script),
+            Err(error) => {
+                // The script would carry the callback token; the error names
+                // only the file, the line and the failing field.
+                tracing::error!(mac = %mac, node = %boot.node_name, error = %error, "cannot render the operator's boot script");
+                script_response(ipxe::exit_script(
+                    "Rackhand: the boot script template failed; see the agent log",
+                ))
+            }
+        };
+    }
     script_response(ipxe::boot_script(&ipxe::BootScript {
-        kernel_url: format!("{}/images/{}/vmlinuz", context.base_url, boot.kernel_sha256),
-        initrds: vec![(
-            "initrd.img".to_string(),
-            format!(
-                "{}/images/{}/initrd.img",
-                context.base_url, boot.initrd_sha256
-            ),
-        )],
+        kernel_url,
+        initrds: vec![("initrd.img".to_string(), initrd_url)],
         cmdline,
     }))
 }

@@ -23,6 +23,7 @@ pub mod image_step;
 pub mod ironic_boot;
 pub mod operations;
 pub mod pxe_services;
+pub mod script_template;
 pub mod site_nodes;
 pub mod state;
 pub mod tasks;
@@ -142,6 +143,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         access_log: Mutex::new(open_access_log(&config)),
         ironic_http_root: config.ironic.as_ref().map(|i| i.http_root.clone()),
         firmware_dir: config.pxe.as_ref().map(|p| p.tftp_root.clone()),
+        script_template: config
+            .pxe
+            .as_ref()
+            .and_then(|p| p.boot_script_template.clone()),
     });
     if let Some(ironic) = &config.ironic {
         // The conductor fetches images in the agent's own namespace.

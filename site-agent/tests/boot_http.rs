@@ -49,6 +49,7 @@ impl Server {
             access_log: Mutex::new(None),
             ironic_http_root: None,
             firmware_dir: Some(dir.path().join("firmware")),
+            script_template: None,
         });
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(rackhand_site_agent::boot_http::serve(

@@ -52,6 +52,7 @@ pub(super) struct RawPxe {
     tftp_root: Option<PathBuf>,
     bios_boot_file: Option<String>,
     uefi_boot_file: Option<String>,
+    boot_script_template: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -118,6 +119,9 @@ pub struct PxeConfig {
     /// Boot file for x64 UEFI clients, relative to `tftp_root`. Loading
     /// checks that it exists there when `tftp` is set.
     pub uefi_boot_file: String,
+    /// The operator's template for armed nodes' boot scripts, checked at
+    /// load; `None` uses the built-in script.
+    pub boot_script_template: Option<std::sync::Arc<crate::script_template::ScriptTemplate>>,
 }
 
 impl PxeConfig {
@@ -221,6 +225,14 @@ pub(super) fn check_pxe(
         }
     }
 
+    let boot_script_template = match &raw.boot_script_template {
+        None => None,
+        Some(path) => Some(std::sync::Arc::new(
+            crate::script_template::ScriptTemplate::load(&resolve(path))
+                .map_err(|error| invalid("pxe.boot_script_template", error.to_string()))?,
+        )),
+    };
+
     Ok(PxeConfig {
         netns: raw.netns,
         interface: raw.interface,
@@ -258,6 +270,7 @@ pub(super) fn check_pxe(
         tftp_root,
         bios_boot_file,
         uefi_boot_file,
+        boot_script_template,
     })
 }
 

@@ -48,6 +48,7 @@ async fn context(dir: &std::path::Path) -> Arc<BootContext> {
         access_log: Mutex::new(None),
         ironic_http_root: None,
         firmware_dir: Some(dir.join("firmware")),
+        script_template: None,
     })
 }
 

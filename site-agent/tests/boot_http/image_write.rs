@@ -79,6 +79,7 @@ async fn armed() -> Armed {
         access_log: Mutex::new(None),
         ironic_http_root: None,
         firmware_dir: None,
+        script_template: None,
     });
     Armed {
         context,
@@ -170,5 +171,40 @@ async fn tampered_disk_image_fails_boot_before_script() {
             .contains("disk image"),
         "{:?}",
         boot.error
+    );
+}
+
+#[tokio::test]
+async fn operator_template_renders_armed_boot() {
+    let armed = armed().await;
+    let template = rackhand_site_agent::script_template::ScriptTemplate::parse(
+        std::path::Path::new("boot.ipxe.hbs"),
+        "#!ipxe\necho {{node}} {{install_method}}\nkernel {{kernel_url}} {{cmdline}}\ninitrd {{initrd_url}}\nboot\n",
+    )
+    .expect("valid template");
+    let context = Arc::new(BootContext {
+        state: armed.context.state.clone(),
+        store: armed.context.store.clone(),
+        base_url: armed.context.base_url.clone(),
+        nodes: armed.context.nodes.clone(),
+        callbacks: Arc::new(Notify::new()),
+        access_log: Mutex::new(None),
+        ironic_http_root: None,
+        firmware_dir: None,
+        script_template: Some(Arc::new(template)),
+    });
+
+    let (status, script) = get(&context, SCRIPT).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        script.starts_with("#!ipxe\necho node-27 image\n"),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!(
+            "rackhand.callback=http://10.0.0.1:8080/callback/{TOKEN}"
+        )),
+        "{script}"
     );
 }

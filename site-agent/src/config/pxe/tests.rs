@@ -533,3 +533,46 @@ fn relay_subnet_without_prefix_is_rejected() {
 
     assert_names_key(&error, "pxe.relay_subnets.subnet");
 }
+
+#[test]
+fn boot_script_template_with_unknown_variable_is_rejected() {
+    let root = tftp_root();
+    let template = root.path().join("boot.ipxe.hbs");
+    std::fs::write(&template, "#!ipxe\nkernel {{kernl_url}}\nboot\n").expect("template written");
+
+    let error = parse(
+        root.path(),
+        &[(
+            "boot_script_template",
+            &format!("{:?}", template.display().to_string()),
+        )],
+    )
+    .expect_err("unknown variable")
+    .to_string();
+
+    assert!(error.contains("pxe.boot_script_template"), "{error}");
+    assert!(error.contains("line 2"), "{error}");
+    assert!(error.contains("kernl_url"), "{error}");
+}
+
+#[test]
+fn valid_boot_script_template_is_loaded() {
+    let root = tftp_root();
+    let template = root.path().join("boot.ipxe.hbs");
+    std::fs::write(
+        &template,
+        "#!ipxe\nkernel {{kernel_url}} {{cmdline}}\nboot\n",
+    )
+    .expect("template written");
+
+    let config = parse(
+        root.path(),
+        &[(
+            "boot_script_template",
+            &format!("{:?}", template.display().to_string()),
+        )],
+    )
+    .expect("valid template");
+
+    assert!(config.pxe.expect("pxe").boot_script_template.is_some());
+}
