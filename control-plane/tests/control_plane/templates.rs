@@ -451,3 +451,57 @@ async fn product_without_template_renders_nothing() {
         .expect("renders");
     assert!(rendered.is_none());
 }
+
+#[tokio::test]
+async fn prepare_after_crash_keeps_address() {
+    let plane = TestPlane::start().await;
+    let order = templated_order(&plane).await;
+    // A crash after the address was stored and before the credentials were.
+    phases::network::ensure_address(&plane.app, &order)
+        .await
+        .expect("assigns");
+
+    install::prepare(&plane.app, &order)
+        .await
+        .expect("prepares");
+
+    assert_eq!(plane.count("SELECT COUNT(*) FROM services").await, 1);
+    let ipv4: String = sqlx::query_scalar("SELECT ipv4 FROM services WHERE order_id = ?")
+        .bind(order.id)
+        .fetch_one(&plane.app.pool)
+        .await
+        .expect("the service row reads");
+    assert_eq!(ipv4, "192.0.2.10");
+}
+
+#[tokio::test]
+async fn password_without_hash_gets_one_hash() {
+    let plane = TestPlane::start().await;
+    let order = templated_order(&plane).await;
+    install::prepare(&plane.app, &order)
+        .await
+        .expect("prepares");
+    let before = ensure_root_credentials(&plane.app, order.id)
+        .await
+        .expect("opens");
+    // A password sealed before hashes were stored.
+    sqlx::query("UPDATE services SET root_password_hash_sealed = NULL WHERE order_id = ?")
+        .bind(order.id)
+        .execute(&plane.app.pool)
+        .await
+        .expect("updates");
+
+    let first = ensure_root_credentials(&plane.app, order.id)
+        .await
+        .expect("hashes");
+    let second = ensure_root_credentials(&plane.app, order.id)
+        .await
+        .expect("opens");
+
+    assert_eq!(first.password.expose(), before.password.expose());
+    assert_eq!(first.hash.expose(), second.hash.expose());
+    let salt = first.hash.expose().split('$').nth(2).expect("a salt");
+    let recomputed =
+        crypt::sha512_crypt(before.password.expose().as_bytes(), salt.as_bytes(), None);
+    assert_eq!(&recomputed, first.hash.expose());
+}
