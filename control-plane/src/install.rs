@@ -123,8 +123,8 @@ impl FromStr for TemplateFormat {
     }
 }
 
-/// Why an order's install files could not be rendered. Messages never
-/// contain the root password or its hash.
+/// A failure to render an order's install files. Messages never contain
+/// the root password or its hash.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     #[error("{0}")]

@@ -25,10 +25,9 @@
 //! `OperatorTemplate::validate` when they are uploaded, and renders a
 //! product's template per order for the image phase.
 //!
-//! TODO: the configdrive and container renderers and the meta-data,
-//! network-config and OpenStack template kinds are not offered to operators
-//! yet; the control plane accepts kickstart, preseed and cloud-config
-//! templates only.
+//! TODO: the control plane accepts kickstart, preseed and cloud-config
+//! templates only. Offer the configdrive and container renderers and the
+//! meta-data, network-config and OpenStack template kinds to operators too.
 
 pub mod checks;
 pub mod configdrive;

@@ -204,7 +204,7 @@ pub const PRESEED_FILE: &str = "preseed.cfg";
 pub const NOCLOUD_USER_DATA_FILE: &str = "user-data";
 
 /// The callback URL the control plane writes into install files, because
-/// only the agent knows its boot server's address and the boot's one-time
+/// only the agent has its boot server's address and the boot's one-time
 /// token. The agent replaces every occurrence with the real callback URL
 /// when it serves a file. The `.invalid` top-level domain (RFC 2606) never
 /// resolves, so a file served without the replacement cannot call anyone.

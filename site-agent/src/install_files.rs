@@ -2,7 +2,7 @@
 //! control plane rendered and the image step stored with the armed boot.
 //!
 //! `GET /install/<token>/<name>` serves a file only while the boot whose
-//! one-time token is `<token>` is armed and before its deadline; an unknown
+//! one-time token is `<token>` is armed and before its deadline. An unknown
 //! token gets 404 and an ended boot 410. The files contain the root
 //! password hash, so they are sent with `Cache-Control: no-store` and
 //! never logged, and the access log masks the token.
@@ -26,7 +26,7 @@ use rackhand_protocol::agent::{
 use crate::boot_server::BootContext;
 use crate::state::now_ms;
 
-/// Longest install file name accepted.
+/// Maximum length of an install file name, in bytes.
 const MAX_NAME_LEN: usize = 64;
 
 /// Returns the URL of a boot's install file `name`, or the folder of its

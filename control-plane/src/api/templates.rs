@@ -1,8 +1,8 @@
 //! Install templates: upload (create or replace), list, show and delete.
 //!
-//! An upload is checked in full before anything is written (see
-//! [`crate::install::check_template`]); a template that fails is rejected
-//! with 422 naming the line and the fix, and the stored one, if any, stays.
+//! An upload is checked in full (see [`crate::install::check_template`])
+//! before anything is written. A template that fails is rejected with 422
+//! naming the line and the fix, and the stored one, if any, stays.
 
 use axum::Json;
 use axum::extract::{Path, State};

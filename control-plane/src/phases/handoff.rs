@@ -3,9 +3,9 @@
 //!
 //! Crash safety, step by step:
 //! 1. The password is generated once and stored sealed before anything is
-//!    sent (by the image phase when the product has an install template;
-//!    see [`crate::phases::credentials`]); a retry opens the stored one
-//!    instead of making a new one.
+//!    sent, and a retry opens the stored one instead of making a new one.
+//!    For a product with an install template the image phase stores it
+//!    earlier (see [`crate::phases::credentials`]).
 //! 2. The e-mail state goes `NULL → sending → sent`, each step committed. A
 //!    retry that finds `sending` knows a crash hit mid-delivery: for the
 //!    outbox it checks whether the file exists; for SMTP it cannot know, so

@@ -1,6 +1,7 @@
-//! Install files on the boot server: served only under the armed boot's
-//! token, with the callback placeholder filled in; gone once the boot ends;
-//! named on the boot script's kernel command line; masked in the access log.
+//! Install files on the boot server. They are served only under the armed
+//! boot's token with the callback placeholder filled in, and are gone once
+//! the boot ends. The boot script names them on the kernel command line,
+//! and the access log masks the token.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
