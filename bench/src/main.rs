@@ -141,6 +141,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         access_log: Mutex::new(Some(access_log)),
         ironic_http_root: None,
         firmware_dir: None,
+        script_template: None,
     });
 
     let shutdown = CancellationToken::new();

@@ -95,6 +95,8 @@ struct RawWorker {
 #[serde(deny_unknown_fields)]
 struct RawNetwork {
     domain: String,
+    #[serde(default)]
+    dns_servers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +215,9 @@ pub struct WorkerConfig {
 pub struct NetworkConfig {
     /// Domain appended to an order's hostname for its PTR record.
     pub domain: String,
+    /// Resolvers written into the network settings of rendered install
+    /// files; required only by products with an install template.
+    pub dns_servers: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -539,9 +544,9 @@ impl Checker<'_> {
     }
 
     fn check_network(&self, raw: Option<RawNetwork>) -> Result<NetworkConfig, ConfigError> {
-        let domain = raw
-            .map(|n| n.domain)
-            .unwrap_or_else(|| "servers.invalid".to_string());
+        let (domain, raw_dns_servers) = raw
+            .map(|n| (n.domain, n.dns_servers))
+            .unwrap_or_else(|| ("servers.invalid".to_string(), Vec::new()));
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         if crate::names::check_fqdn(&domain).is_err() {
             return Err(self.invalid(
@@ -549,7 +554,20 @@ impl Checker<'_> {
                 format!("{domain:?} is not a DNS domain such as servers.example.net"),
             ));
         }
-        Ok(NetworkConfig { domain })
+        let mut dns_servers = Vec::with_capacity(raw_dns_servers.len());
+        for text in &raw_dns_servers {
+            let address = text.parse().map_err(|_| {
+                self.invalid(
+                    "network.dns_servers",
+                    format!("{text:?} is not an IPv4 or IPv6 address such as 192.0.2.53"),
+                )
+            })?;
+            dns_servers.push(address);
+        }
+        Ok(NetworkConfig {
+            domain,
+            dns_servers,
+        })
     }
 
     fn check_dns(&self, raw: Option<RawDns>) -> Result<DnsConfig, ConfigError> {

@@ -24,6 +24,7 @@ pub mod db;
 pub mod dns;
 pub mod failpoint;
 pub mod http_client;
+pub mod install;
 pub mod ipam;
 pub mod jobs;
 pub mod mail;

@@ -171,6 +171,12 @@ pub fn root_password_context(order_id: i64) -> String {
     format!("order:{order_id}:root_password")
 }
 
+/// Returns the context string for the SHA-512-crypt hash of a service's
+/// root password.
+pub fn root_password_hash_context(order_id: i64) -> String {
+    format!("order:{order_id}:root_password_hash")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,3 +27,5 @@ mod mail;
 mod node_ops;
 #[path = "control_plane/phases.rs"]
 mod phases;
+#[path = "control_plane/templates.rs"]
+mod templates;

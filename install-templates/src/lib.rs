@@ -21,11 +21,13 @@
 //! them against sample contexts and checks the rendered text; see
 //! [`operator::OperatorTemplate::validate`] for the exact checks.
 //!
-//! TODO: nothing calls this crate yet. The site agent's `image` phase should
-//! build an `OrderContext` from the order and the allocated address, render
-//! the files for the image's install method and serve them beside the boot
-//! media. The control plane's image catalogue should call
-//! `OperatorTemplate::validate` when an operator uploads a template.
+//! The control plane checks operator templates with
+//! `OperatorTemplate::validate` when they are uploaded, and renders a
+//! product's template per order for the image phase.
+//!
+//! TODO: the control plane accepts kickstart, preseed and cloud-config
+//! templates only. Offer the configdrive and container renderers and the
+//! meta-data, network-config and OpenStack template kinds to operators too.
 
 pub mod checks;
 pub mod configdrive;

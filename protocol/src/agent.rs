@@ -174,7 +174,41 @@ pub struct ImageStep {
     /// the node on and writes its boot script, which the agent serves.
     #[serde(default)]
     pub ironic: Option<BmcAccess>,
+    /// Answer files rendered for this order from its product's install
+    /// template (kickstart, preseed or a NoCloud seed). The agent serves
+    /// them only under the armed boot's one-time token and adds the
+    /// installer's kernel argument for the file it recognizes; see
+    /// [`InstallFile::name`]. Empty for images that need none.
+    #[serde(default)]
+    pub install_files: Vec<InstallFile>,
 }
+
+/// One per-order answer file. Its content holds the root password hash and
+/// the one-time callback URL, so it is a [`Secret`]: `Debug` prints
+/// `[redacted]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallFile {
+    /// The file name under the boot's install URL. The agent adds a kernel
+    /// argument for [`KICKSTART_FILE`], [`PRESEED_FILE`] and
+    /// [`NOCLOUD_USER_DATA_FILE`]; other names are only served.
+    pub name: String,
+    pub content: Secret,
+}
+
+/// Kickstart file name; the agent adds `inst.ks=<url>`.
+pub const KICKSTART_FILE: &str = "ks.cfg";
+/// Preseed file name; the agent adds `auto=true priority=critical url=<url>`.
+pub const PRESEED_FILE: &str = "preseed.cfg";
+/// NoCloud `user-data`; the agent adds `ds=nocloud-net;s=<folder url>/`, and
+/// `meta-data` and `network-config` are served from the same folder.
+pub const NOCLOUD_USER_DATA_FILE: &str = "user-data";
+
+/// The callback URL the control plane writes into install files, because
+/// only the agent has its boot server's address and the boot's one-time
+/// token. The agent replaces every occurrence with the real callback URL
+/// when it serves a file. The `.invalid` top-level domain (RFC 2606) never
+/// resolves, so a file served without the replacement cannot call anyone.
+pub const CALLBACK_URL_PLACEHOLDER: &str = "http://rackhand-callback.invalid/callback";
 
 /// A netboot image by content: the agent serves only files whose sha256
 /// matches these digests.
@@ -474,6 +508,31 @@ mod tests {
         let json = serde_json::to_value(&step).expect("serializable");
         assert_eq!(json["kind"], "driver");
         assert_eq!(json["bmc"]["password"], "pw");
+    }
+
+    #[test]
+    fn install_file_debug_hides_content() {
+        let file = InstallFile {
+            name: KICKSTART_FILE.to_string(),
+            content: Secret::new("rootpw --iscrypted '$6$salt$hash'".to_string()),
+        };
+        let debug = format!("{file:?}");
+        assert!(!debug.contains("$6$"), "{debug}");
+        assert!(debug.contains("ks.cfg"), "{debug}");
+    }
+
+    #[test]
+    fn image_step_without_install_files_parses() {
+        let json = serde_json::json!({
+            "node_id": 1,
+            "node_name": "n1",
+            "boot_mac": "52:54:00:00:00:01",
+            "hostname": "web1",
+            "image": {"name": "img", "kernel_sha256": "a", "initrd_sha256": "b", "kernel_args": ""},
+            "callback_timeout_seconds": 60,
+        });
+        let step: ImageStep = serde_json::from_value(json).expect("parses");
+        assert!(step.install_files.is_empty());
     }
 
     #[test]

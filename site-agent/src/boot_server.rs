@@ -13,8 +13,11 @@
 //!   `progress` record a progress line, `done` (the default) completes the
 //!   boot and `failed` ends it with the installer's message.
 //!
+//! - `GET /install/<token>/<name>`: the armed boot's per-order install
+//!   files (see [`crate::install_files`]).
+//!
 //! Every request is written to the access log (`state_dir/access.log`),
-//! with callback tokens masked.
+//! with callback and install tokens masked.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -67,6 +70,7 @@ pub fn router(context: Shared) -> Router {
     let mut router = Router::new()
         .route("/boot/{file}", get(script))
         .route("/callback/{token}", get(callback))
+        .route("/install/{token}/{name}", get(crate::install_files::serve))
         .route("/firmware/{*file}", get(firmware))
         .with_state(context.clone());
     if let Some(root) = &context.ironic_http_root {
@@ -184,7 +188,27 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
             crate::ironic_boot::chain_script(&context.base_url, mac),
         );
     }
-    let cmdline = boot_cmdline(&context.base_url, &boot);
+    let install_files = match context
+        .state
+        .install_file_names(&boot.correlation_key)
+        .await
+    {
+        Ok(names) => names,
+        Err(error) => {
+            tracing::error!(mac = %mac, error = %error, "reading the boot's install files failed");
+            return script_response(ipxe::retry_script(
+                &script_url(&context, mac),
+                RETRY_SECONDS,
+                "agent state unavailable; retrying",
+            ));
+        }
+    };
+    let cmdline = crate::install_files::with_install_args(
+        boot_cmdline(&context.base_url, &boot),
+        &context.base_url,
+        &boot.token,
+        &install_files,
+    );
     let kernel_url = format!("{}/images/{}/vmlinuz", context.base_url, boot.kernel_sha256);
     let initrd_url = format!(
         "{}/images/{}/initrd.img",
@@ -440,8 +464,14 @@ pub(crate) fn record_access(
 }
 
 fn mask_token(path: &str) -> String {
-    match path.strip_prefix("/callback/") {
-        Some(_) => "/callback/[token]".to_string(),
+    if path.starts_with("/callback/") {
+        return "/callback/[token]".to_string();
+    }
+    match path.strip_prefix("/install/") {
+        Some(rest) => match rest.split_once('/') {
+            Some((_, name)) => format!("/install/[token]/{name}"),
+            None => "/install/[token]".to_string(),
+        },
         None => path.to_string(),
     }
 }
@@ -457,5 +487,14 @@ mod tests {
             mask_token("/boot/52-54-00-00-00-01.ipxe"),
             "/boot/52-54-00-00-00-01.ipxe"
         );
+    }
+
+    #[test]
+    fn install_tokens_are_masked() {
+        assert_eq!(
+            mask_token("/install/abc123/ks.cfg"),
+            "/install/[token]/ks.cfg"
+        );
+        assert_eq!(mask_token("/install/abc123"), "/install/[token]");
     }
 }

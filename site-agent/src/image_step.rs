@@ -120,6 +120,10 @@ async fn arm_and_wait(
             tracing::error!(node = %step.node_name, correlation_key = key, error = %message, "disk image size differs from the catalogue");
             return Ok(failed(message));
         }
+        if let Err(message) = crate::install_files::check_names(&step.install_files) {
+            return Ok(failed(message));
+        }
+        state.store_install_files(key, &step.install_files).await?;
         let token = new_token();
         let deadline_at = now_ms() + i64::from(step.callback_timeout_seconds) * 1000;
         state
@@ -275,7 +279,12 @@ async fn start_ironic(
             "{}/images/{}/initrd.img",
             settings.conductor_url, boot.initrd_sha256
         ),
-        cmdline: crate::boot_server::boot_cmdline(&settings.boot_base_url, &boot),
+        cmdline: crate::install_files::with_install_args(
+            crate::boot_server::boot_cmdline(&settings.boot_base_url, &boot),
+            &settings.boot_base_url,
+            &boot.token,
+            &state.install_file_names(key).await?,
+        ),
     };
     match crate::ironic_boot::deploy(&driver, &deployment).await {
         Ok(summary) => {

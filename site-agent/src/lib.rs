@@ -20,6 +20,7 @@ pub mod driver_step;
 pub mod enroll;
 pub mod failpoint;
 pub mod image_step;
+pub mod install_files;
 pub mod ironic_boot;
 pub mod operations;
 pub mod pxe_services;

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rackhand_protocol::MacAddr;
+use rackhand_protocol::agent::InstallFile;
+use rackhand_protocol::{MacAddr, Secret};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 /// Returns the current time in Unix milliseconds.
@@ -221,6 +222,49 @@ impl State {
         Ok(())
     }
 
+    /// Stores a boot's install files unless files under `key` exist
+    /// already. Call it before [`State::arm_boot`], so no armed boot lacks
+    /// its files; a retry after a crash in between stores nothing new.
+    pub async fn store_install_files(
+        &self,
+        key: &str,
+        files: &[InstallFile],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for file in files {
+            sqlx::query(
+                "INSERT INTO boot_files (correlation_key, name, content) VALUES (?, ?, ?)
+                 ON CONFLICT (correlation_key, name) DO NOTHING",
+            )
+            .bind(key)
+            .bind(&file.name)
+            .bind(file.content.expose())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Returns the names of a boot's install files, sorted.
+    pub async fn install_file_names(&self, key: &str) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT name FROM boot_files WHERE correlation_key = ? ORDER BY name")
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Returns one install file of a boot.
+    pub async fn install_file(&self, key: &str, name: &str) -> Result<Option<Secret>, sqlx::Error> {
+        let content: Option<String> = sqlx::query_scalar(
+            "SELECT content FROM boot_files WHERE correlation_key = ? AND name = ?",
+        )
+        .bind(key)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(content.map(Secret::new))
+    }
+
     /// Finishes an armed boot as `state` (`called_back`, `failed`,
     /// `expired`); false when it was not armed any more.
     pub async fn finish_boot(
@@ -241,6 +285,12 @@ impl State {
         .bind(key)
         .execute(&self.pool)
         .await?;
+        // The install files hold the root password hash; a finished boot
+        // serves them no more, so they need not stay on disk.
+        sqlx::query("DELETE FROM boot_files WHERE correlation_key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
         Ok(result.rows_affected() == 1)
     }
 

@@ -448,6 +448,7 @@ mod tests {
             },
             callback_timeout_seconds: 60,
             ironic: None,
+            install_files: Vec::new(),
         });
 
         start(&runner, task("order-2/image", step), &shutdown);

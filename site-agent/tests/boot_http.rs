@@ -555,3 +555,5 @@ mod callbacks;
 
 #[path = "boot_http/image_write.rs"]
 mod image_write;
+#[path = "boot_http/install_files.rs"]
+mod install_files;

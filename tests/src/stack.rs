@@ -172,6 +172,11 @@ pub struct StackOptions {
     pub import_image: bool,
     /// The lab VMs' firmware: `bios` or `uefi` (OVMF).
     pub firmware: String,
+    /// Start the libvirt lab (`bm-lab`, one per machine) with VMs and their
+    /// Redfish BMC. When false, only a namespace for the agent's PXE servers
+    /// (`pxe-netns`) is started, and `lab` has only the `SERVER_*` and
+    /// `PREFIX_LEN` keys: for tests that boot no machine.
+    pub vm_lab: bool,
 }
 
 impl StackOptions {
@@ -187,6 +192,7 @@ impl StackOptions {
             ironic: false,
             import_image: true,
             firmware: "bios".to_string(),
+            vm_lab: true,
         }
     }
 }
@@ -241,7 +247,14 @@ impl Stack {
         let peers = dir.join("peers");
         // Clean up after an earlier run that died: stop its peers, then wipe.
         if peers.exists() {
-            for script in ["ironic", "ipmi-bmc", "bm-lab", "powerdns", "smtp-sink"] {
+            for script in [
+                "ironic",
+                "ipmi-bmc",
+                "bm-lab",
+                "pxe-netns",
+                "powerdns",
+                "smtp-sink",
+            ] {
                 let _ = Command::new(workspace::peer_script(script))
                     .arg("stop")
                     .env("RACKHAND_PEER_STATE", &peers)
@@ -251,18 +264,29 @@ impl Stack {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&peers)?;
 
-        let lab = Peer::start(
-            "bm-lab",
-            &peers,
-            &[
-                ("LAB_NAME", options.name.as_str()),
-                ("LAB_NET", options.lab_net.as_str()),
-                ("LAB_BMC_PASSWORD", options.bmc_password.as_str()),
-                ("LAB_TTL_S", "1800"),
-                ("LAB_NODES", &options.lab_nodes.to_string()),
-                ("LAB_FIRMWARE", options.firmware.as_str()),
-            ],
-        )?;
+        let lab = if options.vm_lab {
+            Peer::start(
+                "bm-lab",
+                &peers,
+                &[
+                    ("LAB_NAME", options.name.as_str()),
+                    ("LAB_NET", options.lab_net.as_str()),
+                    ("LAB_BMC_PASSWORD", options.bmc_password.as_str()),
+                    ("LAB_TTL_S", "1800"),
+                    ("LAB_NODES", &options.lab_nodes.to_string()),
+                    ("LAB_FIRMWARE", options.firmware.as_str()),
+                ],
+            )?
+        } else {
+            Peer::start(
+                "pxe-netns",
+                &peers,
+                &[
+                    ("LAB_NAME", options.name.as_str()),
+                    ("LAB_NET", options.lab_net.as_str()),
+                ],
+            )?
+        };
         let pdns = if options.dns {
             Some(Peer::start("powerdns", &peers, &[])?)
         } else {
@@ -682,6 +706,7 @@ webhook_secret = "{stripe_secret}"
 
 [network]
 domain = "e2e.test"
+dns_servers = ["192.0.2.53"]
 "#,
         state = dir.join("state").display(),
         token_sha = sha256_hex(token.as_bytes()),

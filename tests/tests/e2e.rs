@@ -5,6 +5,8 @@
 //!
 //! Tests in `vm` boot a VM and share the machine's one libvirt lab, so the
 //! nextest profile runs them one at a time (test group `vm`). They need root.
+//! Tests outside it boot no machine and may run beside them; they need root
+//! too, for the namespace of the agent's PXE servers.
 
 mod vm {
     use std::time::Duration;
@@ -1100,3 +1102,6 @@ mod vm {
         Ok(())
     }
 }
+
+#[path = "e2e/install_templates.rs"]
+mod install_templates;

@@ -25,7 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rackhand_protocol::agent::{
     BmcAccess, ClaimRequest, DriverStep, Heartbeat, HeartbeatAck, ImageFile, ImageSpec, ImageStep,
-    Outcome, Step, Task, TaskReport,
+    InstallMethod, Outcome, Step, Task, TaskReport,
 };
 use rackhand_protocol::{MacAddr, Phase};
 use serde_json::json;
@@ -320,6 +320,17 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
             } else {
                 None
             };
+            let install_method: InstallMethod =
+                step.install_method.parse().map_err(anyhow::Error::msg)?;
+            let install_files = match crate::install::render_for_order(app, row.order_id).await? {
+                Some(install) if install.method != install_method => anyhow::bail!(
+                    "the product's install template drives a {} install, but image {} has install method {install_method}; give the product a template of the image's method",
+                    install.method,
+                    step.image_name
+                ),
+                Some(install) => install.files,
+                None => Vec::new(),
+            };
             Step::Image(ImageStep {
                 node_id: step.node_id,
                 node_name: step.node_name,
@@ -332,7 +343,7 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
                     kernel_args: step.kernel_args,
                     kernel_url: step.kernel_url,
                     initrd_url: step.initrd_url,
-                    install_method: step.install_method.parse().map_err(anyhow::Error::msg)?,
+                    install_method,
                     disk: match (step.disk_sha256, step.disk_size) {
                         (Some(sha256), Some(size)) => Some(ImageFile {
                             sha256,
@@ -344,6 +355,7 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
                 },
                 callback_timeout_seconds: app.config.agents.callback_timeout_seconds,
                 ironic,
+                install_files,
             })
         }
         other => anyhow::bail!("phase {other} does not run on site agents"),

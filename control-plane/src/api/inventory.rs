@@ -356,6 +356,10 @@ pub struct NewProduct {
     min_ram_mib: u32,
     min_disk_gb: u32,
     image: String,
+    /// The install template its orders render, by name; none for images
+    /// that need no answer file.
+    #[serde(default)]
+    template: Option<String>,
 }
 
 pub async fn create_product(
@@ -388,17 +392,31 @@ pub async fn create_product(
             ),
         ));
     }
-    let image_id: Option<i64> = sqlx::query_scalar("SELECT id FROM images WHERE name = ?")
-        .bind(&product.image)
-        .fetch_optional(&app.pool)
-        .await?;
-    let image_id = image_id.ok_or_else(|| {
+    let image: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, install_method FROM images WHERE name = ?")
+            .bind(&product.image)
+            .fetch_optional(&app.pool)
+            .await?;
+    let (image_id, install_method) = image.ok_or_else(|| {
         ApiError::invalid("image", format!("image {:?} does not exist", product.image))
     })?;
+    let template_id = match &product.template {
+        None => None,
+        Some(template) => Some(
+            crate::api::templates::template_for_image(
+                &app,
+                template,
+                &product.image,
+                &install_method,
+            )
+            .await?,
+        ),
+    };
 
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO products (name, price_minor, currency, min_cpu_cores, min_ram_mib, min_disk_gb, image_id, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO products (name, price_minor, currency, min_cpu_cores, min_ram_mib, min_disk_gb, image_id,
+                               install_template_id, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&product.name)
     .bind(i64::from(product.price_minor))
@@ -407,6 +425,7 @@ pub async fn create_product(
     .bind(i64::from(product.min_ram_mib))
     .bind(i64::from(product.min_disk_gb))
     .bind(image_id)
+    .bind(template_id)
     .bind(db::now_ms())
     .fetch_one(&app.pool)
     .await
@@ -427,6 +446,7 @@ pub struct ProductRow {
     min_ram_mib: i64,
     min_disk_gb: i64,
     image: String,
+    template: Option<String>,
 }
 
 pub async fn list_products(
@@ -434,8 +454,11 @@ pub async fn list_products(
     _operator: Operator,
 ) -> Result<Json<Vec<ProductRow>>, ApiError> {
     let rows = sqlx::query_as(
-        "SELECT p.id, p.name, p.price_minor, p.currency, p.min_cpu_cores, p.min_ram_mib, p.min_disk_gb, i.name AS image
-         FROM products p JOIN images i ON i.id = p.image_id ORDER BY p.id",
+        "SELECT p.id, p.name, p.price_minor, p.currency, p.min_cpu_cores, p.min_ram_mib, p.min_disk_gb, i.name AS image,
+                t.name AS template
+         FROM products p JOIN images i ON i.id = p.image_id
+         LEFT JOIN install_templates t ON t.id = p.install_template_id
+         ORDER BY p.id",
     )
     .fetch_all(&app.pool)
     .await?;

@@ -13,6 +13,7 @@ pub mod node_ops;
 pub mod nodes;
 pub mod orders;
 pub mod subnets;
+pub mod templates;
 pub mod webhooks;
 
 use axum::Router;
@@ -67,6 +68,13 @@ pub fn router(app: SharedApp) -> Router {
         .route(
             "/v1/products",
             get(inventory::list_products).post(inventory::create_product),
+        )
+        .route("/v1/templates", get(templates::list_templates))
+        .route(
+            "/v1/templates/{name}",
+            get(templates::show_template)
+                .put(templates::put_template)
+                .delete(templates::delete_template),
         )
         .route("/v1/agents", get(inventory::list_agents))
         .route("/v1/orders", get(orders::list).post(orders::create))

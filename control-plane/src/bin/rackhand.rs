@@ -48,6 +48,10 @@ enum Command {
     /// Products customers order.
     #[command(subcommand)]
     Product(ProductCommand),
+    /// Install templates (kickstart, preseed, cloud-config) that products'
+    /// orders render into their installer's answer files.
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// Orders.
     #[command(subcommand)]
     Order(OrderCommand),
@@ -318,6 +322,34 @@ struct ProductArgs {
     min_disk_gb: u32,
     #[arg(long)]
     image: String,
+    /// The install template its orders render (see `rackhand template`).
+    #[arg(long)]
+    template: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum TemplateCommand {
+    /// Upload a template from a file, replacing the one of the same name.
+    /// The control plane checks it first and stores nothing when it fails.
+    Put {
+        name: String,
+        /// kickstart, preseed or cloud-config.
+        #[arg(long)]
+        format: String,
+        /// The Handlebars template file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    List,
+    /// Print a template's body (with --json: its details and the products
+    /// that use it).
+    Show {
+        name: String,
+    },
+    /// Delete a template that no product uses.
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -405,6 +437,14 @@ impl Client {
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::DELETE, path, None).await
     }
 }
 
@@ -649,7 +689,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Command::Product(ProductCommand::Create(a)) => {
             let body = json!({ "name": a.name, "price_minor": a.price_minor, "currency": a.currency,
-                "min_cpu_cores": a.min_cpu_cores, "min_ram_mib": a.min_ram_mib, "min_disk_gb": a.min_disk_gb, "image": a.image });
+                "min_cpu_cores": a.min_cpu_cores, "min_ram_mib": a.min_ram_mib, "min_disk_gb": a.min_disk_gb, "image": a.image,
+                "template": a.template });
             (client.post("/v1/products", body).await?, &[])
         }
         Command::Product(ProductCommand::List) => (
@@ -663,8 +704,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "min_ram_mib",
                 "min_disk_gb",
                 "image",
+                "template",
             ],
         ),
+        Command::Template(TemplateCommand::Put { name, format, file }) => {
+            let body = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read the template file {}", file.display()))?;
+            let path = format!("/v1/templates/{name}");
+            let body = json!({ "format": format, "body": body });
+            (client.put(&path, body).await?, &[])
+        }
+        Command::Template(TemplateCommand::List) => (
+            client.get("/v1/templates").await?,
+            &["name", "format", "bytes", "sha256", "updated_at"],
+        ),
+        Command::Template(TemplateCommand::Show { name }) => {
+            let template = client.get(&format!("/v1/templates/{name}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&template)?);
+            } else {
+                print!("{}", template["body"].as_str().unwrap_or_default());
+            }
+            return Ok(());
+        }
+        Command::Template(TemplateCommand::Delete { name }) => {
+            client.delete(&format!("/v1/templates/{name}")).await?;
+            println!("template {name} deleted");
+            return Ok(());
+        }
         Command::Order(OrderCommand::Create {
             product,
             site,

@@ -3,7 +3,9 @@
 //!
 //! Crash safety, step by step:
 //! 1. The password is generated once and stored sealed before anything is
-//!    sent; a retry opens the stored one instead of making a new one.
+//!    sent, and a retry opens the stored one instead of making a new one.
+//!    For a product with an install template the image phase stores it
+//!    earlier (see [`crate::phases::credentials`]).
 //! 2. The e-mail state goes `NULL → sending → sent`, each step committed. A
 //!    retry that finds `sending` knows a crash hit mid-delivery: for the
 //!    outbox it checks whether the file exists; for SMTP it cannot know, so
@@ -12,25 +14,18 @@
 //! 3. The service and the order become `active` in one transaction.
 
 use rackhand_protocol::Secret;
-use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 
 use crate::app::App;
 use crate::db;
 use crate::mail::{Delivery, WelcomeEmail};
+use crate::phases::credentials::ensure_root_credentials;
 use crate::phases::{OrderContext, PhaseError, PhaseOutcome, Retry};
-use crate::seal;
-
-/// Password alphabet without look-alikes (0/O, 1/l/I), 56 symbols.
-const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-/// 20 symbols of 56 give about 116 bits of entropy.
-const PASSWORD_LENGTH: usize = 20;
 
 #[derive(sqlx::FromRow)]
 struct Service {
     ipv4: String,
     fqdn: String,
-    root_password_sealed: Option<String>,
     email_state: Option<String>,
     state: String,
 }
@@ -45,7 +40,7 @@ pub async fn run(app: &App, order: &OrderContext, key: &str) -> Result<PhaseOutc
         });
     }
 
-    let password = ensure_password(app, order.id, &service).await?;
+    let password = ensure_root_credentials(app, order.id).await?.password;
     let message_id = format!("<{}.welcome@rackhand>", order.uid);
     let delivery = deliver_once(app, order, &service, &message_id, &password).await?;
 
@@ -74,70 +69,14 @@ pub async fn run(app: &App, order: &OrderContext, key: &str) -> Result<PhaseOutc
 }
 
 async fn load(app: &App, order_id: i64) -> Result<Service, PhaseError> {
-    let service: Option<Service> = sqlx::query_as(
-        "SELECT ipv4, fqdn, root_password_sealed, email_state, state FROM services WHERE order_id = ?",
-    )
-    .bind(order_id)
-    .fetch_optional(&app.pool)
-    .await?;
+    let service: Option<Service> =
+        sqlx::query_as("SELECT ipv4, fqdn, email_state, state FROM services WHERE order_id = ?")
+            .bind(order_id)
+            .fetch_optional(&app.pool)
+            .await?;
     service.ok_or_else(|| {
         PhaseError::permanent("order has no service row; the network phase did not complete")
     })
-}
-
-/// Returns the service's root password, generating and sealing it first if
-/// this is the first attempt.
-async fn ensure_password(
-    app: &App,
-    order_id: i64,
-    service: &Service,
-) -> Result<Secret, PhaseError> {
-    let context = seal::root_password_context(order_id);
-    if let Some(sealed) = &service.root_password_sealed {
-        return app
-            .sealer
-            .open(&context, sealed)
-            .map_err(|e| PhaseError::permanent(e.to_string()));
-    }
-
-    let password =
-        generate_password().map_err(|_| PhaseError::transient("system random generator failed"))?;
-    let sealed = app
-        .sealer
-        .seal(&context, password.expose())
-        .map_err(|e| PhaseError::transient(e.to_string()))?;
-    // Conditional, so a concurrent attempt cannot replace a stored password.
-    sqlx::query("UPDATE services SET root_password_sealed = ? WHERE order_id = ? AND root_password_sealed IS NULL")
-        .bind(&sealed)
-        .bind(order_id)
-        .execute(&app.pool)
-        .await?;
-
-    let stored: String =
-        sqlx::query_scalar("SELECT root_password_sealed FROM services WHERE order_id = ?")
-            .bind(order_id)
-            .fetch_one(&app.pool)
-            .await?;
-    app.sealer
-        .open(&context, &stored)
-        .map_err(|e| PhaseError::permanent(e.to_string()))
-}
-
-/// Generates a random password from [`ALPHABET`] by rejection sampling, so
-/// every symbol is equally likely.
-pub fn generate_password() -> Result<Secret, ring::error::Unspecified> {
-    let rng = SystemRandom::new();
-    let limit = 256 - (256 % ALPHABET.len());
-    let mut password = String::with_capacity(PASSWORD_LENGTH);
-    let mut byte = [0u8; 1];
-    while password.len() < PASSWORD_LENGTH {
-        rng.fill(&mut byte)?;
-        let value = usize::from(byte[0]);
-        if value < limit {
-            password.push(char::from(ALPHABET[value % ALPHABET.len()]));
-        }
-    }
-    Ok(Secret::new(password))
 }
 
 async fn set_email_state(
@@ -221,24 +160,5 @@ async fn deliver_once(
             }
             Err(classify(error))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_use_alphabet_and_length() {
-        let password = generate_password().expect("random works");
-        assert_eq!(password.expose().len(), PASSWORD_LENGTH);
-        assert!(password.expose().bytes().all(|b| ALPHABET.contains(&b)));
-    }
-
-    #[test]
-    fn passwords_differ() {
-        let first = generate_password().expect("random works");
-        let second = generate_password().expect("random works");
-        assert_ne!(first.expose(), second.expose());
     }
 }

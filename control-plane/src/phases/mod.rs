@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod allocate;
+pub mod credentials;
 pub mod handoff;
 pub mod network;
 
@@ -107,7 +108,11 @@ pub async fn run(
             "billing runs in the webhook handler, not in a worker",
         )),
         Phase::Allocate => allocate::run(app, order).await,
-        Phase::Driver | Phase::Image => agent::dispatch(app, job, owner, order, &key).await,
+        Phase::Driver => agent::dispatch(app, job, owner, order, &key).await,
+        Phase::Image => {
+            crate::install::prepare(app, order).await?;
+            agent::dispatch(app, job, owner, order, &key).await
+        }
         Phase::Network => network::run(app, order, &key).await,
         Phase::Handoff => handoff::run(app, order, &key).await,
     }

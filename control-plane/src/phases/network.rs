@@ -4,7 +4,9 @@
 //! The address is the lowest free one in the subnet's range (excluding the
 //! network, broadcast and gateway addresses). It is stored in the service
 //! row, unique per subnet, before DNS is touched, so a retry reuses the same
-//! address; the PTR write is idempotent. This address is the service's
+//! address; the PTR write is idempotent. For a product with an install
+//! template the image phase assigns the address earlier (see
+//! [`ensure_address`]), and this phase finds and keeps it. This address is the service's
 //! public one, unrelated to the provisioning-network address the site
 //! agent's DHCP gives the node during the install.
 //
@@ -43,23 +45,7 @@ struct Service {
 
 /// Runs the phase.
 pub async fn run(app: &App, order: &OrderContext, _key: &str) -> Result<PhaseOutcome, PhaseError> {
-    let node_id = order
-        .node_id
-        .ok_or_else(|| PhaseError::permanent("order has no reserved node"))?;
-    let subnet: Subnet = sqlx::query_as(
-        "SELECT s.id, s.cidr, s.gateway, s.range_start, s.range_end, s.ptr_zone
-         FROM nodes n JOIN subnets s ON s.id = n.subnet_id WHERE n.id = ?",
-    )
-    .bind(node_id)
-    .fetch_one(&app.pool)
-    .await?;
-    let cidr: Ipv4Cidr = subnet
-        .cidr
-        .parse()
-        .map_err(|e: ipam::CidrError| PhaseError::permanent(e.to_string()))?;
-
-    let fqdn = format!("{}.{}", order.hostname, app.config.network.domain);
-    let service = assign_address(app, order, node_id, &subnet, cidr, &fqdn).await?;
+    let (subnet, cidr, service) = assign(app, order).await?;
     let address: Ipv4Addr = service.ipv4.parse().map_err(|_| {
         PhaseError::permanent(format!("stored address {:?} is invalid", service.ipv4))
     })?;
@@ -94,6 +80,39 @@ pub async fn run(app: &App, order: &OrderContext, _key: &str) -> Result<PhaseOut
         None => "reverse DNS not managed (dns.driver = none)".to_string(),
     };
     Ok(done(&service, record.map(|r| json!(r)), &note))
+}
+
+/// Assigns the order's service address unless an earlier step did, so the
+/// image phase can write into the install files the address this phase
+/// later publishes.
+pub async fn ensure_address(app: &App, order: &OrderContext) -> Result<(), PhaseError> {
+    assign(app, order).await.map(|_| ())
+}
+
+/// Loads the node's subnet and returns it with the order's service row,
+/// creating the row with the next free address when there is none.
+async fn assign(
+    app: &App,
+    order: &OrderContext,
+) -> Result<(Subnet, Ipv4Cidr, Service), PhaseError> {
+    let node_id = order
+        .node_id
+        .ok_or_else(|| PhaseError::permanent("order has no reserved node"))?;
+    let subnet: Subnet = sqlx::query_as(
+        "SELECT s.id, s.cidr, s.gateway, s.range_start, s.range_end, s.ptr_zone
+         FROM nodes n JOIN subnets s ON s.id = n.subnet_id WHERE n.id = ?",
+    )
+    .bind(node_id)
+    .fetch_one(&app.pool)
+    .await?;
+    let cidr: Ipv4Cidr = subnet
+        .cidr
+        .parse()
+        .map_err(|e: ipam::CidrError| PhaseError::permanent(e.to_string()))?;
+
+    let fqdn = format!("{}.{}", order.hostname, app.config.network.domain);
+    let service = assign_address(app, order, node_id, &subnet, cidr, &fqdn).await?;
+    Ok((subnet, cidr, service))
 }
 
 fn done(service: &Service, ptr: Option<serde_json::Value>, note: &str) -> PhaseOutcome {

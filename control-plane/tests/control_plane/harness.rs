@@ -69,6 +69,10 @@ sha256 = "{viewer}"
 [stripe]
 webhook_secret = "{STRIPE_SECRET}"
 
+[network]
+domain = "servers.invalid"
+dns_servers = ["192.0.2.53"]
+
 [handoff]
 outbox_dir = "outbox"
 "#,

@@ -1,0 +1,233 @@
+//! Install templates: upload (create or replace), list, show and delete.
+//!
+//! An upload is checked in full (see [`crate::install::check_template`])
+//! before anything is written. A template that fails is rejected with 422
+//! naming the line and the fix, and the stored one, if any, stays.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::api::auth::Operator;
+use crate::api::error::{ApiError, Body};
+use crate::api::inventory::check_name;
+use crate::app::SharedApp;
+use crate::db;
+use crate::install::{MAX_TEMPLATE_BYTES, TemplateFormat, check_template};
+
+/// Body of `PUT /v1/templates/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateUpload {
+    format: String,
+    body: String,
+}
+
+/// `PUT /v1/templates/{name}`: stores a checked template, 201 when it is
+/// new and 200 when it replaced one.
+pub async fn put_template(
+    State(app): State<SharedApp>,
+    _operator: Operator,
+    Path(name): Path<String>,
+    Body(upload): Body<TemplateUpload>,
+) -> Result<Response, ApiError> {
+    check_name("name", &name)?;
+    let format: TemplateFormat = upload
+        .format
+        .parse()
+        .map_err(|message: String| ApiError::invalid("format", message))?;
+    if upload.body.len() > MAX_TEMPLATE_BYTES {
+        return Err(ApiError::invalid(
+            "body",
+            format!(
+                "is {} bytes; templates may have at most {MAX_TEMPLATE_BYTES} bytes",
+                upload.body.len()
+            ),
+        ));
+    }
+    check_template(&name, format, &upload.body)
+        .map_err(|error| ApiError::invalid("body", error.to_string()))?;
+
+    let sha256 = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        upload.body.as_bytes(),
+    ));
+    let now = db::now_ms();
+    let mut tx = db::begin(&app.pool).await?;
+    let existing: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, format FROM install_templates WHERE name = ?")
+            .bind(&name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let status = match existing {
+        Some((id, old_format)) => {
+            if old_format != format.as_str() {
+                let products = products_using(&mut tx, id).await?;
+                if !products.is_empty() {
+                    return Err(ApiError::Conflict(format!(
+                        "template {name:?} is a {old_format} template used by product(s) {}, whose images expect that format; upload the {format} template under a new name",
+                        products.join(", ")
+                    )));
+                }
+            }
+            sqlx::query(
+                "UPDATE install_templates SET format = ?, body = ?, sha256 = ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(format.as_str())
+            .bind(&upload.body)
+            .bind(&sha256)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            StatusCode::OK
+        }
+        None => {
+            sqlx::query(
+                "INSERT INTO install_templates (name, format, body, sha256, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&name)
+            .bind(format.as_str())
+            .bind(&upload.body)
+            .bind(&sha256)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            StatusCode::CREATED
+        }
+    };
+    tx.commit().await?;
+    tracing::info!(template = %name, format = %format, sha256 = %sha256, "install template stored");
+    let body = json!({ "name": name, "format": format.as_str(), "sha256": sha256 });
+    Ok((status, Json(body)).into_response())
+}
+
+async fn products_using(tx: &mut db::Tx<'_>, template_id: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM products WHERE install_template_id = ? ORDER BY name")
+        .bind(template_id)
+        .fetch_all(&mut **tx)
+        .await
+}
+
+/// A stored template without its body.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct TemplateRow {
+    name: String,
+    format: String,
+    sha256: String,
+    bytes: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// `GET /v1/templates`.
+pub async fn list_templates(
+    State(app): State<SharedApp>,
+    _operator: Operator,
+) -> Result<Json<Vec<TemplateRow>>, ApiError> {
+    let rows = sqlx::query_as(
+        "SELECT name, format, sha256, LENGTH(CAST(body AS BLOB)) AS bytes, created_at, updated_at
+         FROM install_templates ORDER BY name",
+    )
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(Json(rows))
+}
+
+/// `GET /v1/templates/{name}`: the template with its body and the products
+/// that use it.
+pub async fn show_template(
+    State(app): State<SharedApp>,
+    _operator: Operator,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let row: Option<(i64, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT id, format, body, sha256, created_at, updated_at FROM install_templates WHERE name = ?",
+    )
+    .bind(&name)
+    .fetch_optional(&app.pool)
+    .await?;
+    let (id, format, body, sha256, created_at, updated_at) =
+        row.ok_or_else(|| ApiError::not_found("template", &name))?;
+    let products: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM products WHERE install_template_id = ? ORDER BY name")
+            .bind(id)
+            .fetch_all(&app.pool)
+            .await?;
+    Ok(Json(json!({
+        "name": name,
+        "format": format,
+        "sha256": sha256,
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "products": products,
+        "body": body,
+    })))
+}
+
+/// `DELETE /v1/templates/{name}`: 204, or 409 while a product uses it.
+pub async fn delete_template(
+    State(app): State<SharedApp>,
+    _operator: Operator,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = db::begin(&app.pool).await?;
+    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM install_templates WHERE name = ?")
+        .bind(&name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let id = id.ok_or_else(|| ApiError::not_found("template", &name))?;
+    let products = products_using(&mut tx, id).await?;
+    if !products.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "template {name:?} is used by product(s) {}; a template cannot be deleted while a product names it",
+            products.join(", ")
+        )));
+    }
+    sqlx::query("DELETE FROM install_templates WHERE id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(template = %name, "install template deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Returns the id of the template a new product names, checking that its
+/// format drives the install method of the product's image.
+pub(crate) async fn template_for_image(
+    app: &SharedApp,
+    template: &str,
+    image: &str,
+    install_method: &str,
+) -> Result<i64, ApiError> {
+    let row: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, format FROM install_templates WHERE name = ?")
+            .bind(template)
+            .fetch_optional(&app.pool)
+            .await?;
+    let (id, format) = row.ok_or_else(|| {
+        ApiError::invalid(
+            "template",
+            format!("template {template:?} does not exist; upload it with `rackhand template put`"),
+        )
+    })?;
+    let format: TemplateFormat = format
+        .parse()
+        .map_err(|message: String| ApiError::Internal(anyhow::anyhow!(message)))?;
+    let expected = format.install_method();
+    if expected.as_str() != install_method {
+        return Err(ApiError::invalid(
+            "template",
+            format!(
+                "template {template:?} is a {format} template, which needs an image with install method {expected}, but image {image:?} has {install_method}; pick a template of the image's method or an image registered with --install-method {expected}"
+            ),
+        ));
+    }
+    Ok(id)
+}
