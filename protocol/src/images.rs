@@ -28,6 +28,10 @@ pub const STAGE_REPORT_PATH: &str = "/agent/v1/image-stages";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedImage {
     pub name: String,
+    /// When the operator last asked, in Unix milliseconds. A new request for
+    /// an image that failed makes the agent try again.
+    #[serde(default)]
+    pub requested_at: i64,
     /// Every file the image's install method needs.
     pub files: Vec<StagedFile>,
 }

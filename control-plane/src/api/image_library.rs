@@ -544,15 +544,15 @@ pub(crate) async fn staged_images(
     app: &App,
     site_id: i64,
 ) -> Result<Vec<StagedImage>, sqlx::Error> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT i.name FROM image_stages g JOIN images i ON i.id = g.image_id
+    let requests: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT i.name, g.requested_at FROM image_stages g JOIN images i ON i.id = g.image_id
          WHERE g.site_id = ? AND i.state = 'ready' ORDER BY i.id",
     )
     .bind(site_id)
     .fetch_all(&app.pool)
     .await?;
-    let mut staged = Vec::with_capacity(names.len());
-    for name in names {
+    let mut staged = Vec::with_capacity(requests.len());
+    for (name, requested_at) in requests {
         let Ok(image) = load_image(app, &name).await else {
             continue;
         };
@@ -577,7 +577,11 @@ pub(crate) async fn staged_images(
                 })
             })
             .collect();
-        staged.push(StagedImage { name, files });
+        staged.push(StagedImage {
+            name,
+            requested_at,
+            files,
+        });
     }
     Ok(staged)
 }
