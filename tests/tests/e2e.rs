@@ -6,6 +6,9 @@
 //! Tests in `vm` boot a VM and share the machine's one libvirt lab, so the
 //! nextest profile runs them one at a time (test group `vm`). They need root.
 
+#[path = "e2e/image_library.rs"]
+mod image_library;
+
 mod vm {
     use std::time::Duration;
 
