@@ -16,7 +16,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Longest a check may take: `gpgv` hashes the whole file, and a 64 GiB
+/// Maximum duration of one check: `gpgv` hashes the whole file, and a 64 GiB
 /// disk image at a few hundred MB/s takes minutes.
 const GPGV_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 

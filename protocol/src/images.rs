@@ -43,17 +43,17 @@ pub struct StagedFile {
     pub role: String,
     /// Lowercase hex sha256.
     pub sha256: String,
-    /// Size in bytes, when the catalogue knows it.
+    /// Size in bytes, when the catalogue records it.
     #[serde(default)]
     pub size: Option<u64>,
-    /// Where to download it: an upstream URL, or a path on the control plane
-    /// (see [`image_file_path`]). `None` when the file must be imported on
+    /// Download URL: an upstream URL, or a path on the control plane (see
+    /// [`image_file_path`]). `None` when the file must be imported on
     /// the agent by hand.
     #[serde(default)]
     pub url: Option<String>,
 }
 
-/// Where a staged image stands on one agent.
+/// The status of a staged image on one agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StageStatus {
@@ -61,7 +61,7 @@ pub enum StageStatus {
     Requested,
     Downloading,
     /// Every file is in the cache, verified, and pinned against eviction
-    /// for as long as the request stands.
+    /// for as long as the request exists.
     Staged,
     Failed,
 }

@@ -8,7 +8,7 @@
 //! `downloading`, then `staged` or `failed` with the error.
 //!
 //! Staged files are pinned against the cache's LRU eviction for as long as
-//! the request stands: an operator who staged an image expects it to be
+//! the request exists: an operator who staged an image expects it to be
 //! there at the next boot. A pinned image that does not leave room for a
 //! new download makes that download fail with the cache's "no room" error,
 //! which names the budget. A staged file that disappears anyway (the
@@ -42,7 +42,10 @@ struct Entry {
 
 #[derive(Debug)]
 enum Outcome {
-    Staged(#[allow(dead_code)] Vec<Pin>),
+    /// Holds the pins that keep the files from eviction.
+    Staged {
+        _pins: Vec<Pin>,
+    },
     Failed,
 }
 
@@ -82,14 +85,14 @@ impl Stager {
         }
     }
 
-    /// Whether a staged image lost one of its files from the store.
+    /// Returns whether a staged image lost one of its files from the store.
     fn lost_files(&self, entry: &Entry) -> bool {
         let staged = matches!(
             *entry
                 .outcome
                 .lock()
                 .expect("no code panics while holding an outcome lock"),
-            Some(Outcome::Staged(_))
+            Some(Outcome::Staged { .. })
         );
         staged
             && entry.request.files.iter().any(|file| {
@@ -147,7 +150,7 @@ async fn stage(
             *outcome
                 .lock()
                 .expect("no code panics while holding an outcome lock") =
-                Some(Outcome::Staged(pins));
+                Some(Outcome::Staged { _pins: pins });
             report(&control_plane, &request.name, StageStatus::Staged, None).await;
         }
         Err(error) => {

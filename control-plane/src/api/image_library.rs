@@ -68,7 +68,8 @@ impl ImageState {
         }
     }
 
-    /// The registered sha256 of `role`, or `None` when none was given yet.
+    /// Returns the registered sha256 of `role`, or `None` when none was
+    /// given yet.
     fn sha256(&self, role: &str) -> Option<&str> {
         let digest = match role {
             "kernel" => Some(self.kernel_sha256.as_str()),
@@ -477,7 +478,7 @@ pub struct StageRequest {
     site: String,
 }
 
-/// `POST /v1/images/{name}/stage`: asks the site's agent to download the
+/// `POST /v1/images/{name}/stage`: requests the site's agent to download the
 /// image into its cache and keep it there. Repeating the request resets a
 /// failed stage to `requested`, so the agent tries again.
 pub async fn stage_image(
@@ -525,7 +526,7 @@ pub(crate) async fn uploaded_roles(app: &App, image_id: i64) -> Result<Vec<Strin
         .await
 }
 
-/// The URL an agent downloads a file from: the control plane's own copy
+/// Returns the URL an agent downloads a file from: the control plane's own copy
 /// when the file was uploaded, else its upstream URL.
 pub(crate) fn agent_file_url(
     uploaded: bool,
@@ -539,7 +540,7 @@ pub(crate) fn agent_file_url(
     }
 }
 
-/// The images staged for `site_id`, as the site state lists them.
+/// Lists the images staged for `site_id`, as the site state sends them.
 pub(crate) async fn staged_images(
     app: &App,
     site_id: i64,

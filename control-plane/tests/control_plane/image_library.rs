@@ -62,7 +62,7 @@ async fn upload(
         .await
 }
 
-/// Asserts that the store holds no blob and no temporary file.
+/// Asserts that the store contains no blob and no temporary file.
 fn assert_store_empty(plane: &TestPlane) {
     let store = plane.dir.path().join("state").join("images");
     for folder in ["blobs", "tmp"] {
@@ -319,8 +319,8 @@ fn run_gpg(home: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A control plane whose keyring (a file in its own folder) holds
-/// `trusted`'s key.
+/// Starts a control plane whose keyring (a file in the key's own folder)
+/// contains `trusted`'s key.
 async fn signing_plane(trusted: &SigningKey, require: bool) -> (TestPlane, PathBuf) {
     let keyring = trusted.home.path().join("keyring.gpg");
     trusted.export_keyring(&keyring);

@@ -24,8 +24,8 @@
 //!   hashes that prefix and asks for the rest with `Range` and `If-Range`.
 //!   A `200` answer (range ignored or validator changed) restarts from zero.
 //! - **Two kinds of source.** An absolute URL is fetched with the cache's
-//!   own client. A relative URL (a path) names a file that the control
-//!   plane holds and is fetched from the [`Origin`] with the agent's client.
+//!   own client. A relative URL (a path) names a file stored on the
+//!   control plane and is fetched from the [`Origin`] with the agent's client.
 //! - **Budget.** Before the body is written, the flight reserves the image's
 //!   size and evicts least-recently-used blobs that nobody has pinned. Open
 //!   streams, [`CachedBlob`]s and flights pin their digest.
@@ -98,11 +98,11 @@ pub(crate) struct Inner {
     origin: OnceLock<Origin>,
 }
 
-/// Where relative image URLs (a path such as `/agent/v1/images/<sha256>`)
-/// are fetched from: the site's control plane, through the agent's own
-/// client (which carries its TLS client certificate) and with the headers
-/// that every request to it carries. Range requests and resumes work as
-/// for any upstream.
+/// The source of relative image URLs (a path such as
+/// `/agent/v1/images/<sha256>`): the site's control plane, reached through
+/// the agent's own client (which carries its TLS client certificate) and
+/// with the headers that every request to it carries. Range requests and
+/// resumes work as for any upstream.
 #[derive(Debug, Clone)]
 pub struct Origin {
     /// Base URL that relative paths are appended to, such as
