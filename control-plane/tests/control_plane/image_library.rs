@@ -98,6 +98,50 @@ async fn upload_computes_sha256_and_readies_image() {
 }
 
 #[tokio::test]
+async fn image_install_waits_for_disk_upload() {
+    let plane = TestPlane::start().await;
+    plane
+        .create(
+            "/v1/images",
+            &json!({ "name": "raw", "upload": true, "install_method": "image" }),
+        )
+        .await;
+    let disk = b"a disk image that is only bytes for this test, a little longer";
+
+    upload(&plane, "raw", "kernel", KERNEL, &[]).await;
+    let initrd = upload(&plane, "raw", "initrd", INITRD, &[]).await;
+    let uploaded = upload(&plane, "raw", "disk", disk, &[]).await;
+
+    assert_eq!(initrd.json["image_state"], "incomplete", "{}", initrd.text);
+    assert_eq!(uploaded.json["image_state"], "ready", "{}", uploaded.text);
+    let shown = plane.get("/v1/images/raw").await;
+    assert_eq!(shown.json["files"][2]["role"], "disk");
+    assert_eq!(shown.json["files"][2]["sha256"], sha256(disk));
+    assert_eq!(shown.json["files"][2]["size"], disk.len());
+}
+
+#[tokio::test]
+async fn disk_upload_for_live_image_is_rejected() {
+    let plane = TestPlane::start().await;
+    create_upload_image(&plane, "live").await;
+
+    let reply = upload(&plane, "live", "disk", KERNEL, &[]).await;
+
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert!(
+        error_text(&reply).contains("kernel, initrd"),
+        "{}",
+        reply.text
+    );
+    assert_store_empty(&plane);
+}
+
+#[tokio::test]
 async fn upload_with_wrong_sha256_leaves_nothing() {
     let plane = TestPlane::start().await;
     create_upload_image(&plane, "live").await;
@@ -146,6 +190,33 @@ async fn upload_must_match_digest_given_at_creation() {
     assert_eq!(
         reply.status,
         StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert_eq!(file_rows(&plane).await, 0);
+    assert_store_empty(&plane);
+}
+
+#[tokio::test]
+async fn cut_off_upload_leaves_nothing() {
+    let plane = TestPlane::start().await;
+    create_upload_image(&plane, "live").await;
+    let pieces = futures_util::stream::iter([
+        Ok(axum::body::Bytes::from_static(&KERNEL[..10])),
+        Err(std::io::Error::other("client went away")),
+    ]);
+    let request = Request::builder()
+        .method("PUT")
+        .uri("/v1/images/live/files/kernel")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .body(Body::from_stream(pieces))
+        .expect("the request is well formed");
+
+    let reply = plane.send(request).await;
+
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(
+        error_text(&reply).contains("cut off after 10 bytes"),
         "{}",
         reply.text
     );
