@@ -1,7 +1,8 @@
-//! The image library end to end without a VM: the CLI uploads an image
-//! into a running control plane, stages it to a site, and the site agent
-//! downloads it over its mTLS connection into its cache, verifies it and
-//! reports it staged, which `rackhand image show` prints.
+//! The image library end to end without a VM: the CLI uploads a signed
+//! image into a running control plane that requires signatures, stages it
+//! to a site, and the site agent downloads it over its mTLS connection into
+//! its cache, verifies it and reports it staged, which `rackhand image
+//! show` prints with the signer's fingerprint.
 
 use std::fs;
 use std::path::Path;
@@ -38,7 +39,75 @@ fn write_file(path: &Path, size: usize, seed: u8) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn control_plane_config(state: &Path, api_port: u16, agent_port: u16, token: &str) -> String {
+/// Runs gpg in `home` in batch mode with an empty passphrase and returns
+/// its stdout.
+fn gpg(home: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+        .args(args)
+        .output()
+        .context("running gpg (the gnupg package)")?;
+    if !output.status.success() {
+        bail!(
+            "gpg {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Creates a signing key in a new GNUPGHOME under `dir`, writes its public
+/// keyring to `keyring` and returns the key's fingerprint.
+fn signing_key(dir: &Path, keyring: &Path) -> anyhow::Result<String> {
+    let home = dir.join("gnupg");
+    fs::create_dir_all(&home)?;
+    fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    gpg(
+        &home,
+        &[
+            "--quick-generate-key",
+            "Image Signer <signer@example.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+    )?;
+    gpg(
+        &home,
+        &["--output", &keyring.display().to_string(), "--export"],
+    )?;
+    let listing = gpg(&home, &["--with-colons", "--list-keys"])?;
+    listing
+        .lines()
+        .find_map(|line| line.strip_prefix("fpr:"))
+        .and_then(|rest| rest.trim_matches(':').split(':').next_back())
+        .map(str::to_string)
+        .context("gpg listed no fingerprint")
+}
+
+/// Writes a detached signature of `file` to `file.sig` and returns its path.
+fn sign(dir: &Path, file: &Path) -> anyhow::Result<String> {
+    let signature = format!("{}.sig", file.display());
+    gpg(
+        &dir.join("gnupg"),
+        &[
+            "--detach-sign",
+            "--output",
+            &signature,
+            &file.display().to_string(),
+        ],
+    )?;
+    Ok(signature)
+}
+
+fn control_plane_config(
+    state: &Path,
+    api_port: u16,
+    agent_port: u16,
+    token: &str,
+    keyring: &Path,
+) -> String {
     let token_sha = hex::encode(ring::digest::digest(
         &ring::digest::SHA256,
         token.as_bytes(),
@@ -55,8 +124,13 @@ sha256 = "{token_sha}"
 
 [agents]
 listen = "127.0.0.1:{agent_port}"
+
+[images]
+signature_keyring = "{keyring}"
+require_signatures = true
 "#,
         state = state.display(),
+        keyring = keyring.display(),
     )
 }
 
@@ -110,10 +184,18 @@ async fn uploaded_image_is_prestaged_on_agent() -> anyhow::Result<()> {
     let (api_port, agent_port) = (free_port()?, free_port()?);
     let api_url = format!("http://127.0.0.1:{api_port}");
     let token = format!("e2e-token-{}", random_suffix());
+    let keyring = dir.join("signers.gpg");
+    let fingerprint = signing_key(&dir, &keyring)?;
     let cp_config = dir.join("control-plane.toml");
     fs::write(
         &cp_config,
-        control_plane_config(&dir.join("cp-state"), api_port, agent_port, &token),
+        control_plane_config(
+            &dir.join("cp-state"),
+            api_port,
+            agent_port,
+            &token,
+            &keyring,
+        ),
     )?;
     let mut control_plane = Process::spawn(
         "control plane",
@@ -128,6 +210,7 @@ async fn uploaded_image_is_prestaged_on_agent() -> anyhow::Result<()> {
     let (kernel, initrd) = (dir.join("vmlinuz"), dir.join("initrd.img"));
     write_file(&kernel, 3 << 20, 1)?;
     write_file(&initrd, 5 << 20, 2)?;
+    let (kernel_signature, initrd_signature) = (sign(&dir, &kernel)?, sign(&dir, &initrd)?);
     rackhand(&api_url, &token, &["site", "create", "dc1"])?;
     let created = rackhand(
         &api_url,
@@ -142,6 +225,10 @@ async fn uploaded_image_is_prestaged_on_agent() -> anyhow::Result<()> {
             &kernel.display().to_string(),
             "--initrd",
             &initrd.display().to_string(),
+            "--kernel-signature",
+            &kernel_signature,
+            "--initrd-signature",
+            &initrd_signature,
         ],
     )?;
     assert!(created.contains("image live ready"), "{created}");
@@ -185,6 +272,7 @@ async fn uploaded_image_is_prestaged_on_agent() -> anyhow::Result<()> {
     let printed = rackhand(&api_url, &token, &["image", "show", "live"])?;
     assert!(printed.contains("dc1"), "{printed}");
     assert!(printed.contains("staged"), "{printed}");
+    assert!(printed.contains(&fingerprint), "{printed}");
     assert!(
         agent.log_text().contains("image pre-staged"),
         "{}",
