@@ -107,8 +107,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let store = ImageStore::open(&config.image_store)?;
-    // Images the control plane gives an upstream URL for are downloaded
-    // into the store on their first boot; the boot server reads the store.
+    // Image files with a URL (upstream, or a path on the control plane for
+    // uploaded files) are downloaded into the store on their first boot or
+    // when staged; the boot server reads the store.
     let cache = rackhand_images::ImageCache::new(
         store.clone(),
         &rackhand_images::CacheConfig::new(config.image_cache_budget),

@@ -42,7 +42,7 @@ struct Entry {
 
 #[derive(Debug)]
 enum Outcome {
-    /// Holds the pins that keep the files from eviction.
+    /// Every file is stored and verified; the pins keep them from eviction.
     Staged {
         _pins: Vec<Pin>,
     },
@@ -151,14 +151,14 @@ async fn stage(
                 .lock()
                 .expect("no code panics while holding an outcome lock") =
                 Some(Outcome::Staged { _pins: pins });
-            report(&control_plane, &request.name, StageStatus::Staged, None).await;
+            report_final(&control_plane, &request.name, StageStatus::Staged, None).await;
         }
         Err(error) => {
             tracing::warn!(image = %request.name, error = %error, "image pre-staging failed");
             *outcome
                 .lock()
                 .expect("no code panics while holding an outcome lock") = Some(Outcome::Failed);
-            report(
+            report_final(
                 &control_plane,
                 &request.name,
                 StageStatus::Failed,
@@ -206,25 +206,54 @@ fn error_chain(error: &ImageError) -> String {
     text
 }
 
-/// Sends a status report; a failure is logged, and the next change or a
-/// renewed request reports again.
+/// Attempts at sending a final status, and the wait between them: about a
+/// minute in all, longer than a control plane restart takes.
+const FINAL_REPORT_ATTEMPTS: u32 = 5;
+const FINAL_REPORT_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Sends a status report. Returns whether the control plane accepted it; a
+/// failure is logged.
 async fn report(
     control_plane: &ControlPlane,
     image: &str,
     status: StageStatus,
     error: Option<String>,
-) {
+) -> bool {
     let report = StageReport {
         image: image.to_string(),
         status,
         error,
     };
-    if let Err(error) = control_plane.report_stage(&report).await {
-        tracing::warn!(
-            image,
-            status = status.as_str(),
-            error = format!("{error:#}"),
-            "reporting a pre-staging status failed"
-        );
+    match control_plane.report_stage(&report).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(
+                image,
+                status = status.as_str(),
+                error = format!("{error:#}"),
+                "reporting a pre-staging status failed"
+            );
+            false
+        }
     }
+}
+
+/// Sends the final status of a stage, retrying for about a minute, because
+/// the operator would otherwise see `downloading` until the next request.
+async fn report_final(
+    control_plane: &ControlPlane,
+    image: &str,
+    status: StageStatus,
+    error: Option<String>,
+) {
+    for attempt in 1..=FINAL_REPORT_ATTEMPTS {
+        if report(control_plane, image, status, error.clone()).await {
+            return;
+        }
+        if attempt < FINAL_REPORT_ATTEMPTS {
+            tokio::time::sleep(FINAL_REPORT_RETRY).await;
+        }
+    }
+    // NOTE: after the last attempt the control plane shows the status it
+    // last received until the operator stages the image again.
 }

@@ -116,7 +116,7 @@ pub async fn upload_file(
         return Err(ApiError::invalid(
             "signature",
             format!(
-                "the {role} of image {name:?} has no signature, and images.require_signatures is on; sign it with `gpg --detach-sign FILE` and upload it with --{role}-signature FILE.sig"
+                "the {role} of image {name:?} has no signature, and images.require_signatures is on; sign it with `gpg --detach-sign FILE` and pass FILE.sig as --{role}-signature (rackhand image create) or --signature (rackhand image upload)"
             ),
         ));
     }
@@ -339,10 +339,15 @@ async fn check_signature(
         ) => Err(ApiError::Internal(anyhow::Error::new(error).context(
             format!("checking the signature of the {role} of image {name:?}"),
         ))),
-        Err(error) => Err(ApiError::invalid(
-            "signature",
-            format!("the {role} of image {name:?} was rejected, nothing was stored: {error}"),
-        )),
+        Err(error) => {
+            // A rejected signature may be an attack on the catalogue, so it
+            // is logged although the client gets a 4xx.
+            tracing::warn!(image = %name, role, error = %error, "image upload rejected: signature check failed");
+            Err(ApiError::invalid(
+                "signature",
+                format!("the {role} of image {name:?} was rejected, nothing was stored: {error}"),
+            ))
+        }
     }
 }
 

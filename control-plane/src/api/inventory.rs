@@ -178,10 +178,11 @@ fn default_os_family() -> String {
     "linux".to_string()
 }
 
-/// The disk image fields of a new image, checked against its install method.
-/// For an uploaded image, only the expected digest (if given) is known.
+/// A disk image's sha256, size and upstream URL. An image created for upload
+/// has only the digest its disk must have, if the operator gave one.
 type DiskFields = (String, Option<u64>, Option<String>);
 
+/// The disk image fields of a new image, checked against its install method.
 fn check_disk(image: &NewImage) -> Result<Option<DiskFields>, ApiError> {
     let given =
         image.disk_sha256.is_some() || image.disk_size.is_some() || image.disk_url.is_some();
