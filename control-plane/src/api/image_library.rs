@@ -483,6 +483,8 @@ pub struct StageRequest {
     site: String,
 }
 
+// TODO: add `DELETE /v1/images/{name}/stage/{site}` to withdraw a request,
+// which unpins the image's files on the agent.
 /// `POST /v1/images/{name}/stage`: requests the site's agent to download the
 /// image into its cache and keep it there. Repeating the request resets a
 /// failed stage to `requested`, so the agent tries again.

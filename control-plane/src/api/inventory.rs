@@ -371,6 +371,8 @@ fn check_source(app: &SharedApp, image: &NewImage) -> Result<(), ApiError> {
         }
         return Ok(());
     }
+    // TODO: download an upstream file once on registration to check its
+    // signature, so that images registered by URL can be signed too.
     if app.config.images.require_signatures {
         return Err(ApiError::invalid(
             "upload",
