@@ -22,6 +22,8 @@ pub struct App {
     pub dns: Dns,
     pub mailer: Mailer,
     pub ca: Ca,
+    /// Files uploaded into the image library, by sha256.
+    pub images: rackhand_images::ImageStore,
     pub failpoints: Failpoints,
     /// Woken when a job becomes runnable, so idle workers need not poll.
     pub jobs_ready: Notify,

@@ -45,6 +45,7 @@ struct RawConfig {
     smtp: Option<RawSmtp>,
     handoff: Option<RawHandoff>,
     secrets: Option<RawSecrets>,
+    images: Option<RawImages>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +137,16 @@ struct RawHandoff {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawImages {
+    store_dir: Option<PathBuf>,
+    max_file_bytes: Option<u64>,
+    signature_keyring: Option<PathBuf>,
+    require_signatures: Option<bool>,
+    gpgv: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawSecrets {
     sealing_key_file: Option<PathBuf>,
 }
@@ -156,7 +167,29 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     pub handoff: HandoffConfig,
     pub sealing_key_file: PathBuf,
+    pub images: ImagesConfig,
 }
+
+/// The image library: uploaded files and their signatures.
+#[derive(Debug, Clone)]
+pub struct ImagesConfig {
+    /// Content-addressed store of uploaded files (default `<state_dir>/images`).
+    pub store_dir: PathBuf,
+    /// Largest file accepted by an upload, in bytes.
+    pub max_file_bytes: u64,
+    /// OpenPGP keyring (binary, as `gpg --export` writes it) that detached
+    /// signatures are checked against; `None` accepts no signature.
+    pub signature_keyring: Option<PathBuf>,
+    /// Whether every uploaded file needs a good signature, and images can no
+    /// longer be registered by digest alone.
+    pub require_signatures: bool,
+    /// The `gpgv` program that checks signatures.
+    pub gpgv: PathBuf,
+}
+
+/// Default of `images.max_file_bytes`: 64 GiB, above the disk images of
+/// common cloud distributions (a few GiB) with room for large ones.
+pub const DEFAULT_MAX_IMAGE_FILE_BYTES: u64 = 64 << 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -344,6 +377,7 @@ impl Checker<'_> {
             .unwrap_or_else(|| state_dir.join("sealing.key"));
 
         let handoff = self.check_handoff(raw.handoff, &state_dir)?;
+        let images = self.check_images(raw.images, &state_dir)?;
         let api = self.check_api(raw.api)?;
         let agents = self.check_agents(raw.agents)?;
         if api.listen.port() != 0 && api.listen == agents.listen {
@@ -368,6 +402,7 @@ impl Checker<'_> {
             smtp: raw.smtp.map(|s| self.check_smtp(s)).transpose()?,
             handoff,
             sealing_key_file,
+            images,
             state_dir,
         })
     }
@@ -483,6 +518,45 @@ impl Checker<'_> {
             lease_seconds,
             enrollment_token_ttl_seconds,
             callback_timeout_seconds,
+        })
+    }
+
+    fn check_images(
+        &self,
+        raw: Option<RawImages>,
+        state_dir: &Path,
+    ) -> Result<ImagesConfig, ConfigError> {
+        let raw = raw.unwrap_or(RawImages {
+            store_dir: None,
+            max_file_bytes: None,
+            signature_keyring: None,
+            require_signatures: None,
+            gpgv: None,
+        });
+        let max_file_bytes = raw.max_file_bytes.unwrap_or(DEFAULT_MAX_IMAGE_FILE_BYTES);
+        if max_file_bytes == 0 {
+            return Err(self.invalid(
+                "images.max_file_bytes",
+                "must be at least 1; give the largest upload in bytes, such as 68719476736 for 64 GiB",
+            ));
+        }
+        let signature_keyring = raw.signature_keyring.map(|path| self.resolve(&path));
+        let require_signatures = raw.require_signatures.unwrap_or(false);
+        if require_signatures && signature_keyring.is_none() {
+            return Err(self.invalid(
+                "images.require_signatures",
+                "is true but images.signature_keyring is not set; give the keyring of the keys allowed to sign images",
+            ));
+        }
+        Ok(ImagesConfig {
+            store_dir: raw
+                .store_dir
+                .map(|path| self.resolve(&path))
+                .unwrap_or_else(|| state_dir.join("images")),
+            max_file_bytes,
+            signature_keyring,
+            require_signatures,
+            gpgv: raw.gpgv.unwrap_or_else(|| PathBuf::from("gpgv")),
         })
     }
 

@@ -35,4 +35,5 @@ pub mod phases;
 pub mod pki;
 pub mod seal;
 pub mod server;
+pub mod signatures;
 pub mod telemetry;

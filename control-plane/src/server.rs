@@ -49,6 +49,16 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     if pki.join("ca.key").exists() {
         Ca::load_or_create(&pki)?;
     }
+    if let Some(keyring) = &config.images.signature_keyring
+        && !keyring.is_file()
+    {
+        anyhow::bail!(
+            "{}: images.signature_keyring {} is not a file; export the signing keys with `gpg --export KEYID > {}`",
+            config.path.display(),
+            keyring.display(),
+            keyring.display()
+        );
+    }
     Ok(())
 }
 
@@ -62,7 +72,15 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
     let ca = Ca::load_or_create(&config.state_dir.join("pki"))?;
     let dns = Dns::from_config(&config.dns)?;
     let mailer = Mailer::new(&config.handoff, config.smtp.as_ref())?;
+    let images =
+        rackhand_images::ImageStore::open(&config.images.store_dir).with_context(|| {
+            format!(
+                "cannot open the image store images.store_dir {}",
+                config.images.store_dir.display()
+            )
+        })?;
     Ok(Arc::new(App {
+        images,
         pool,
         config,
         sealer,

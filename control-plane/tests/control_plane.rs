@@ -17,6 +17,8 @@ mod config;
 mod console;
 #[path = "control_plane/harness.rs"]
 mod harness;
+#[path = "control_plane/image_library.rs"]
+mod image_library;
 #[path = "control_plane/inventory.rs"]
 mod inventory;
 #[path = "control_plane/jobs.rs"]

@@ -69,6 +69,13 @@ pub enum ImageError {
         source: reqwest::Error,
     },
 
+    /// The image's URL is relative, which names a file on the control plane,
+    /// but the cache was given no [`Origin`](crate::Origin) to fetch it from.
+    #[error(
+        "image {digest} has the relative URL {url}, but this cache has no control plane to fetch it from"
+    )]
+    NoOrigin { digest: Sha256Digest, url: String },
+
     /// The upstream returned a status other than 200 or 206.
     #[error("download of image {digest} from {url} failed: upstream returned HTTP {status}")]
     UpstreamStatus {

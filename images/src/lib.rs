@@ -49,8 +49,8 @@ mod error;
 mod rehash;
 mod store;
 
-pub use cache::{CacheConfig, CachedBlob, ImageCache, ImageStream, Pin};
+pub use cache::{CacheConfig, CachedBlob, ImageCache, ImageStream, Origin, Pin};
 pub use digest::{ParseDigestError, Sha256Digest};
 pub use error::ImageError;
 pub use rehash::{RehashReport, rehash_all, run_scheduled_rehash};
-pub use store::{ImageStore, StoredBlob, VerifiedBlob};
+pub use store::{ImageStore, StoredBlob, Upload, VerifiedBlob};

@@ -15,7 +15,8 @@ use axum::response::Response;
 use futures_util::StreamExt;
 use futures_util::stream;
 use rackhand_images::{
-    CacheConfig, ImageCache, ImageError, ImageStore, Sha256Digest, rehash_all, run_scheduled_rehash,
+    CacheConfig, ImageCache, ImageError, ImageStore, Origin, Sha256Digest, rehash_all,
+    run_scheduled_rehash,
 };
 use tokio::sync::Notify;
 
@@ -40,6 +41,8 @@ struct SeenRequest {
     name: String,
     range: Option<String>,
     if_range: Option<String>,
+    /// The `origin-marker` header, which only an [`Origin`]'s requests carry.
+    origin_marker: Option<String>,
 }
 
 struct Upstream {
@@ -78,6 +81,7 @@ async fn serve_image(
         name: name.clone(),
         range: range.clone(),
         if_range: if_range.clone(),
+        origin_marker: header_text(&headers, header::HeaderName::from_static("origin-marker")),
     });
     let Some(image) = upstream.images.get(&name) else {
         return Response::builder()
@@ -897,4 +901,70 @@ async fn restarted_download_resumes_with_new_validator() {
     assert_eq!(seen[2].if_range.as_deref(), Some("\"v2\""));
     assert!(seen[2].range.is_some());
     assert_eq!(read_blob(&cache, &digest).await, fx.image("a"));
+}
+
+/// Builds a client for the plain-HTTP test upstream; reqwest needs a rustls
+/// provider even when no TLS connection is made.
+fn plain_http_client() -> reqwest::Client {
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("the ring provider supports the default protocol versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .expect("the client builds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_url_fetches_from_origin() {
+    let fx = fixture().await;
+    let cache = fx.cache(10 * IMAGE_SIZE as u64);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "origin-marker",
+        "control-plane".parse().expect("valid header"),
+    );
+    cache.set_origin(Origin {
+        base_url: fx.base.clone(),
+        client: plain_http_client(),
+        headers,
+    });
+    let digest = fx.digest("b");
+
+    let size = cache
+        .fetch(&digest, "/images/b", None)
+        .await
+        .expect("the origin serves the image");
+
+    assert_eq!(size, IMAGE_SIZE as u64);
+    assert_eq!(read_blob(&cache, &digest).await, fx.image("b"));
+    let seen = fx.upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].origin_marker.as_deref(), Some("control-plane"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_url_without_origin_fails() {
+    let fx = fixture().await;
+    let cache = fx.cache(10 * IMAGE_SIZE as u64);
+    let digest = fx.digest("b");
+
+    let error = cache
+        .fetch(&digest, "/images/b", None)
+        .await
+        .expect_err("no origin to resolve the path against");
+
+    let ImageError::DownloadFailed { source, .. } = &error else {
+        panic!("expected a failed download, got {error:?}");
+    };
+    assert!(
+        matches!(source.as_ref(), ImageError::NoOrigin { url, .. } if url == "/images/b"),
+        "{source:?}"
+    );
+    assert!(fx.upstream.seen().is_empty());
+    assert!(!cache.store().contains(&digest));
 }

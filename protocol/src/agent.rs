@@ -56,6 +56,10 @@ pub struct EnrollResponse {
 pub struct SiteState {
     pub site: String,
     pub nodes: Vec<SiteNode>,
+    /// Images an operator asked this site to pre-stage. Control planes that
+    /// predate pre-staging send none.
+    #[serde(default)]
+    pub staged_images: Vec<crate::images::StagedImage>,
 }
 
 /// A node of the site as the PXE services need it (no credentials).

@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod hardware;
+pub mod images;
 mod mac;
 mod secret;
 

@@ -7,6 +7,7 @@ use rackhand_protocol::agent::{
     self as wire, ClaimRequest, Heartbeat, HeartbeatAck, Operation, OperationClaim,
     OperationOutcome, SiteState, Task, TaskReport,
 };
+use rackhand_protocol::images::StageReport;
 use rackhand_protocol::{PROTOCOL_HEADER, PROTOCOL_VERSION};
 use reqwest::StatusCode;
 
@@ -180,6 +181,42 @@ impl ControlPlane {
             .await
             .context("reporting a node operation's result")?;
         Self::check(response, "the operation result").await?;
+        Ok(())
+    }
+}
+
+impl ControlPlane {
+    /// Returns the origin that the image cache fetches uploaded files from:
+    /// this control plane, with the agent's identity and a read timeout in
+    /// place of an overall one, because a disk image may take long.
+    pub fn image_origin(&self, identity: &Identity) -> anyhow::Result<rackhand_images::Origin> {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(identity.tls.clone())
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            PROTOCOL_HEADER,
+            reqwest::header::HeaderValue::from(PROTOCOL_VERSION),
+        );
+        Ok(rackhand_images::Origin {
+            base_url: self.base.clone(),
+            client,
+            headers,
+        })
+    }
+
+    /// Reports the status of a staged image.
+    pub async fn report_stage(&self, report: &StageReport) -> anyhow::Result<()> {
+        let response = self
+            .post(rackhand_protocol::images::STAGE_REPORT_PATH)
+            .json(report)
+            .send()
+            .await
+            .context("reporting a pre-staging status")?;
+        Self::check(response, "the pre-staging status").await?;
         Ok(())
     }
 }

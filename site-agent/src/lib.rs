@@ -26,6 +26,7 @@ pub mod operations;
 pub mod pxe_services;
 pub mod script_template;
 pub mod site_nodes;
+pub mod staging;
 pub mod state;
 pub mod tasks;
 
@@ -44,6 +45,7 @@ use crate::config::Config;
 use crate::driver_step::{DriverSettings, IronicSettings};
 use crate::failpoint::Failpoints;
 use crate::site_nodes::SiteNodes;
+use crate::staging::Stager;
 use crate::state::State;
 
 /// How often the node list is refreshed from the control plane.
@@ -107,8 +109,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let store = ImageStore::open(&config.image_store)?;
-    // Images the control plane gives an upstream URL for are downloaded
-    // into the store on their first boot; the boot server reads the store.
+    // Image files with a URL (upstream, or a path on the control plane for
+    // uploaded files) are downloaded into the store on their first boot or
+    // when staged; the boot server reads the store.
     let cache = rackhand_images::ImageCache::new(
         store.clone(),
         &rackhand_images::CacheConfig::new(config.image_cache_budget),
@@ -118,6 +121,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     preflight(&config)?;
     let identity = enroll::ensure_identity(&config.state_dir, &config.control_plane).await?;
     let control_plane = ControlPlane::new(&config.control_plane.url, &identity)?;
+    cache.set_origin(control_plane.image_origin(&identity)?);
+    let stager = Stager::new(cache.clone(), control_plane.clone());
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         site = %identity.site,
@@ -165,7 +170,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // Learn the site's nodes before serving DHCP, so the first netboot
     // after a restart is not turned away.
-    refresh_site(&control_plane, &nodes).await;
+    refresh_site(&control_plane, &nodes, &stager).await;
     if let Some(pxe) = &config.pxe {
         pxe_services::start(
             pxe,
@@ -185,7 +190,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tasks.spawn(async move {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(SITE_REFRESH) => refresh_site(&sync_plane, &sync_nodes).await,
+                _ = tokio::time::sleep(SITE_REFRESH) => refresh_site(&sync_plane, &sync_nodes, &stager).await,
                 _ = sync_shutdown.cancelled() => return,
             }
         }
@@ -245,10 +250,13 @@ fn open_access_log(config: &Config) -> Option<std::fs::File> {
     }
 }
 
-async fn refresh_site(control_plane: &ControlPlane, nodes: &SiteNodes) {
+async fn refresh_site(control_plane: &ControlPlane, nodes: &SiteNodes, stager: &Stager) {
     let started = nodes.fetch_started();
     match control_plane.site().await {
-        Ok(site) => nodes.replace_listed(started, site.nodes),
+        Ok(site) => {
+            nodes.replace_listed(started, site.nodes);
+            stager.apply(site.staged_images);
+        }
         Err(error) => tracing::warn!(
             error = format!("{error:#}"),
             "refreshing the site's nodes failed"

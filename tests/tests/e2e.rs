@@ -8,6 +8,9 @@
 //! Tests outside it boot no machine and may run beside them; they need root
 //! too, for the namespace of the agent's PXE servers.
 
+#[path = "e2e/image_library.rs"]
+mod image_library;
+
 mod vm {
     use std::time::Duration;
 

@@ -8,6 +8,7 @@
 //! that agent's site. Every request must carry the protocol version header.
 
 pub mod enroll;
+pub mod images;
 pub mod tasks;
 pub mod tls;
 
@@ -90,6 +91,11 @@ pub fn router(app: SharedApp) -> Router {
         )
         .route("/agent/v1/tasks/{task_id}/result", post(tasks::report))
         .route(wire::OPERATION_CLAIM_PATH, post(operations::claim))
+        .route("/agent/v1/images/{sha256}", get(images::serve_file))
+        .route(
+            rackhand_protocol::images::STAGE_REPORT_PATH,
+            post(images::report_stage),
+        )
         .route(
             "/agent/v1/consoles/{operation_id}",
             post(crate::console::agent_join),
@@ -153,8 +159,10 @@ async fn site_state(
             boot,
         });
     }
+    let staged_images = crate::api::image_library::staged_images(&app, agent.site_id).await?;
     Ok(Json(SiteState {
         site: agent.site,
         nodes,
+        staged_images,
     }))
 }

@@ -33,6 +33,7 @@ use serde_json::json;
 use crate::activity::{self, Entry, Event};
 use crate::agents::Agent;
 use crate::api::error::{ApiError, Body};
+use crate::api::image_library;
 use crate::app::App;
 use crate::db::{self, Tx};
 use crate::jobs;
@@ -241,6 +242,7 @@ async fn record_claim(app: &App, agent: &Agent, row: &ClaimedRow) -> Result<(), 
 
 #[derive(sqlx::FromRow)]
 struct StepRow {
+    image_id: i64,
     node_id: i64,
     node_name: String,
     boot_mac: String,
@@ -268,7 +270,7 @@ struct StepRow {
 async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
     let phase: Phase = row.phase.parse()?;
     let step: StepRow = sqlx::query_as(
-        "SELECT n.id AS node_id, n.name AS node_name, n.boot_mac, n.bmc_driver, n.bmc_url, n.bmc_username,
+        "SELECT i.id AS image_id, n.id AS node_id, n.name AS node_name, n.boot_mac, n.bmc_driver, n.bmc_url, n.bmc_username,
                 n.bmc_password_sealed, o.hostname, i.name AS image_name, i.kernel_sha256, i.initrd_sha256,
                 i.kernel_args, i.kernel_url, i.initrd_url, i.install_method, i.disk_sha256, i.disk_size,
                 i.disk_url, n.bmc_ca_pem, n.bmc_fingerprint
@@ -282,6 +284,10 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
     .fetch_one(&app.pool)
     .await?;
     let boot_mac: MacAddr = step.boot_mac.parse()?;
+    let uploaded = image_library::uploaded_roles(app, step.image_id).await?;
+    let file_url = |role: &str, sha256: &str, upstream: Option<String>| {
+        image_library::agent_file_url(uploaded.iter().any(|r| r == role), sha256, upstream)
+    };
 
     let step = match phase {
         Phase::Driver => {
@@ -338,17 +344,17 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
                 hostname: step.hostname,
                 image: ImageSpec {
                     name: step.image_name,
+                    kernel_url: file_url("kernel", &step.kernel_sha256, step.kernel_url),
+                    initrd_url: file_url("initrd", &step.initrd_sha256, step.initrd_url),
                     kernel_sha256: step.kernel_sha256,
                     initrd_sha256: step.initrd_sha256,
                     kernel_args: step.kernel_args,
-                    kernel_url: step.kernel_url,
-                    initrd_url: step.initrd_url,
                     install_method,
                     disk: match (step.disk_sha256, step.disk_size) {
                         (Some(sha256), Some(size)) => Some(ImageFile {
+                            url: file_url("disk", &sha256, step.disk_url),
                             sha256,
                             size: u64::try_from(size)?,
-                            url: step.disk_url,
                         }),
                         _ => None,
                     },

@@ -21,6 +21,8 @@ pub enum ApiError {
     Forbidden(String),
     NotFound(String),
     Conflict(String),
+    /// 413: an upload is larger than the configured limit.
+    PayloadTooLarge(String),
     /// 502: an upstream the request depends on (a BMC, through the site
     /// agent) failed; the message carries its error.
     BadGateway(String),
@@ -57,6 +59,9 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, json!({ "error": message })),
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, json!({ "error": message })),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, json!({ "error": message })),
+            ApiError::PayloadTooLarge(message) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": message }))
+            }
             ApiError::BadGateway(message) => (StatusCode::BAD_GATEWAY, json!({ "error": message })),
             ApiError::GatewayTimeout(message) => {
                 (StatusCode::GATEWAY_TIMEOUT, json!({ "error": message }))

@@ -148,8 +148,14 @@ pub async fn create_enrollment_token(
 #[serde(deny_unknown_fields)]
 pub struct NewImage {
     name: String,
-    kernel_sha256: String,
-    initrd_sha256: String,
+    /// Required unless `upload` is set; then the digest the uploaded
+    /// kernel must have, if given.
+    kernel_sha256: Option<String>,
+    initrd_sha256: Option<String>,
+    /// The files will be uploaded into the control plane: the image starts
+    /// `incomplete` and its digests are computed on upload.
+    #[serde(default)]
+    upload: bool,
     #[serde(default)]
     kernel_args: String,
     /// Where site agents download the kernel when their cache lacks it.
@@ -172,8 +178,12 @@ fn default_os_family() -> String {
     "linux".to_string()
 }
 
+/// A disk image's sha256, size and upstream URL. An image created for upload
+/// has only the digest its disk must have, if the operator gave one.
+type DiskFields = (String, Option<u64>, Option<String>);
+
 /// The disk image fields of a new image, checked against its install method.
-fn check_disk(image: &NewImage) -> Result<Option<(String, u64, Option<String>)>, ApiError> {
+fn check_disk(image: &NewImage) -> Result<Option<DiskFields>, ApiError> {
     let given =
         image.disk_sha256.is_some() || image.disk_size.is_some() || image.disk_url.is_some();
     if image.install_method != InstallMethod::Image {
@@ -187,6 +197,20 @@ fn check_disk(image: &NewImage) -> Result<Option<(String, u64, Option<String>)>,
             ));
         }
         return Ok(None);
+    }
+    if image.upload {
+        if image.disk_size.is_some() || image.disk_url.is_some() {
+            return Err(ApiError::invalid(
+                "disk_size",
+                "an uploaded disk image's size is measured on upload and it has no upstream URL; drop disk_size and disk_url",
+            ));
+        }
+        let digest = image
+            .disk_sha256
+            .as_deref()
+            .map(|digest| check_digest("disk_sha256", digest))
+            .transpose()?;
+        return Ok(digest.map(|digest| (digest, None, None)));
     }
     let Some(digest) = &image.disk_sha256 else {
         return Err(ApiError::invalid(
@@ -205,7 +229,7 @@ fn check_disk(image: &NewImage) -> Result<Option<(String, u64, Option<String>)>,
         }
     };
     let url = check_upstream_url("disk_url", &image.disk_url)?;
-    Ok(Some((digest, size, url)))
+    Ok(Some((digest, Some(size), url)))
 }
 
 /// Checks an OS family name: what operators type, kept short and plain
@@ -270,8 +294,9 @@ pub async fn create_image(
     Body(image): Body<NewImage>,
 ) -> Result<Created, ApiError> {
     check_name("name", &image.name)?;
-    let kernel = check_digest("kernel_sha256", &image.kernel_sha256)?;
-    let initrd = check_digest("initrd_sha256", &image.initrd_sha256)?;
+    check_source(&app, &image)?;
+    let kernel = optional_digest("kernel_sha256", &image.kernel_sha256, image.upload)?;
+    let initrd = optional_digest("initrd_sha256", &image.initrd_sha256, image.upload)?;
     let kernel_url = check_upstream_url("kernel_url", &image.kernel_url)?;
     let initrd_url = check_upstream_url("initrd_url", &image.initrd_url)?;
     check_os_family(&image.os_family)?;
@@ -295,8 +320,8 @@ pub async fn create_image(
     }
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO images (name, kernel_sha256, initrd_sha256, kernel_args, kernel_url, initrd_url,
-                             os_family, install_method, disk_sha256, disk_size, disk_url, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                             os_family, install_method, disk_sha256, disk_size, disk_url, state, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&image.name)
     .bind(&kernel)
@@ -307,16 +332,67 @@ pub async fn create_image(
     .bind(&image.os_family)
     .bind(image.install_method.as_str())
     .bind(disk.as_ref().map(|d| d.0.clone()))
-    .bind(disk.as_ref().map(|d| i64::try_from(d.1).unwrap_or(i64::MAX)))
+    .bind(
+        disk.as_ref()
+            .and_then(|d| d.1)
+            .map(|size| i64::try_from(size).unwrap_or(i64::MAX)),
+    )
     .bind(disk.as_ref().and_then(|d| d.2.clone()))
+    .bind(if image.upload { "incomplete" } else { "ready" })
     .bind(db::now_ms())
     .fetch_one(&app.pool)
     .await
     .map_err(|e| unique_violation(e, || format!("image {:?} already exists", image.name)))?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": id, "name": image.name })),
+        Json(json!({
+            "id": id,
+            "name": image.name,
+            "state": if image.upload { "incomplete" } else { "ready" },
+        })),
     ))
+}
+
+/// Checks how the image's files reach the agents against the signature
+/// policy: a detached signature covers file bytes, so the control plane can
+/// check one only on a file it receives.
+fn check_source(app: &SharedApp, image: &NewImage) -> Result<(), ApiError> {
+    if image.upload {
+        for (field, url) in [
+            ("kernel_url", &image.kernel_url),
+            ("initrd_url", &image.initrd_url),
+        ] {
+            if url.is_some() {
+                return Err(ApiError::invalid(
+                    field,
+                    "an uploaded image's files come from the control plane; drop the URL or the upload",
+                ));
+            }
+        }
+        return Ok(());
+    }
+    // TODO: download an upstream file once on registration to check its
+    // signature, so that images registered by URL can be signed too.
+    if app.config.images.require_signatures {
+        return Err(ApiError::invalid(
+            "upload",
+            "images.require_signatures is on, and a signature can be checked only on uploaded files; create the image with \"upload\": true (rackhand image create --upload) and upload each file with its signature",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a kernel or initrd digest, which may be left out (as `""`) only
+/// when the file will be uploaded.
+fn optional_digest(field: &str, digest: &Option<String>, upload: bool) -> Result<String, ApiError> {
+    match digest {
+        Some(digest) => check_digest(field, digest),
+        None if upload => Ok(String::new()),
+        None => Err(ApiError::invalid(
+            field,
+            "is required unless the image is created with \"upload\": true",
+        )),
+    }
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -330,6 +406,11 @@ pub struct ImageRow {
     install_method: String,
     disk_sha256: Option<String>,
     disk_size: Option<i64>,
+    state: String,
+    /// Number of files uploaded into the control plane.
+    uploaded_files: i64,
+    /// Number of uploaded files with a verified signature.
+    signed_files: i64,
 }
 
 pub async fn list_images(
@@ -338,8 +419,11 @@ pub async fn list_images(
 ) -> Result<Json<Vec<ImageRow>>, ApiError> {
     let rows = sqlx::query_as(
         "SELECT id, name, kernel_sha256, initrd_sha256, kernel_args, os_family, install_method,
-                disk_sha256, disk_size
-         FROM images ORDER BY id",
+                disk_sha256, disk_size, state,
+                (SELECT COUNT(*) FROM image_files f WHERE f.image_id = i.id) AS uploaded_files,
+                (SELECT COUNT(*) FROM image_files f WHERE f.image_id = i.id
+                    AND f.signer_fingerprint IS NOT NULL) AS signed_files
+         FROM images i ORDER BY id",
     )
     .fetch_all(&app.pool)
     .await?;
@@ -392,14 +476,23 @@ pub async fn create_product(
             ),
         ));
     }
-    let image: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, install_method FROM images WHERE name = ?")
+    let image: Option<(i64, String, String)> =
+        sqlx::query_as("SELECT id, install_method, state FROM images WHERE name = ?")
             .bind(&product.image)
             .fetch_optional(&app.pool)
             .await?;
-    let (image_id, install_method) = image.ok_or_else(|| {
+    let (image_id, install_method, image_state) = image.ok_or_else(|| {
         ApiError::invalid("image", format!("image {:?} does not exist", product.image))
     })?;
+    if image_state != "ready" {
+        return Err(ApiError::invalid(
+            "image",
+            format!(
+                "image {:?} is {image_state}; upload its missing files (rackhand image show {} lists them) before selling it",
+                product.image, product.image
+            ),
+        ));
+    }
     let template_id = match &product.template {
         None => None,
         Some(template) => Some(

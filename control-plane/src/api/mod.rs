@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod image_library;
 pub mod inventory;
 pub mod node_ops;
 pub mod nodes;
@@ -65,6 +66,12 @@ pub fn router(app: SharedApp) -> Router {
             "/v1/images",
             get(inventory::list_images).post(inventory::create_image),
         )
+        .route("/v1/images/{name}", get(image_library::show_image))
+        .route(
+            "/v1/images/{name}/files/{role}",
+            put(image_library::upload_file),
+        )
+        .route("/v1/images/{name}/stage", post(image_library::stage_image))
         .route(
             "/v1/products",
             get(inventory::list_products).post(inventory::create_product),

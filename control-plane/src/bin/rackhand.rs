@@ -7,6 +7,9 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
+#[path = "rackhand/image_files.rs"]
+mod image_files;
+
 #[derive(Parser)]
 #[command(name = "rackhand", version, about = "Operate a Rackhand control plane")]
 struct Cli {
@@ -42,7 +45,7 @@ enum Command {
     /// Bare-metal nodes.
     #[command(subcommand)]
     Node(NodeCommand),
-    /// Netboot images (kernel + initrd, by sha256).
+    /// Netboot images (kernel + initrd, by sha256): register, upload, stage.
     #[command(subcommand)]
     Image(ImageCommand),
     /// Products customers order.
@@ -243,6 +246,28 @@ struct NodeArgs {
 enum ImageCommand {
     Create(Box<ImageArgs>),
     List,
+    /// Show an image's files (uploaded, signed) and its pre-staging per site.
+    Show {
+        name: String,
+    },
+    /// Upload one file of an image created with --upload, for example to
+    /// retry a file that failed.
+    Upload {
+        name: String,
+        /// kernel, initrd or disk.
+        role: String,
+        file: PathBuf,
+        /// Detached OpenPGP signature of FILE (`gpg --detach-sign FILE`).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+    },
+    /// Have a site's agent download the image into its cache now and keep
+    /// it there.
+    Stage {
+        name: String,
+        #[arg(long)]
+        site: String,
+    },
 }
 
 #[derive(Args)]
@@ -296,6 +321,19 @@ struct ImageArgs {
     /// Where site agents download the disk image on its first use.
     #[arg(long)]
     disk_url: Option<String>,
+    /// Upload --kernel, --initrd and --disk into the control plane, which
+    /// then serves them to the agents.
+    #[arg(long, requires_all = ["kernel", "initrd"], conflicts_with_all = ["kernel_url", "initrd_url", "disk_url", "disk_sha256"])]
+    upload: bool,
+    /// Detached OpenPGP signature of --kernel, checked on upload.
+    #[arg(long, requires = "upload")]
+    kernel_signature: Option<PathBuf>,
+    /// Detached OpenPGP signature of --initrd, checked on upload.
+    #[arg(long, requires = "upload")]
+    initrd_signature: Option<PathBuf>,
+    /// Detached OpenPGP signature of --disk, checked on upload.
+    #[arg(long, requires = "upload")]
+    disk_signature: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -386,6 +424,8 @@ enum AgentCommand {
 
 struct Client {
     http: reqwest::Client,
+    /// The same client without an overall time limit, for uploads.
+    streams: reqwest::Client,
     base: String,
     token: Option<String>,
 }
@@ -469,6 +509,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let client = Client {
         http: rackhand_control_plane::http_client::build(std::time::Duration::from_secs(150))?,
+        streams: rackhand_control_plane::http_client::build_for_streams()?,
         base: cli.url.clone(),
         token,
     };
@@ -658,34 +699,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ],
             )
         }
-        Command::Image(ImageCommand::Create(a)) => {
-            let kernel = digest_arg(a.kernel.as_deref(), a.kernel_sha256)?;
-            let initrd = digest_arg(a.initrd.as_deref(), a.initrd_sha256)?;
-            let (disk_sha256, disk_size) = match &a.disk {
-                Some(path) => {
-                    let size = std::fs::metadata(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?
-                        .len();
-                    (Some(digest_arg(Some(path), None)?), Some(size))
-                }
-                None => (a.disk_sha256, a.disk_size),
-            };
-            let body = json!({ "name": a.name, "kernel_sha256": kernel, "initrd_sha256": initrd, "kernel_args": a.kernel_args,
-                "kernel_url": a.kernel_url, "initrd_url": a.initrd_url, "os_family": a.os_family,
-                "install_method": a.install_method, "disk_sha256": disk_sha256, "disk_size": disk_size,
-                "disk_url": a.disk_url });
-            (client.post("/v1/images", body).await?, &[])
-        }
+        Command::Image(ImageCommand::Create(a)) => return create_image(&client, *a, json).await,
         Command::Image(ImageCommand::List) => (
             client.get("/v1/images").await?,
             &[
                 "id",
                 "name",
+                "state",
                 "os_family",
                 "install_method",
                 "kernel_sha256",
                 "initrd_sha256",
+                "uploaded_files",
+                "signed_files",
             ],
+        ),
+        Command::Image(ImageCommand::Show { name }) => {
+            let image = client.get(&format!("/v1/images/{name}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&image)?);
+            } else {
+                image_files::print_image(&image);
+            }
+            return Ok(());
+        }
+        Command::Image(ImageCommand::Upload {
+            name,
+            role,
+            file,
+            signature,
+        }) => {
+            let file = image_files::FileToUpload {
+                role: &role,
+                path: &file,
+                signature: signature.as_deref(),
+            };
+            (image_files::upload(&client, &name, &file).await?, &[])
+        }
+        Command::Image(ImageCommand::Stage { name, site }) => (
+            client
+                .post(&format!("/v1/images/{name}/stage"), json!({ "site": site }))
+                .await?,
+            &[],
         ),
         Command::Product(ProductCommand::Create(a)) => {
             let body = json!({ "name": a.name, "price_minor": a.price_minor, "currency": a.currency,
@@ -807,6 +862,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Ends the process without a panic message when standard output is a
 /// pipe its reader closed (`rackhand order list | head`). Rust ignores
 /// SIGPIPE, so `println!` panics on the broken pipe instead.
+/// Registers an image, and with --upload creates it empty and uploads its
+/// files one by one; the image turns ready after the last one.
+async fn create_image(client: &Client, a: ImageArgs, json: bool) -> anyhow::Result<()> {
+    let (kernel, initrd) = if a.upload {
+        (None, None)
+    } else {
+        (
+            Some(digest_arg(a.kernel.as_deref(), a.kernel_sha256)?),
+            Some(digest_arg(a.initrd.as_deref(), a.initrd_sha256)?),
+        )
+    };
+    let (disk_sha256, disk_size) = match &a.disk {
+        Some(_) if a.upload => (None, None),
+        Some(path) => {
+            let size = std::fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .len();
+            (Some(digest_arg(Some(path), None)?), Some(size))
+        }
+        None => (a.disk_sha256, a.disk_size),
+    };
+    let body = json!({ "name": a.name, "kernel_sha256": kernel, "initrd_sha256": initrd, "kernel_args": a.kernel_args,
+        "kernel_url": a.kernel_url, "initrd_url": a.initrd_url, "os_family": a.os_family,
+        "install_method": a.install_method, "disk_sha256": disk_sha256, "disk_size": disk_size,
+        "disk_url": a.disk_url, "upload": a.upload });
+    let mut created = client.post("/v1/images", body).await?;
+    if a.upload {
+        let files = [
+            ("kernel", a.kernel.as_deref(), a.kernel_signature.as_deref()),
+            ("initrd", a.initrd.as_deref(), a.initrd_signature.as_deref()),
+            ("disk", a.disk.as_deref(), a.disk_signature.as_deref()),
+        ];
+        for (role, path, signature) in files {
+            let Some(path) = path else { continue };
+            let file = image_files::FileToUpload {
+                role,
+                path,
+                signature,
+            };
+            let uploaded = image_files::upload(client, &a.name, &file).await?;
+            if !json {
+                println!(
+                    "uploaded {role} {} sha256 {}",
+                    path.display(),
+                    cell(uploaded.get("sha256"))
+                );
+            }
+            created["state"] = uploaded["image_state"].clone();
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&created)?);
+    } else {
+        println!(
+            "image {} {}",
+            cell(created.get("name")),
+            cell(created.get("state"))
+        );
+    }
+    Ok(())
+}
+
 fn exit_quietly_on_closed_stdout() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

@@ -81,3 +81,25 @@ fn main_example_sets_every_section() {
     assert!(matches!(config.dns, DnsConfig::PowerDns(_)));
     assert_eq!(config.network.domain, "servers.example.net");
 }
+
+#[test]
+fn required_signatures_need_a_keyring() {
+    let text = "state_dir = \"state\"\n[api]\nlisten = \"127.0.0.1:0\"\n[images]\nrequire_signatures = true\n";
+
+    let error = Config::parse(Path::new("cp.toml"), text)
+        .expect_err("signatures cannot be required without keys")
+        .to_string();
+
+    assert!(error.contains("images.require_signatures"), "{error}");
+    assert!(error.contains("signature_keyring"), "{error}");
+}
+
+#[test]
+fn image_store_defaults_under_state_dir() {
+    let text = "state_dir = \"/var/lib/rh\"\n[api]\nlisten = \"127.0.0.1:0\"\n";
+
+    let config =
+        Config::parse(Path::new("cp.toml"), text).unwrap_or_else(|error| panic!("{error}"));
+
+    assert_eq!(config.images.store_dir, Path::new("/var/lib/rh/images"));
+}

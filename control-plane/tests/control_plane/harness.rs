@@ -48,6 +48,12 @@ fn sha256_hex(text: &str) -> String {
 impl TestPlane {
     /// Builds the app with an admin and a viewer token and a Stripe secret.
     pub async fn start() -> TestPlane {
+        TestPlane::start_with("").await
+    }
+
+    /// Builds the app like [`TestPlane::start`], with `extra` appended to the
+    /// config (whole sections such as `[images]`).
+    pub async fn start_with(extra: &str) -> TestPlane {
         let dir = tempfile::tempdir().expect("a temporary folder can be created");
         let config_text = format!(
             r#"
@@ -75,6 +81,8 @@ dns_servers = ["192.0.2.53"]
 
 [handoff]
 outbox_dir = "outbox"
+
+{extra}
 "#,
             admin = sha256_hex(ADMIN_TOKEN),
             viewer = sha256_hex(VIEWER_TOKEN),

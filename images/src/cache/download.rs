@@ -84,6 +84,8 @@ async fn download(
     url: &str,
     expected_size: Option<u64>,
 ) -> Result<u64, ImageError> {
+    let target = Target::resolve(inner, flight, url)?;
+    let url = target.url.as_str();
     let shown_url = redact_url(url);
     let (mut context, mut offset) = resume_point(flight, expected_size).await?;
 
@@ -94,7 +96,7 @@ async fn download(
         return finish(inner, flight, &shown_url, context, offset).await;
     }
 
-    let mut response = send(inner, flight, url, &shown_url, offset).await?;
+    let mut response = send(&target, flight, &shown_url, offset).await?;
     if response.status() == StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
         // The partial file is at least as long as the image, so it cannot
         // be a prefix of it.
@@ -102,7 +104,7 @@ async fn download(
         restart(flight)?;
         context = Context::new(&SHA256);
         offset = 0;
-        response = send(inner, flight, url, &shown_url, offset).await?;
+        response = send(&target, flight, &shown_url, offset).await?;
     }
 
     let announced = accept_response(flight, &response, &shown_url, offset)?;
@@ -149,16 +151,51 @@ async fn download(
     finish(inner, flight, &shown_url, context, size).await
 }
 
+/// The client, absolute URL and extra headers of one download.
+struct Target<'a> {
+    client: &'a reqwest::Client,
+    url: String,
+    headers: Option<&'a HeaderMap>,
+}
+
+impl<'a> Target<'a> {
+    /// Resolves a relative URL (a path) against the cache's origin, whose
+    /// client and headers it then uses. Absolute URLs use the cache's own
+    /// client.
+    fn resolve(inner: &'a Inner, flight: &Flight, url: &str) -> Result<Self, ImageError> {
+        if !url.starts_with('/') {
+            return Ok(Target {
+                client: &inner.client,
+                url: url.to_string(),
+                headers: None,
+            });
+        }
+        let Some(origin) = inner.origin.get() else {
+            return Err(ImageError::NoOrigin {
+                digest: flight.digest,
+                url: url.to_string(),
+            });
+        };
+        Ok(Target {
+            client: &origin.client,
+            url: format!("{}{url}", origin.base_url.trim_end_matches('/')),
+            headers: Some(&origin.headers),
+        })
+    }
+}
+
 /// Sends the GET for the image, asking for the bytes from `offset` on (with
 /// the saved validator in `If-Range`) when `offset` is not 0.
 async fn send(
-    inner: &Inner,
+    target: &Target<'_>,
     flight: &Flight,
-    url: &str,
     shown_url: &str,
     offset: u64,
 ) -> Result<reqwest::Response, ImageError> {
-    let mut request = inner.client.get(url);
+    let mut request = target.client.get(&target.url);
+    if let Some(headers) = target.headers {
+        request = request.headers(headers.clone());
+    }
     if offset > 0 {
         request = request.header(header::RANGE, format!("bytes={offset}-"));
         if let Some(validator) = read_validator(flight) {
@@ -478,6 +515,8 @@ pub(crate) fn redact_url(url: &str) -> String {
             parsed.set_fragment(None);
             parsed.to_string()
         }
+        // A relative URL on the control plane: a path, shown without query.
+        Err(_) if url.starts_with('/') => url.split(['?', '#']).next().unwrap_or("").to_string(),
         Err(_) => "<invalid URL>".to_string(),
     }
 }

@@ -23,6 +23,9 @@
 //!   upstream's validator (`ETag`, else `Last-Modified`). The next flight
 //!   hashes that prefix and asks for the rest with `Range` and `If-Range`.
 //!   A `200` answer (range ignored or validator changed) restarts from zero.
+//! - **Two kinds of source.** An absolute URL is fetched with the cache's
+//!   own client. A relative URL (a path) names a file stored on the
+//!   control plane and is fetched from the [`Origin`] with the agent's client.
 //! - **Budget.** Before the body is written, the flight reserves the image's
 //!   size and evicts least-recently-used blobs that nobody has pinned. Open
 //!   streams, [`CachedBlob`]s and flights pin their digest.
@@ -39,7 +42,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -92,6 +95,21 @@ pub(crate) struct Inner {
     client: reqwest::Client,
     budget: Arc<Budget>,
     flights: Mutex<HashMap<Sha256Digest, Arc<Flight>>>,
+    origin: OnceLock<Origin>,
+}
+
+/// The source of relative image URLs (a path such as
+/// `/agent/v1/images/<sha256>`): the site's control plane, reached through
+/// the agent's own client (which carries its TLS client certificate) and
+/// with the headers that every request to it carries. Range requests and
+/// resumes work as for any upstream.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Base URL that relative paths are appended to, such as
+    /// `https://control.example:8443`.
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 /// A download in progress, shared by every request for its digest.
@@ -167,7 +185,17 @@ impl ImageCache {
                 client,
                 budget: Arc::new(budget),
                 flights: Mutex::new(HashMap::new()),
+                origin: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Sets the origin that relative image URLs are fetched from. Only the
+    /// first call has an effect: the agent learns its control plane once,
+    /// after enrollment.
+    pub fn set_origin(&self, origin: Origin) {
+        if self.inner.origin.set(origin).is_err() {
+            tracing::debug!("image cache origin already set; keeping the first");
         }
     }
 

@@ -2,6 +2,7 @@
 //! that runs before every boot and every serve.
 
 mod record;
+mod upload;
 mod verify;
 
 #[cfg(test)]
@@ -16,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use crate::digest::{Sha256Digest, copy_hashing};
 use crate::error::ImageError;
 use record::{BlobRecord, Identity, sync_dir};
+pub use upload::Upload;
 
 /// Age after which a leftover file in `tmp/` counts as abandoned by a crashed
 /// import and is removed when the store opens.
@@ -124,6 +126,13 @@ impl ImageStore {
                 path: task_path,
                 source,
             })?
+    }
+
+    /// Starts an upload: a temporary file in `tmp/` that the caller fills
+    /// with [`Upload::write`] and stores with [`Upload::commit`]. Dropping
+    /// the upload deletes the temporary file.
+    pub fn begin_upload(&self) -> Result<Upload, ImageError> {
+        Upload::create(Arc::clone(&self.layout))
     }
 
     /// Returns whether a blob file for `digest` exists. This does not verify
@@ -297,6 +306,20 @@ fn import_blocking(layout: &Layout, source: &Path) -> Result<StoredBlob, ImageEr
         })
         .map_err(|error| ImageError::io("sync", tmp.path(), error))?;
 
+    let stored = store_tmp_file(layout, tmp, digest, size)?;
+    tracing::debug!(%digest, size, source = %source.display(), "image imported");
+    Ok(stored)
+}
+
+/// Moves `tmp`, a synced read-only file in `tmp/` whose content hashes to
+/// `digest`, into `blobs/` and records it. When a blob that still verifies
+/// is already stored, `tmp` is deleted and the stored blob kept.
+fn store_tmp_file(
+    layout: &Layout,
+    tmp: tempfile::NamedTempFile,
+    digest: Sha256Digest,
+    size: u64,
+) -> Result<StoredBlob, ImageError> {
     match verify::verify_blocking(layout, &digest, verify::Trust::Record) {
         Ok(existing) => {
             tracing::debug!(%digest, size = existing.size, "image already stored");
@@ -316,8 +339,6 @@ fn import_blocking(layout: &Layout, source: &Path) -> Result<StoredBlob, ImageEr
         .map_err(|error| ImageError::io("rename into", &blob, error.error))?;
     sync_dir(&layout.blobs)?;
     record_fresh_blob(layout, &file, &digest)?;
-
-    tracing::debug!(%digest, size, source = %source.display(), "image imported");
     Ok(StoredBlob { digest, size })
 }
 

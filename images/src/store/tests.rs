@@ -362,3 +362,35 @@ async fn unwritable_record_still_verifies() {
     assert!(verified.rehashed);
     assert_eq!(read_all(verified.file).await, KERNEL);
 }
+
+#[tokio::test]
+async fn upload_in_pieces_stores_blob_under_its_hash() {
+    let fixture = fixture();
+    let mut upload = fixture.store.begin_upload().expect("begin upload");
+    upload.write(&KERNEL[..10]).expect("write first piece");
+    upload.write(&KERNEL[10..]).expect("write second piece");
+    assert_eq!(upload.digest(), sha256(KERNEL));
+
+    let stored = upload.commit().await.expect("commit upload");
+    assert_eq!(stored.digest, sha256(KERNEL));
+    assert_eq!(stored.size, KERNEL.len() as u64);
+    let blob = fixture
+        .store
+        .open_verified(&stored.digest)
+        .await
+        .expect("uploaded blob verifies");
+    assert_eq!(read_all(blob.file).await, KERNEL);
+}
+
+#[tokio::test]
+async fn dropped_upload_leaves_no_file() {
+    let fixture = fixture();
+    let mut upload = fixture.store.begin_upload().expect("begin upload");
+    upload.write(KERNEL).expect("write");
+    drop(upload);
+
+    let tmp = fixture.dir.path().join("store").join("tmp");
+    let left: Vec<_> = fs::read_dir(&tmp).expect("list tmp").collect();
+    assert!(left.is_empty(), "tmp/ still holds {left:?}");
+    assert!(!fixture.store.contains(&sha256(KERNEL)));
+}
