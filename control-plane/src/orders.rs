@@ -228,7 +228,8 @@ async fn check_capacity(
 /// Loads what the phases need about an order.
 pub async fn context(pool: &Pool, order_id: i64) -> Result<Option<OrderContext>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, uid, site_id, product_id, node_id, hostname, customer_email FROM orders WHERE id = ?",
+        "SELECT id, uid, site_id, product_id, node_id, hostname, customer_email, agent_retries
+         FROM orders WHERE id = ?",
     )
     .bind(order_id)
     .fetch_optional(pool)
@@ -315,16 +316,20 @@ pub async fn retry(pool: &Pool, order_id: i64, resend_email: bool) -> Result<(),
     .bind(order_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "UPDATE agent_tasks SET state = 'pending', attempt = 0, run_after = ?, claimed_by = NULL,
-             lease_expires_at = NULL, updated_at = ?
-         WHERE order_id = ? AND state = 'failed'",
-    )
-    .bind(now)
-    .bind(now)
-    .bind(order_id)
-    .execute(&mut *tx)
-    .await?;
+    // A failed site-agent step is run again under new correlation keys (see
+    // `phases::correlation_key`), from `driver` even when `image` failed:
+    // the node has to be power-cycled to netboot the new attempt. The failed
+    // tasks stay as they are, for the record.
+    if matches!(failed_phase.as_deref(), Some("driver" | "image")) {
+        sqlx::query("UPDATE orders SET agent_retries = agent_retries + 1 WHERE id = ?")
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE jobs SET phase = 'driver' WHERE order_id = ?")
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await?;
+    }
     if resend_email {
         sqlx::query("UPDATE services SET email_state = NULL WHERE order_id = ?")
             .bind(order_id)

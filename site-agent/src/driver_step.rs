@@ -171,7 +171,7 @@ async fn power_on_once(
     if record.is_none() {
         let power = driver.power_state().await?;
         if matches!(power, PowerState::On | PowerState::PoweringOn) {
-            tracing::warn!(node = %step.node_name, "node is already on before its order powered it; forcing it off");
+            tracing::warn!(node = %step.node_name, "node is on before this step powers it on; forcing it off so that it netboots");
             driver.power_off(true).await?;
             wait_for(&driver, PowerState::Off, POWER_OFF_WAIT).await?;
         }

@@ -408,6 +408,29 @@ mod vm {
             !text.contains("application/octet-stream"),
             "the capture shows an image response"
         );
+
+        // What the error tells the operator to do: import the right file
+        // and retry. The retry power-cycles the node and it becomes active.
+        let import = std::process::Command::new(rackhand_e2e::workspace::binary(
+            "rackhand-site-agent",
+        ))
+        .args(["image", "import", "--config"])
+        .arg(&stack.agent_config)
+        .arg(&stack.vmlinuz)
+        .output()?;
+        assert!(
+            import.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&import.stderr)
+        );
+        stack
+            .post(&format!("/v1/orders/{}/retry", order.id), json!({}))
+            .await?;
+        let retried = stack
+            .wait_for_order(order.id, &["active", "failed"], ORDER_TIMEOUT)
+            .await?;
+        assert_eq!(retried["state"], "active", "order: {retried:#}");
+        assert_eq!(stack.vm_starts()?, 2, "the retry powered the node on again");
         Ok(())
     }
 

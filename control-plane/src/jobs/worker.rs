@@ -82,7 +82,7 @@ async fn run_job(
     };
     orders::mark_provisioning(&app.pool, order.id).await?;
 
-    let key = phases::correlation_key(&order.uid, job.phase);
+    let key = phases::correlation_key(&order, job.phase);
     record(
         app,
         job,

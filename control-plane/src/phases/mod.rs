@@ -86,13 +86,27 @@ pub struct OrderContext {
     pub node_id: Option<i64>,
     pub hostname: String,
     pub customer_email: String,
+    /// Operator retries that re-ran the site agent's steps.
+    pub agent_retries: i64,
 }
 
 /// Returns the correlation key of an order's phase: stable across attempts,
 /// restarts and re-hand-outs, and unique across databases because the
 /// order's uid is random.
-pub fn correlation_key(order_uid: &str, phase: Phase) -> String {
-    format!("{order_uid}/{phase}")
+///
+/// The site agent's steps (`driver`, `image`) also carry the order's count
+/// of operator retries: a retry must power-cycle and netboot the node again,
+/// which the agent does only under a key it has not seen. The other phases
+/// keep one key for the order's life, so a retry never sends a second
+/// e-mail or creates a second DNS record.
+pub fn correlation_key(order: &OrderContext, phase: Phase) -> String {
+    let uid = &order.uid;
+    match phase {
+        Phase::Driver | Phase::Image if order.agent_retries > 0 => {
+            format!("{uid}/{phase}/retry-{}", order.agent_retries)
+        }
+        _ => format!("{uid}/{phase}"),
+    }
 }
 
 /// Runs one attempt of the job's current phase.
@@ -102,7 +116,7 @@ pub async fn run(
     owner: &str,
     order: &OrderContext,
 ) -> Result<PhaseOutcome, PhaseError> {
-    let key = correlation_key(&order.uid, job.phase);
+    let key = correlation_key(order, job.phase);
     match job.phase {
         Phase::Billing => Err(PhaseError::permanent(
             "billing runs in the webhook handler, not in a worker",

@@ -9,7 +9,7 @@ use rackhand_control_plane::agents::{self, PeerCertificate};
 use rackhand_control_plane::{db, jobs, orders, phases};
 use rackhand_protocol::agent::{CLAIM_PATH, ClaimRequest};
 use rackhand_protocol::{PROTOCOL_HEADER, PROTOCOL_VERSION, Phase};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use crate::harness::{Reply, SITE, TestPlane, id_of};
@@ -71,7 +71,7 @@ async fn order_waiting_for_agent(plane: &TestPlane, node: &str, mac: &str) -> (i
     phases::run(&plane.app, &job, "test-worker", &order)
         .await
         .expect("the driver phase dispatches its agent task");
-    (order_id, phases::correlation_key(&order.uid, Phase::Driver))
+    (order_id, phases::correlation_key(&order, Phase::Driver))
 }
 
 /// Claims through the agent router without waiting for new tasks.
@@ -325,4 +325,50 @@ async fn requeued_task_handed_out_though_listed_running() {
 
     assert_eq!(correlation_key(&retried), key);
     assert_eq!(retried.json["attempt"], 2);
+}
+
+#[tokio::test]
+async fn operator_retry_of_image_reruns_driver_under_new_key() {
+    let plane = ready_plane().await;
+    let (order_id, first_key) = order_waiting_for_agent(&plane, "n1", "52:54:00:00:20:09").await;
+    // The image step failed for good (say, a tampered image), after the
+    // driver step had succeeded.
+    for statement in [
+        "UPDATE orders SET state = 'failed', failed_phase = 'image' WHERE id = ?",
+        "UPDATE jobs SET state = 'failed', phase = 'image' WHERE order_id = ?",
+        "UPDATE agent_tasks SET state = 'failed' WHERE order_id = ?",
+    ] {
+        sqlx::query(statement)
+            .bind(order_id)
+            .execute(&plane.app.pool)
+            .await
+            .expect("the failure is recorded");
+    }
+
+    let reply = plane
+        .post(&format!("/v1/orders/{order_id}/retry"), &json!({}))
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text);
+    let job = jobs::claim(&plane.app.pool, "test-worker", 60_000)
+        .await
+        .expect("claim runs")
+        .expect("the retried job is claimable");
+    let order = orders::context(&plane.app.pool, order_id)
+        .await
+        .expect("the order reads")
+        .expect("the order exists");
+    phases::run(&plane.app, &job, "test-worker", &order)
+        .await
+        .expect("the driver phase dispatches again");
+
+    assert_eq!(job.phase, Phase::Driver, "the node is power-cycled first");
+    let new_key = format!("{first_key}/retry-1");
+    assert_eq!(correlation_key(&claim(&plane, false, &[]).await), new_key);
+    let old_state: String =
+        sqlx::query_scalar("SELECT state FROM agent_tasks WHERE correlation_key = ?")
+            .bind(&first_key)
+            .fetch_one(&plane.app.pool)
+            .await
+            .expect("the failed task stays");
+    assert_eq!(old_state, "failed");
 }

@@ -38,7 +38,7 @@ async fn network_rerun_keeps_address() {
     let plane = TestPlane::start().await;
     plane.seed_catalog().await;
     let order = allocated_order(&plane, "n1", "52:54:00:00:10:01").await;
-    let key = phases::correlation_key(&order.uid, Phase::Network);
+    let key = phases::correlation_key(&order, Phase::Network);
 
     let first = phases::network::run(&plane.app, &order, &key)
         .await

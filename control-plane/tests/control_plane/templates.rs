@@ -380,7 +380,7 @@ async fn image_render_uses_network_phase_address() {
         .expect("renders")
         .expect("the product has a template");
 
-    let key = phases::correlation_key(&order.uid, Phase::Network);
+    let key = phases::correlation_key(&order, Phase::Network);
     let outcome = phases::network::run(&plane.app, &order, &key)
         .await
         .expect("network runs");
