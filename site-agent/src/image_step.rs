@@ -40,7 +40,7 @@ pub async fn verify_image(
             Ok(_) => {}
             Err(ImageError::NotFound { .. }) => {
                 return Err(format!(
-                    "image {image}: {role} sha256 {digest} is not in this agent's image store; import it with `rackhand-site-agent image import`"
+                    "image {image}: {role} sha256 {digest} is not in this agent's image store; upload it to the control plane (`rackhand image upload`), register an upstream URL for it, or import it on this agent with `rackhand-site-agent image import`"
                 ));
             }
             Err(ImageError::DigestMismatch {
@@ -50,7 +50,7 @@ pub async fn verify_image(
                 ..
             }) => {
                 return Err(format!(
-                    "image {image}: {role} {} has sha256 {actual}, expected {expected}; it was quarantined and will not be served. Import the right file with `rackhand-site-agent image import`, then retry the order",
+                    "image {image}: {role} {} has sha256 {actual}, expected {expected}; it was quarantined and will not be served. Retry the order to download it again when the image has an upstream URL or was uploaded; otherwise import the right file with `rackhand-site-agent image import` first",
                     path.display()
                 ));
             }
