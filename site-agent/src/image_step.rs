@@ -285,6 +285,17 @@ async fn start_ironic(
             &boot.token,
             &state.install_file_names(key).await?,
         ),
+        user_data: step
+            .install_files
+            .iter()
+            .find(|file| file.name == rackhand_protocol::agent::NOCLOUD_USER_DATA_FILE)
+            .map(|file| {
+                rackhand_protocol::Secret::new(crate::install_files::fill_callback(
+                    file.content.expose(),
+                    &settings.boot_base_url,
+                    &boot.token,
+                ))
+            }),
     };
     match crate::ironic_boot::deploy(&driver, &deployment).await {
         Ok(summary) => {

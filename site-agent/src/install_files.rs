@@ -98,7 +98,7 @@ pub fn with_install_args(cmdline: String, base_url: &str, token: &str, names: &[
 /// is the agent's base URL and a hex token, characters that need no quoting
 /// in YAML, JSON, shell words or preseed values, so the replacement keeps
 /// the escaping the control plane applied.
-fn fill_callback(content: &str, base_url: &str, token: &str) -> String {
+pub fn fill_callback(content: &str, base_url: &str, token: &str) -> String {
     content.replace(
         CALLBACK_URL_PLACEHOLDER,
         &format!("{base_url}/callback/{token}"),

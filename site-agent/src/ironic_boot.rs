@@ -147,6 +147,38 @@ pub struct Deployment<'a> {
     pub kernel_url: String,
     pub ramdisk_url: String,
     pub cmdline: String,
+    /// The order's cloud-init user-data, if its template renders one, for
+    /// the configdrive that Ironic builds (besides the NoCloud seed that
+    /// `cmdline` names).
+    pub user_data: Option<rackhand_protocol::Secret>,
+}
+
+/// Builds Ironic's deploy request: the ramdisk deployment of the agent's
+/// kernel and initrd, and a configdrive with the host name and the order's
+/// user-data.
+fn deploy_request(deployment: &Deployment<'_>) -> DeployRequest {
+    let mut extra = Map::new();
+    extra.insert("kernel".into(), json!(deployment.kernel_url));
+    extra.insert("ramdisk".into(), json!(deployment.ramdisk_url));
+    extra.insert("kernel_append_params".into(), json!(deployment.cmdline));
+    DeployRequest {
+        instance_uuid: instance_uuid(deployment.correlation_key),
+        instance_info: InstanceInfo {
+            extra,
+            ..InstanceInfo::default()
+        },
+        configdrive: Some(ConfigDrive {
+            meta_data: json!({
+                "hostname": deployment.hostname,
+                "uuid": instance_uuid(deployment.correlation_key),
+            }),
+            user_data: deployment
+                .user_data
+                .as_ref()
+                .map(|data| data.expose().to_string()),
+            network_data: None,
+        }),
+    }
 }
 
 /// Starts the ramdisk deployment, unless the one of this correlation key is
@@ -173,25 +205,7 @@ pub async fn deploy(
         }
         _ => {}
     }
-    let mut extra = Map::new();
-    extra.insert("kernel".into(), json!(deployment.kernel_url));
-    extra.insert("ramdisk".into(), json!(deployment.ramdisk_url));
-    extra.insert("kernel_append_params".into(), json!(deployment.cmdline));
-    let request = DeployRequest {
-        instance_uuid: instance_uuid(deployment.correlation_key),
-        instance_info: InstanceInfo {
-            extra,
-            ..InstanceInfo::default()
-        },
-        configdrive: Some(ConfigDrive {
-            meta_data: json!({
-                "hostname": deployment.hostname,
-                "uuid": instance_uuid(deployment.correlation_key),
-            }),
-            user_data: None,
-            network_data: None,
-        }),
-    };
+    let request = deploy_request(deployment);
     match client
         .deploy(node, &request)
         .await
@@ -302,5 +316,46 @@ mod tests {
         assert!(script.starts_with("#!ipxe\n"));
         assert!(script.contains("chain http://10.0.0.1:8080/ironic/boot.ipxe || goto retry"));
         assert!(script.contains("/boot/52-54-00-00-00-01.ipxe"));
+    }
+
+    fn deployment(user_data: Option<&str>) -> Deployment<'static> {
+        Deployment {
+            correlation_key: "order-1/image",
+            hostname: "web-1",
+            kernel_url: "http://10.0.0.1:9000/images/a/vmlinuz".to_string(),
+            ramdisk_url: "http://10.0.0.1:9000/images/b/initrd.img".to_string(),
+            cmdline: "console=ttyS0".to_string(),
+            user_data: user_data.map(|data| rackhand_protocol::Secret::new(data.to_string())),
+        }
+    }
+
+    #[test]
+    fn configdrive_carries_hostname_and_user_data() {
+        let request = deploy_request(&deployment(Some("#cloud-config\nhostname: web-1\n")));
+
+        let drive = request.configdrive.expect("a configdrive");
+        assert_eq!(drive.meta_data["hostname"], "web-1");
+        assert_eq!(
+            drive.user_data.as_deref(),
+            Some("#cloud-config\nhostname: web-1\n")
+        );
+        assert_eq!(
+            request.instance_info.extra["kernel_append_params"],
+            "console=ttyS0"
+        );
+    }
+
+    #[test]
+    fn deployment_debug_hides_user_data() {
+        let shown = format!("{:?}", deployment(Some("password: $6$secret-hash")));
+
+        assert!(!shown.contains("secret-hash"), "{shown}");
+    }
+
+    #[test]
+    fn configdrive_without_template_has_no_user_data() {
+        let request = deploy_request(&deployment(None));
+
+        assert_eq!(request.configdrive.expect("a configdrive").user_data, None);
     }
 }

@@ -411,13 +411,12 @@ mod vm {
 
         // What the error tells the operator to do: import the right file
         // and retry. The retry power-cycles the node and it becomes active.
-        let import = std::process::Command::new(rackhand_e2e::workspace::binary(
-            "rackhand-site-agent",
-        ))
-        .args(["image", "import", "--config"])
-        .arg(&stack.agent_config)
-        .arg(&stack.vmlinuz)
-        .output()?;
+        let import =
+            std::process::Command::new(rackhand_e2e::workspace::binary("rackhand-site-agent"))
+                .args(["image", "import", "--config"])
+                .arg(&stack.agent_config)
+                .arg(&stack.vmlinuz)
+                .output()?;
         assert!(
             import.status.success(),
             "import: {}",
