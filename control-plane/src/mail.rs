@@ -122,6 +122,8 @@ impl Mailer {
         let mut templates = Handlebars::new();
         templates.set_strict_mode(true);
         templates.register_escape_fn(handlebars::no_escape);
+        // `log` would write the customer's password into the service log.
+        templates.unregister_helper("log");
         templates
             .register_template_string("subject", &handoff.subject)
             .map_err(|e| anyhow::anyhow!("invalid handoff.subject template: {e}"))?;

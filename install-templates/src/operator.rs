@@ -139,6 +139,9 @@ impl OperatorTemplate {
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);
         registry.register_escape_fn(kind.escape());
+        // `log` writes its arguments to the service's log, which would take
+        // the root password hash there.
+        registry.unregister_helper("log");
         registry.register_helper("join", Box::new(join));
         if kind == TemplateKind::Preseed {
             registry.register_helper("shell", Box::new(shell_word));

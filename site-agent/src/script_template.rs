@@ -137,6 +137,8 @@ impl ScriptTemplate {
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);
         registry.register_escape_fn(handlebars::no_escape);
+        // `log` would write the callback token into the agent's log.
+        registry.unregister_helper("log");
         registry
             .register_template_string(NAME, text)
             .map_err(|error| template_error(error.to_string()))?;
@@ -267,5 +269,14 @@ mod tests {
             error.to_string().contains("/nonexistent/boot.ipxe.hbs"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn log_helper_is_rejected() {
+        let text = "#!ipxe\n{{log callback_url}}\nkernel {{kernel_url}} {{cmdline}}\n";
+
+        let error = ScriptTemplate::parse(path(), text).expect_err("log helper");
+
+        assert!(error.to_string().contains("log"), "{error}");
     }
 }

@@ -106,3 +106,20 @@ async fn template_syntax_error_fails_at_start() {
     let message = format!("{error:#}");
     assert!(message.contains("template"), "{message}");
 }
+
+#[tokio::test]
+async fn log_helper_in_template_fails_at_start() {
+    let dir = tempfile::tempdir().expect("a temporary folder can be created");
+    let template = dir.path().join("welcome.hbs");
+    std::fs::write(&template, "{{log password}}Your server is ready.\n")
+        .expect("the template file is writable");
+
+    let error = Mailer::new(
+        &handoff_config(&dir.path().join("outbox"), Some(template)),
+        None,
+    )
+    .expect_err("the log helper would write the password to the log");
+
+    let message = format!("{error:#}");
+    assert!(message.contains("log"), "{message}");
+}

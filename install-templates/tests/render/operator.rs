@@ -486,3 +486,12 @@ fn preseed_command_without_shell_rejected() {
     assert!(message.contains("line 7"), "{message}");
     assert!(message.contains("{{shell name}}"), "{message}");
 }
+
+#[test]
+fn log_helper_is_rejected() {
+    let message = rejection(
+        TemplateKind::MetaData,
+        "instance-id: {{instance_id}}\n{{log root_password_hash}}\n",
+    );
+    assert!(message.contains("log"), "{message}");
+}
