@@ -229,23 +229,48 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
             image: boot.image_name.clone(),
             install_method: boot.install_method.clone(),
         };
-        return match template.render(&values) {
-            Ok(script) => text(StatusCode::OK, script),
-            Err(error) => {
-                // The script would carry the callback token; the error names
-                // only the file, the line and the failing field.
-                tracing::error!(mac = %mac, node = %boot.node_name, error = %error, "cannot render the operator's boot script");
-                script_response(ipxe::exit_script(
-                    "Rackhand: the boot script template failed; see the agent log",
-                ))
-            }
-        };
+        let rendered = template.render(&values).map_err(|error| error.to_string());
+        return armed_script_response(&context, &boot, rendered).await;
     }
-    script_response(ipxe::boot_script(&ipxe::BootScript {
+    let rendered = ipxe::boot_script(&ipxe::BootScript {
         kernel_url,
         initrds: vec![("initrd.img".to_string(), initrd_url)],
         cmdline,
-    }))
+    })
+    .map_err(|error| error.to_string());
+    armed_script_response(&context, &boot, rendered).await
+}
+
+/// Answers an armed boot's script request. A script that cannot be
+/// rendered fails the boot at once, so the order fails with the reason
+/// instead of waiting for a callback that cannot come. The error is logged
+/// and recorded with the callback token masked, because the failing value
+/// is often the command line, which carries it.
+async fn armed_script_response(
+    context: &BootContext,
+    boot: &crate::state::Boot,
+    rendered: Result<String, String>,
+) -> Response {
+    let error = match rendered {
+        Ok(script) => return text(StatusCode::OK, script),
+        Err(error) => error.replace(&boot.token, "[token]"),
+    };
+    let message = format!(
+        "the boot script of {} cannot be rendered: {error}; fix the image's kernel_args or pxe.boot_script_template, then retry the order",
+        boot.node_name
+    );
+    tracing::error!(mac = %boot.mac, node = %boot.node_name, correlation_key = %boot.correlation_key, error = %message, "cannot render a boot script");
+    match context
+        .state
+        .finish_boot(&boot.correlation_key, "failed", Some(&message), None)
+        .await
+    {
+        Ok(_) => context.callbacks.notify_waiters(),
+        Err(error) => tracing::error!(error = %error, "recording the failed boot failed"),
+    }
+    script_response(ipxe::exit_script(
+        "Rackhand: the boot script cannot be rendered; see the agent log",
+    ))
 }
 
 /// Serves an iPXE binary from the firmware folder. The name must be a

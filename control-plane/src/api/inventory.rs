@@ -276,6 +276,36 @@ fn check_upstream_url(field: &str, url: &Option<String>) -> Result<Option<String
     Ok(Some(parsed.to_string()))
 }
 
+/// Checks kernel arguments as the agent's boot script needs them: one line
+/// that iPXE passes on unchanged, without the `rackhand.` arguments that
+/// the agent adds itself.
+fn check_kernel_args(args: &str) -> Result<(), ApiError> {
+    let problem = if args.chars().any(char::is_control) {
+        Some("must be one line without control characters".to_string())
+    } else if args.contains("${") {
+        Some("must not contain \"${\", which iPXE expands as one of its settings".to_string())
+    } else if let Some(word) = args
+        .split_whitespace()
+        .find(|word| *word == "||" || *word == "&&")
+    {
+        Some(format!(
+            "must not contain {word:?} as a word, which iPXE reads as chaining another command"
+        ))
+    } else {
+        args.split_whitespace()
+            .find(|word| word.starts_with("rackhand."))
+            .map(|word| {
+                format!(
+                    "must not contain {word:?}: the agent sets the rackhand.* arguments itself; remove it"
+                )
+            })
+    };
+    match problem {
+        Some(problem) => Err(ApiError::invalid("kernel_args", problem)),
+        None => Ok(()),
+    }
+}
+
 fn check_digest(field: &str, digest: &str) -> Result<String, ApiError> {
     let lower = digest.trim().to_ascii_lowercase();
     if lower.len() == 64 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -301,12 +331,7 @@ pub async fn create_image(
     let initrd_url = check_upstream_url("initrd_url", &image.initrd_url)?;
     check_os_family(&image.os_family)?;
     let disk = check_disk(&image)?;
-    if image.kernel_args.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "kernel_args",
-            "must be one line without control characters",
-        ));
-    }
+    check_kernel_args(&image.kernel_args)?;
     // The agent appends its callback arguments, and kernels cap the whole
     // command line (2048 bytes on x86 before Linux 5.x, 4096 after).
     if image.kernel_args.len() > MAX_KERNEL_ARGS {

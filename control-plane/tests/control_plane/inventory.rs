@@ -413,3 +413,28 @@ async fn os_family_with_spaces_is_rejected() {
     assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.json["field"], "os_family");
 }
+
+#[tokio::test]
+async fn kernel_args_that_break_boot_script_are_rejected() {
+    let plane = TestPlane::start().await;
+    for (args, expected) in [
+        ("root=${root-path}", "${"),
+        ("quiet || shell", "\"||\""),
+        ("quiet && shell", "\"&&\""),
+        ("rackhand.callback=http://evil/", "rackhand.callback"),
+    ] {
+        let mut body = image_body("args");
+        body["kernel_args"] = json!(args);
+
+        let reply = plane.post("/v1/images", &body).await;
+
+        assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(reply.json["field"], "kernel_args", "{args}");
+        assert!(
+            error_text(&reply).contains(expected),
+            "{args}: {}",
+            reply.text
+        );
+    }
+    assert_eq!(plane.count("SELECT COUNT(*) FROM images").await, 0);
+}

@@ -30,6 +30,11 @@ struct Armed {
 /// Imports a kernel, an initrd and a disk image, and arms an image-write
 /// boot of them.
 async fn armed() -> Armed {
+    armed_with("console=ttyS0").await
+}
+
+/// Like [`armed`], with the image's kernel arguments.
+async fn armed_with(kernel_args: &str) -> Armed {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = ImageStore::open(&dir.path().join("images")).expect("store opens");
     let mut digests = Vec::new();
@@ -60,7 +65,7 @@ async fn armed() -> Armed {
             image_name: "debian-disk",
             kernel_sha256: &digests[0],
             initrd_sha256: &digests[1],
-            kernel_args: "console=ttyS0",
+            kernel_args,
             hostname: "web-27",
             token: TOKEN,
             deadline_at: now_ms() + 60_000,
@@ -207,4 +212,26 @@ async fn operator_template_renders_armed_boot() {
         )),
         "{script}"
     );
+}
+
+#[tokio::test]
+async fn unrenderable_script_fails_boot_without_token() {
+    let armed = armed_with("console=ttyS0 root=${root-path}").await;
+
+    let (status, script) = get(&armed.context, SCRIPT).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert!(script.contains("exit 1"), "{script}");
+    let boot = armed
+        .context
+        .state
+        .boot(KEY)
+        .await
+        .expect("state reads")
+        .expect("boot present");
+    assert_eq!(boot.state, "failed");
+    let error = boot.error.unwrap_or_default();
+    assert!(error.contains("kernel_args"), "{error}");
+    assert!(error.contains("${"), "{error}");
+    assert!(!error.contains(TOKEN), "{error}");
 }
