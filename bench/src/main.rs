@@ -45,6 +45,13 @@ enum Command {
     /// Serve DHCP on one interface as the site agent does (full mode, lease
     /// file in the state folder), until SIGTERM or SIGINT.
     Dhcp(DhcpArgs),
+    /// Print the leases a restarted DHCP server would load from a state
+    /// folder, one `MAC IP STATE` line each.
+    DhcpLeases {
+        /// Folder of `dhcp-leases.json` and its journal.
+        #[arg(long)]
+        state: PathBuf,
+    },
     /// Hash a stored blob the way the boot path does when its record is
     /// missing, and print the time of each repetition.
     Verify {
@@ -136,6 +143,7 @@ async fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Dhcp(args) => serve_dhcp(args).await,
+        Command::DhcpLeases { state } => print_leases(&state),
         Command::Verify {
             store,
             digest,
@@ -280,6 +288,14 @@ async fn serve_dhcp(args: DhcpArgs) -> anyhow::Result<()> {
     wait_for_signal().await?;
     shutdown.cancel();
     task.await.context("DHCP server task failed")??;
+    Ok(())
+}
+
+fn print_leases(state: &Path) -> anyhow::Result<()> {
+    let store = LeaseStore::open(state.join("dhcp-leases.json"))?;
+    for lease in store.leases() {
+        println!("{} {} {:?}", lease.mac, lease.ip, lease.state);
+    }
     Ok(())
 }
 
