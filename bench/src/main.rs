@@ -266,6 +266,7 @@ async fn serve_dhcp(args: DhcpArgs) -> anyhow::Result<()> {
         discovery_pool: None,
         decline_quarantine: DECLINE_QUARANTINE,
         ping_check: None,
+        arp_check: None,
     };
 
     let socket = SocketFactory::host()

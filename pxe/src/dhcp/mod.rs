@@ -51,6 +51,7 @@
 //! handler in `handler.rs`, which does no I/O; ping checks run in the
 //! background and hand their offer back to the loop.
 
+mod arp;
 mod boot;
 mod config;
 mod error;
@@ -82,6 +83,8 @@ pub use error::DhcpError;
 pub use known::KnownMacs;
 pub use lease::{DECLINE_QUARANTINE, Lease, LeaseState, LeaseStore, OFFER_HOLD};
 pub use reply::PXE_PORT;
+
+pub(crate) use arp::ETHERTYPE_ARP;
 
 use handler::{Arrival, Handled, Responder};
 use reply::ReplySocket;
@@ -444,15 +447,19 @@ struct PingChecks {
 }
 
 impl PingChecks {
-    /// Starts a ping check of the offer's address, or drops the offer when
-    /// too many checks run.
+    /// Starts the ARP and ping checks of the offer's address, or drops the
+    /// offer when too many checks run. The ARP probe runs only for addresses
+    /// of the local subnet, which sit on the serving interface's link.
     fn start(&mut self, responder: &mut Responder, pending: PendingOffer) {
-        let Some(wait) = responder.config().ping_check else {
-            return;
-        };
+        let config = responder.config();
+        let ping = config.ping_check;
+        let arp = config
+            .arp_check
+            .filter(|_| config.is_host_in_subnet(pending.ip))
+            .zip(config.interface.clone());
         let (ip, mac) = (pending.ip, pending.mac);
         if self.in_flight >= MAX_PINGS_IN_FLIGHT {
-            tracing::warn!(%mac, %ip, "too many ping checks running; dropping DISCOVER");
+            tracing::warn!(%mac, %ip, "too many address checks running; dropping DISCOVER");
             responder.address_free(ip);
             return;
         }
@@ -462,18 +469,12 @@ impl PingChecks {
         let sender = self.sender.clone();
         tokio::spawn(async move {
             let checked =
-                tokio::task::spawn_blocking(move || ping::answers_ping(&factory, ip, wait)).await;
-            let in_use = match checked {
-                Ok(Ok(in_use)) => in_use,
-                Ok(Err(error)) => {
-                    tracing::warn!(%mac, %ip, %error, "ping check failed; offering the address unchecked");
-                    false
-                }
-                Err(error) => {
-                    tracing::warn!(%mac, %ip, %error, "ping check task failed; offering the address unchecked");
-                    false
-                }
-            };
+                tokio::task::spawn_blocking(move || address_in_use(&factory, ip, mac, arp, ping))
+                    .await;
+            let in_use = checked.unwrap_or_else(|error| {
+                tracing::warn!(%mac, %ip, %error, "address check task failed; offering the address unchecked");
+                false
+            });
             // The receiver lives as long as the server loop; after shutdown
             // the result has nowhere to go.
             let _ = sender.send(PingResult { pending, in_use }).await;
@@ -520,6 +521,36 @@ impl PingChecks {
             }
         }
     }
+}
+
+/// Runs the ARP probe, then the ping check, and returns whether either found
+/// `ip` in use. A check that fails to run is logged and counts as free, so a
+/// missing capability does not stop provisioning.
+fn address_in_use(
+    factory: &SocketFactory,
+    ip: Ipv4Addr,
+    mac: crate::MacAddr,
+    arp: Option<(Duration, String)>,
+    ping: Option<Duration>,
+) -> bool {
+    if let Some((wait, interface)) = arp {
+        match arp::answers_arp(factory, &interface, ip, wait) {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%mac, %ip, interface, %error, "ARP check failed; not probing the address with ARP");
+            }
+        }
+    }
+    if let Some(wait) = ping {
+        match ping::answers_ping(factory, ip, wait) {
+            Ok(in_use) => return in_use,
+            Err(error) => {
+                tracing::warn!(%mac, %ip, %error, "ping check failed; offering the address unpinged");
+            }
+        }
+    }
+    false
 }
 
 /// A finished ping check.
