@@ -101,10 +101,12 @@ const MAX_CONSECUTIVE_RECEIVE_ERRORS: u32 = 100;
 /// Packets in one batch. While a save runs and the next batch is full, the
 /// loop stops receiving and the packets wait in the kernel's socket buffer.
 /// The replies of a batch leave as one burst, and a relay or client with a
-/// small receive buffer drops the end of a long one: perfdhcp's default
-/// receive buffer overflowed with bursts of 256 replies at 8,000 leases a
-/// second.
-const MAX_BATCH: usize = 64;
+/// small receive buffer drops the end of a long one. Small batches also pace
+/// the replies by the disk's sync time: in `bench/run` on a loaded 2-core
+/// machine, perfdhcp's default receive buffer overflowed with batches of 64
+/// at 4,000 leases a second and none did with 16, at about 50 % more server
+/// CPU per lease.
+const MAX_BATCH: usize = 16;
 
 /// Receive buffer asked for the server socket (`SO_RCVBUF`), so that a burst
 /// that arrives during a slow disk sync waits in the kernel instead of being
