@@ -1,12 +1,13 @@
-//! `rackhand-bench`: runs Rackhand's boot HTTP and TFTP servers without a
-//! control plane, and times image verification, for `bench/run`.
+//! `rackhand-bench`: runs Rackhand's boot HTTP, TFTP and DHCP servers
+//! without a control plane, and times image verification, for `bench/run`.
 //!
 //! The servers are the site agent's own code paths (`boot_http::serve`,
-//! `TftpServer`, `ImageStore::open_verified`), fed with synthetic site
-//! nodes and images instead of a control plane's lists.
+//! `TftpServer`, `DhcpServer` with a lease file, `ImageStore::open_verified`),
+//! fed with synthetic site nodes and images instead of a control plane's
+//! lists.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,7 +17,9 @@ use clap::{Parser, Subcommand};
 use rackhand_images::{ImageStore, Sha256Digest};
 use rackhand_protocol::MacAddr;
 use rackhand_protocol::agent::SiteNode;
-use rackhand_pxe::dhcp::KnownMacs;
+use rackhand_pxe::dhcp::{
+    BootFiles, DECLINE_QUARANTINE, DhcpConfig, DhcpMode, DhcpServer, KnownMacs, LeaseStore,
+};
 use rackhand_pxe::netns::{SocketFactory, UdpOptions};
 use rackhand_pxe::tftp::{TftpOptions, TftpServer};
 use rackhand_site_agent::boot_server::BootContext;
@@ -39,6 +42,16 @@ struct Cli {
 enum Command {
     /// Serve the boot HTTP routes (and TFTP) until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// Serve DHCP on one interface as the site agent does (full mode, lease
+    /// file in the state folder), until SIGTERM or SIGINT.
+    Dhcp(DhcpArgs),
+    /// Print the leases a restarted DHCP server would load from a state
+    /// folder, one `MAC IP STATE` line each.
+    DhcpLeases {
+        /// Folder of `dhcp-leases.json` and its journal.
+        #[arg(long)]
+        state: PathBuf,
+    },
     /// Hash a stored blob the way the boot path does when its record is
     /// missing, and print the time of each repetition.
     Verify {
@@ -88,6 +101,36 @@ struct ServeArgs {
     digests_out: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct DhcpArgs {
+    /// Provisioning interface; the socket is bound to 0.0.0.0:67 on it.
+    #[arg(long)]
+    interface: String,
+    /// The server's address on the interface.
+    #[arg(long)]
+    server_ip: Ipv4Addr,
+    /// Prefix length of the provisioning subnet.
+    #[arg(long)]
+    prefix_len: u8,
+    /// First pool address.
+    #[arg(long)]
+    pool_start: Ipv4Addr,
+    /// Last pool address.
+    #[arg(long)]
+    pool_end: Ipv4Addr,
+    /// Folder of the lease file (`dhcp-leases.json`, as in the agent's state
+    /// folder).
+    #[arg(long)]
+    state: PathBuf,
+    /// File of the site nodes' MACs, one a line: the agent answers only
+    /// MACs it knows.
+    #[arg(long)]
+    macs: PathBuf,
+    /// Lease time in seconds.
+    #[arg(long, default_value_t = 3600)]
+    lease_seconds: u64,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -99,6 +142,8 @@ async fn main() -> std::process::ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Dhcp(args) => serve_dhcp(args).await,
+        Command::DhcpLeases { state } => print_leases(&state),
         Command::Verify {
             store,
             digest,
@@ -176,6 +221,82 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     wait_for_signal().await?;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Runs the DHCP server with the settings `pxe_services` derives from an
+/// agent's `[pxe]` section without a router or boot file overrides.
+async fn serve_dhcp(args: DhcpArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.macs)
+        .with_context(|| format!("cannot read {}", args.macs.display()))?;
+    let known = KnownMacs::new();
+    for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        let mac: MacAddr = line
+            .parse()
+            .with_context(|| format!("{}: {line:?} is not a MAC", args.macs.display()))?;
+        known.insert(mac);
+    }
+
+    anyhow::ensure!(
+        (1..=30).contains(&args.prefix_len),
+        "--prefix-len {} must be 1 to 30",
+        args.prefix_len
+    );
+    let config = DhcpConfig {
+        mode: DhcpMode::Full,
+        server_ip: args.server_ip,
+        interface: Some(args.interface.clone()),
+        subnet_mask: Ipv4Addr::from(u32::MAX << (32 - u32::from(args.prefix_len))),
+        pool_start: args.pool_start,
+        pool_end: args.pool_end,
+        router: None,
+        dns_servers: Vec::new(),
+        lease_time: std::time::Duration::from_secs(args.lease_seconds),
+        boot: BootFiles {
+            tftp_server: args.server_ip,
+            bios: "undionly.kpxe".to_owned(),
+            uefi_x64: "snponly.efi".to_owned(),
+            uefi_arm64: None,
+            http_x64: None,
+            http_ia32: None,
+            http_arm64: None,
+            ipxe_script_url: format!("http://{}:8080/boot/{{mac}}.ipxe", args.server_ip),
+        },
+        relay_subnets: Vec::new(),
+        discovery_pool: None,
+        decline_quarantine: DECLINE_QUARANTINE,
+        ping_check: None,
+        arp_check: None,
+    };
+
+    let socket = SocketFactory::host()
+        .udp(
+            SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67)),
+            UdpOptions {
+                broadcast: true,
+                reuse_addr: true,
+                bind_device: Some(args.interface.clone()),
+            },
+        )
+        .with_context(|| format!("cannot open the DHCP socket on {}", args.interface))?;
+    let leases = LeaseStore::open(args.state.join("dhcp-leases.json"))?;
+    let server = DhcpServer::new(config, known, leases, socket)?;
+
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    println!("ready");
+    std::io::stdout().flush()?;
+    wait_for_signal().await?;
+    shutdown.cancel();
+    task.await.context("DHCP server task failed")??;
+    Ok(())
+}
+
+fn print_leases(state: &Path) -> anyhow::Result<()> {
+    let store = LeaseStore::open(state.join("dhcp-leases.json"))?;
+    for lease in store.leases() {
+        println!("{} {} {:?}", lease.mac, lease.ip, lease.state);
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread;
@@ -59,6 +60,14 @@ pub enum NetnsError {
     #[error("failed to start the socket thread for network namespace {namespace}")]
     SpawnThread {
         namespace: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("failed to open an ARP packet socket on {interface} in network namespace {namespace}")]
+    PacketSocket {
+        namespace: String,
+        interface: String,
         #[source]
         source: io::Error,
     },
@@ -139,6 +148,10 @@ enum Request {
     },
     Icmp {
         reply: mpsc::SyncSender<Result<Socket, NetnsError>>,
+    },
+    Arp {
+        interface: String,
+        reply: mpsc::SyncSender<Result<(Socket, [u8; 6]), NetnsError>>,
     },
 }
 
@@ -261,6 +274,26 @@ impl SocketFactory {
     }
 }
 
+impl SocketFactory {
+    /// Creates a blocking `AF_PACKET` socket bound to `interface` that sends
+    /// and receives whole Ethernet frames of ARP, for the DHCP server's ARP
+    /// probe of an address before it offers it, and returns it with the
+    /// interface's MAC. Needs `CAP_NET_RAW`.
+    pub fn arp(&self, interface: &str) -> Result<(Socket, [u8; 6]), NetnsError> {
+        match &self.target {
+            Target::Host => create_arp("host", interface),
+            Target::Namespace { name, requests } => {
+                let (reply, response) = mpsc::sync_channel(1);
+                let request = Request::Arp {
+                    interface: interface.to_string(),
+                    reply,
+                };
+                exchange(name, requests, request, &response)
+            }
+        }
+    }
+}
+
 /// Sends one request to the namespace thread and waits for its reply.
 fn exchange<T>(
     namespace: &str,
@@ -323,6 +356,9 @@ fn serve_requests(
             }
             Request::Icmp { reply } => {
                 let _ = reply.send(create_icmp(&namespace));
+            }
+            Request::Arp { interface, reply } => {
+                let _ = reply.send(create_arp(&namespace, &interface));
             }
         }
     }
@@ -408,6 +444,44 @@ fn create_icmp(namespace: &str) -> Result<Socket, NetnsError> {
             source,
         }
     })
+}
+
+/// Opens the ARP packet socket and binds it to `interface`. The link
+/// address to bind to comes from getifaddrs(3), whose `AF_PACKET` entry of
+/// an interface carries its index and MAC; its protocol field is 0, so the
+/// socket keeps receiving only ARP.
+fn create_arp(namespace: &str, interface: &str) -> Result<(Socket, [u8; 6]), NetnsError> {
+    let failed = |source: io::Error| NetnsError::PacketSocket {
+        namespace: namespace.to_string(),
+        interface: interface.to_string(),
+        source,
+    };
+    let protocol = i32::from(crate::dhcp::ETHERTYPE_ARP.to_be());
+    let socket =
+        Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(protocol))).map_err(failed)?;
+
+    let addresses = nix::ifaddrs::getifaddrs().map_err(|errno| failed(errno.into()))?;
+    let link = addresses
+        .filter(|entry| entry.interface_name == interface)
+        .find_map(|entry| {
+            entry
+                .address
+                .and_then(|address| address.as_link_addr().copied())
+        })
+        .ok_or_else(|| {
+            failed(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such interface with a link-layer address",
+            ))
+        })?;
+    let mac = link.addr().ok_or_else(|| {
+        failed(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface has no Ethernet address",
+        ))
+    })?;
+    nix::sys::socket::bind(socket.as_raw_fd(), &link).map_err(|errno| failed(errno.into()))?;
+    Ok((socket, mac))
 }
 
 fn bind(namespace: &str, socket: &Socket, addr: SocketAddr) -> Result<(), NetnsError> {

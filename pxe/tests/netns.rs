@@ -218,6 +218,12 @@ struct Servers {
 
 impl Servers {
     fn start(lab: &Lab) -> Self {
+        Self::start_with(lab, dhcp_config(lab), &[])
+    }
+
+    /// Starts the servers with `config`, knowing `KNOWN_MAC` (with its
+    /// reservation) and `other_macs`.
+    fn start_with(lab: &Lab, config: DhcpConfig, other_macs: &[MacAddr]) -> Self {
         let directory = tempfile::tempdir().expect("temporary directory");
         let tftp_root = directory.path().join("tftp");
         std::fs::create_dir(&tftp_root).expect("create TFTP root");
@@ -239,13 +245,13 @@ impl Servers {
                 },
             )
             .expect("DHCP socket in the server namespace");
-        let dhcp = DhcpServer::new(
-            dhcp_config(lab),
-            [KNOWN_MAC].into_iter().collect::<KnownMacs>(),
-            leases.clone(),
-            dhcp_socket,
-        )
-        .expect("valid DHCP config");
+        let known: KnownMacs = [KNOWN_MAC]
+            .into_iter()
+            .chain(other_macs.iter().copied())
+            .collect();
+        let dhcp = DhcpServer::new(config, known, leases.clone(), dhcp_socket)
+            .expect("valid DHCP config")
+            .with_ping_factory(factory.clone());
 
         let tftp_socket = factory
             .udp(
@@ -314,6 +320,7 @@ fn dhcp_config(lab: &Lab) -> DhcpConfig {
         discovery_pool: None,
         decline_quarantine: DECLINE_QUARANTINE,
         ping_check: None,
+        arp_check: None,
     }
 }
 
@@ -382,9 +389,50 @@ async fn udhcpc_gets_reserved_address_without_boot_file() {
     assert!(bound.ends_with("boot_file="), "{bound}");
     let lease = servers.leases.lease(&KNOWN_MAC).expect("lease recorded");
     assert_eq!(lease.state, LeaseState::Bound);
-    let saved = std::fs::read_to_string(servers.leases.path().expect("file store"))
-        .expect("lease file written");
-    assert!(saved.contains("\"bound\""), "{saved}");
+    // A second store reads the lease file and its journal as a restarted
+    // server would.
+    let saved = LeaseStore::open(servers.leases.path().expect("file store"))
+        .expect("lease file readable")
+        .lease(&KNOWN_MAC)
+        .expect("lease saved");
+    assert_eq!(saved.state, LeaseState::Bound);
+    servers.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arp_check_skips_address_held_by_peer() {
+    let lab = Lab::create();
+    // The client's veth end holds the first pool address, so the kernel
+    // there answers the server's ARP probe for it.
+    let held = lab.address(100);
+    let cidr = format!("{held}/24");
+    ip(&[
+        "-n",
+        &lab.client_ns,
+        "addr",
+        "add",
+        &cidr,
+        "dev",
+        &lab.client_if,
+    ]);
+    let unreserved = MacAddr([0x52, 0x54, 0x00, 0x62, 0x00, 0x21]);
+    lab.set_client_mac(unreserved);
+    let config = DhcpConfig {
+        arp_check: Some(Duration::from_millis(300)),
+        ..dhcp_config(&lab)
+    };
+    let servers = Servers::start_with(&lab, config, &[unreserved]);
+
+    let (output, bound) = udhcpc(&lab, &[]).await;
+
+    assert!(output.status.success(), "{}", text(&output));
+    let bound = bound.expect("udhcpc ran its script with a lease");
+    assert!(
+        bound.contains(&format!("ip={} ", lab.address(101))),
+        "{bound}"
+    );
+    let lease = servers.leases.lease(&unreserved).expect("lease recorded");
+    assert_ne!(lease.ip, held);
     servers.stop().await;
 }
 

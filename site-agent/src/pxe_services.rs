@@ -57,6 +57,7 @@ fn dhcp_config(config: &PxeConfig) -> DhcpConfig {
         discovery_pool: config.discovery_pool,
         decline_quarantine: config.decline_quarantine,
         ping_check: config.ping_check,
+        arp_check: config.arp_check,
     }
 }
 

@@ -114,6 +114,12 @@ pub struct DhcpConfig {
     /// offered, and an address that sends an echo reply within `wait` is
     /// quarantined and never offered. `None` skips the check.
     pub ping_check: Option<Duration>,
+    /// With `Some(wait)`, a new address on the local subnet is probed with
+    /// ARP on [`DhcpConfig::interface`] before it is offered, and an
+    /// address whose holder answers within `wait` is quarantined and never
+    /// offered. Needs `interface`. `None` skips the probe. With both checks
+    /// set they run one after the other.
+    pub arp_check: Option<Duration>,
 }
 
 /// The boot files handed to netbooting clients.
@@ -229,6 +235,14 @@ pub enum DhcpConfigError {
         "invalid ping_check wait {wait:?}: expected {MIN_PING_WAIT:?} to {MAX_PING_WAIT:?}, because every new offer waits this long"
     )]
     InvalidPingWait { wait: Duration },
+
+    #[error(
+        "invalid arp_check wait {wait:?}: expected {MIN_PING_WAIT:?} to {MAX_PING_WAIT:?}, because every new offer waits this long"
+    )]
+    InvalidArpWait { wait: Duration },
+
+    #[error("arp_check needs the interface to probe on; set interface or turn the ARP check off")]
+    ArpCheckWithoutInterface,
 }
 
 /// Maximum decline quarantine: 30 days. A longer one would hide a
@@ -301,6 +315,14 @@ impl DhcpConfig {
             && !(MIN_PING_WAIT..=MAX_PING_WAIT).contains(&wait)
         {
             return Err(DhcpConfigError::InvalidPingWait { wait });
+        }
+        if let Some(wait) = self.arp_check {
+            if !(MIN_PING_WAIT..=MAX_PING_WAIT).contains(&wait) {
+                return Err(DhcpConfigError::InvalidArpWait { wait });
+            }
+            if self.interface.is_none() {
+                return Err(DhcpConfigError::ArpCheckWithoutInterface);
+            }
         }
 
         if let Some(range) = self.discovery_pool {
@@ -721,6 +743,7 @@ pub(crate) mod tests {
             discovery_pool: None,
             decline_quarantine: Duration::from_secs(3600),
             ping_check: None,
+            arp_check: None,
         }
     }
 

@@ -57,6 +57,7 @@ fn config(mode: DhcpMode) -> DhcpConfig {
         }),
         decline_quarantine: Duration::from_secs(600),
         ping_check: None,
+        arp_check: None,
     }
 }
 

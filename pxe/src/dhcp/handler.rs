@@ -168,7 +168,7 @@ impl Responder {
         tracing::warn!(
             %mac,
             %ip,
-            "another host replied to a ping of an address about to be offered; address quarantined",
+            "another host answered the ARP or ping check of an address about to be offered; address quarantined",
         );
         self.leases
             .lock()
@@ -326,7 +326,8 @@ impl Responder {
         }
         // Only an address new to this MAC is checked: a MAC that keeps its
         // address may well be the host that replies to the ping.
-        if self.config.ping_check.is_none() || previous == Some(ip) {
+        let checked = self.config.ping_check.is_some() || self.config.arp_check.is_some();
+        if !checked || previous == Some(ip) {
             return Handled::Reply(reply);
         }
         self.probing.insert(ip);

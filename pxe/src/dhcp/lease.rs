@@ -7,7 +7,7 @@
 //! address back. Another MAC gets that address only when every pool address
 //! has been leased before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::config::Scope;
 use super::error::DhcpError;
 use super::lease_file;
+use super::lease_journal::{self, Journal, Record};
 use crate::MacAddr;
 
 /// How long an offered address stays set aside for the client while it
@@ -62,19 +63,31 @@ impl Lease {
     }
 }
 
-/// The server's leases, kept in memory and persisted as JSON.
+/// The server's leases, kept in memory and persisted as a JSON snapshot
+/// plus a journal of the changes since (see `lease_journal.rs`).
 ///
 /// Cheap to clone. All clones share one table, so the site agent can read a
-/// machine's address while the server runs. The server writes the file after
-/// every change, before it sends the reply that depends on it.
+/// machine's address while the server runs. The server saves the changes of
+/// each batch of packets, synced to disk, before it sends the replies that
+/// depend on them.
 #[derive(Clone, Debug)]
 pub struct LeaseStore {
     table: Arc<Mutex<LeaseTable>>,
     path: Option<Arc<PathBuf>>,
-    /// Held from snapshot to rename, so two writers (the server loop and
-    /// [`LeaseStore::reserve`]) never interleave and a newer snapshot never
-    /// lands before an older one.
-    write: Arc<Mutex<()>>,
+    /// Held from taking the changes to writing them, so two writers (the
+    /// server loop and [`LeaseStore::reserve`]) never interleave and newer
+    /// changes never land before older ones.
+    write: Arc<Mutex<Writer>>,
+}
+
+/// The persistent side of a [`LeaseStore`].
+#[derive(Debug, Default)]
+struct Writer {
+    /// Generation of the snapshot on disk; each snapshot takes the next.
+    generation: u64,
+    /// The journal that continues that snapshot, or `None` when the next save
+    /// must write a snapshot: at the first save, and after a failed append.
+    journal: Option<Journal>,
 }
 
 impl LeaseStore {
@@ -82,11 +95,18 @@ impl LeaseStore {
     /// yet. The file is written at the first change.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, DhcpError> {
         let path = path.into();
-        let table = lease_file::load(&path)?;
+        let (mut table, generation) = lease_file::load(&path)?;
+        let replayed = lease_journal::replay(&path, generation, &mut table)?;
+        // The first save writes a snapshot that holds the replayed lines.
+        table.dirty.clear();
+        table.snapshot_due = replayed > 0;
         Ok(Self {
             table: Arc::new(Mutex::new(table)),
             path: Some(Arc::new(path)),
-            write: Arc::default(),
+            write: Arc::new(Mutex::new(Writer {
+                generation,
+                journal: None,
+            })),
         })
     }
 
@@ -129,35 +149,95 @@ impl LeaseStore {
         self.save()
     }
 
-    /// Writes the lease file now if anything changed since the last write.
-    /// Blocks on file I/O, including `fsync`. A failed write leaves the
-    /// table marked as changed, so the next call tries again.
-    pub fn save(&self) -> Result<(), DhcpError> {
-        let _writing = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        match self.take_snapshot() {
-            Some((path, bytes)) => lease_file::write_atomic(&path, &bytes).inspect_err(|_| {
-                self.lock().changed = true;
-            }),
-            None => Ok(()),
-        }
+    /// Returns whether the table has changes that [`LeaseStore::save`] has
+    /// not written yet. Always `false` for an in-memory store.
+    pub fn has_unsaved_changes(&self) -> bool {
+        self.path.is_some() && self.lock().changed()
     }
 
-    /// Serializes the table if it changed since the last snapshot and the
-    /// store has a file, and clears the change mark.
-    fn take_snapshot(&self) -> Option<(PathBuf, Vec<u8>)> {
-        let mut table = self.lock();
-        if !table.changed {
-            return None;
+    /// Writes the changes since the last save and waits until they are on
+    /// disk: appended to the journal, or as a new snapshot when the journal
+    /// is long, missing or broken. Blocks on file I/O, including `fsync`. A
+    /// failed write makes the next call write a whole snapshot, so nothing
+    /// is lost while the disk recovers.
+    pub fn save(&self) -> Result<(), DhcpError> {
+        let Some(path) = self.path.as_deref() else {
+            return Ok(());
+        };
+        let mut writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let compact_after = writer.journal.as_ref().map(|journal| journal.lines);
+        let Some(change) = self.lock().take_changes(compact_after) else {
+            return Ok(());
+        };
+
+        let result = match change {
+            Change::Lines { bytes, lines } => {
+                let journal = writer
+                    .journal
+                    .as_mut()
+                    .expect("take_changes returns lines only while a journal is open");
+                journal
+                    .append(&bytes, lines)
+                    .map_err(|source| DhcpError::LeaseFileWrite {
+                        path: lease_journal::journal_path(path),
+                        source,
+                    })
+            }
+            Change::Snapshot(table) => write_snapshot(path, &mut writer, &table),
+        };
+        if result.is_err() {
+            writer.journal = None;
+            self.lock().snapshot_due = true;
         }
-        table.changed = false;
-        let path = self.path.as_deref()?.clone();
-        Some((path, lease_file::serialize(&table)))
+        result
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, LeaseTable> {
         // Every table method restores the invariants before it can panic, so
         // a poisoned lock still guards a consistent table.
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Writes `table` as snapshot generation `generation + 1` and starts its
+/// empty journal. A crash between the two leaves the old journal, whose
+/// generation no longer matches, so loading skips it.
+fn write_snapshot(
+    path: &Path,
+    writer: &mut Writer,
+    table: &lease_file::Snapshot,
+) -> Result<(), DhcpError> {
+    writer.journal = None;
+    let generation = writer.generation + 1;
+    lease_file::write_atomic(path, &lease_file::serialize(table, generation))?;
+    writer.generation = generation;
+    writer.journal = Some(Journal::create(path, generation)?);
+    Ok(())
+}
+
+/// What [`LeaseTable::take_changes`] hands the writer.
+enum Change {
+    /// Journal lines for the changed entries.
+    Lines { bytes: Vec<u8>, lines: usize },
+    /// The whole table, for a snapshot.
+    Snapshot(lease_file::Snapshot),
+}
+
+/// Entries changed since the last save.
+#[derive(Debug, Default)]
+pub(super) struct Dirty {
+    macs: HashSet<MacAddr>,
+    quarantined: HashSet<Ipv4Addr>,
+}
+
+impl Dirty {
+    fn is_empty(&self) -> bool {
+        self.macs.is_empty() && self.quarantined.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.macs.clear();
+        self.quarantined.clear();
     }
 }
 
@@ -177,11 +257,84 @@ pub(crate) struct LeaseTable {
     pub(super) by_ip: HashMap<Ipv4Addr, MacAddr>,
     /// Declined addresses and the Unix time at which they become usable.
     pub(super) quarantined: HashMap<Ipv4Addr, u64>,
-    /// Whether the table differs from the lease file.
-    changed: bool,
+    /// Entries that differ from the lease file and its journal.
+    dirty: Dirty,
+    /// Whether the next save must write a whole snapshot.
+    snapshot_due: bool,
 }
 
 impl LeaseTable {
+    /// Returns whether the table differs from what was last saved.
+    pub(super) fn changed(&self) -> bool {
+        self.snapshot_due || !self.dirty.is_empty()
+    }
+
+    /// Forgets the unsaved changes, for tests that check what marks one.
+    #[cfg(test)]
+    pub(super) fn clear_changes(&mut self) {
+        self.dirty.clear();
+        self.snapshot_due = false;
+    }
+
+    /// Takes the unsaved changes: journal lines, or the whole table when a
+    /// snapshot is due, no journal is open (`journal_lines` is `None`) or
+    /// the journal would grow past its limit. `None` when nothing changed.
+    fn take_changes(&mut self, journal_lines: Option<usize>) -> Option<Change> {
+        if !self.changed() {
+            return None;
+        }
+        let entries = self.by_mac.len() + self.quarantined.len();
+        let lines = self.dirty.macs.len() + self.dirty.quarantined.len();
+        let snapshot = self.snapshot_due
+            || journal_lines
+                .is_none_or(|done| done + lines > lease_journal::compact_after(entries));
+        if snapshot {
+            self.dirty.clear();
+            self.snapshot_due = false;
+            return Some(Change::Snapshot(lease_file::Snapshot::of(self)));
+        }
+
+        let mut bytes = Vec::with_capacity(lines * 128);
+        for mac in self.dirty.macs.drain() {
+            let record = match self.by_mac.get(&mac) {
+                Some(lease) => Record::Lease(lease.clone()),
+                None => Record::Forget(mac),
+            };
+            lease_journal::push_record(&mut bytes, &record);
+        }
+        for ip in self.dirty.quarantined.drain() {
+            let record = match self.quarantined.get(&ip) {
+                Some(until) => Record::Quarantine { ip, until: *until },
+                None => Record::Unquarantine(ip),
+            };
+            lease_journal::push_record(&mut bytes, &record);
+        }
+        Some(Change::Lines { bytes, lines })
+    }
+
+    /// Applies one journal line while loading. A lease line takes its
+    /// address from any other holder: within one batch, lines come in no
+    /// particular order, and the batch's last state holds the invariants.
+    pub(super) fn apply(&mut self, record: Record) {
+        match record {
+            Record::Lease(lease) => {
+                if let Some(holder) = self.holder(lease.ip).filter(|holder| *holder != lease.mac) {
+                    self.remove(&holder);
+                }
+                self.insert(lease);
+            }
+            Record::Forget(mac) => {
+                self.remove(&mac);
+            }
+            Record::Quarantine { ip, until } => {
+                self.quarantined.insert(ip, until);
+            }
+            Record::Unquarantine(ip) => {
+                self.quarantined.remove(&ip);
+            }
+        }
+    }
+
     /// Stores `lease`, replacing the MAC's previous lease.
     ///
     /// # Panics
@@ -199,14 +352,14 @@ impl LeaseTable {
 
         self.remove(&lease.mac);
         self.by_ip.insert(lease.ip, lease.mac);
+        self.dirty.macs.insert(lease.mac);
         self.by_mac.insert(lease.mac, lease);
-        self.changed = true;
     }
 
     pub(super) fn remove(&mut self, mac: &MacAddr) -> Option<Lease> {
         let lease = self.by_mac.remove(mac)?;
         self.by_ip.remove(&lease.ip);
-        self.changed = true;
+        self.dirty.macs.insert(*mac);
         Some(lease)
     }
 
@@ -231,10 +384,15 @@ impl LeaseTable {
         scope: &Scope,
         now: u64,
     ) -> Option<Ipv4Addr> {
-        let expired = self.quarantined.len();
-        self.quarantined.retain(|_, until| *until > now);
-        if self.quarantined.len() != expired {
-            self.changed = true;
+        if !self.quarantined.is_empty() {
+            let dirty = &mut self.dirty.quarantined;
+            self.quarantined.retain(|ip, until| {
+                let keep = *until > now;
+                if !keep {
+                    dirty.insert(*ip);
+                }
+                keep
+            });
         }
         let hold_until = now.saturating_add(OFFER_HOLD.as_secs());
 
@@ -393,7 +551,7 @@ impl LeaseTable {
     pub(crate) fn quarantine(&mut self, ip: Ipv4Addr, now: u64, quarantine: Duration) {
         let until = now.saturating_add(quarantine.as_secs());
         self.quarantined.insert(ip, until);
-        self.changed = true;
+        self.dirty.quarantined.insert(ip);
         if let Some(holder) = self.holder(ip)
             && self
                 .by_mac

@@ -1,4 +1,5 @@
-//! The lease file: JSON, replaced atomically on every write.
+//! The lease file: a JSON snapshot of the lease table, replaced atomically.
+//! The changes since a snapshot live in its journal (`lease_journal.rs`).
 //!
 //! A write goes to a temporary file in the same directory, which is synced and
 //! renamed over the old file, and then the directory is synced. A crash at any
@@ -22,6 +23,10 @@ const FORMAT_VERSION: u32 = 1;
 #[serde(deny_unknown_fields)]
 struct LeaseFile {
     version: u32,
+    /// Snapshot generation, which the journal's header repeats. Files written
+    /// before the journal existed have none, and no journal either.
+    #[serde(default)]
+    generation: u64,
     leases: Vec<Lease>,
     #[serde(default)]
     quarantined: Vec<Quarantine>,
@@ -35,12 +40,13 @@ struct Quarantine {
     until: u64,
 }
 
-/// Reads the lease file, or returns an empty table when it does not exist.
-pub(super) fn load(path: &Path) -> Result<LeaseTable, DhcpError> {
+/// Reads the lease file and returns its table and generation, or an empty
+/// table of generation 0 when it does not exist.
+pub(super) fn load(path: &Path) -> Result<(LeaseTable, u64), DhcpError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            return Ok(LeaseTable::default());
+            return Ok((LeaseTable::default(), 0));
         }
         Err(source) => {
             return Err(DhcpError::LeaseFileRead {
@@ -85,26 +91,50 @@ pub(super) fn load(path: &Path) -> Result<LeaseTable, DhcpError> {
         .into_iter()
         .map(|entry| (entry.ip, entry.until))
         .collect();
-    Ok(table)
+    Ok((table, file.generation))
 }
 
-/// Serializes the table in a stable order (leases and quarantined addresses
-/// sorted by address), so unchanged tables produce identical files.
-pub(super) fn serialize(table: &LeaseTable) -> Vec<u8> {
-    let mut leases: Vec<Lease> = table.by_mac.values().cloned().collect();
+/// A copy of the table's entries, taken under its lock and serialized after.
+#[derive(Debug)]
+pub(super) struct Snapshot {
+    leases: Vec<Lease>,
+    quarantined: Vec<Quarantine>,
+}
+
+impl Snapshot {
+    pub(super) fn of(table: &LeaseTable) -> Self {
+        Self {
+            leases: table.by_mac.values().cloned().collect(),
+            quarantined: table
+                .quarantined
+                .iter()
+                .map(|(ip, until)| Quarantine {
+                    ip: *ip,
+                    until: *until,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Serializes a snapshot in a stable order (leases and quarantined
+/// addresses sorted by address), so equal tables produce identical files.
+pub(super) fn serialize(snapshot: &Snapshot, generation: u64) -> Vec<u8> {
+    let mut leases = snapshot.leases.clone();
     leases.sort_by_key(|lease| lease.ip);
-    let mut quarantined: Vec<Quarantine> = table
+    let mut quarantined: Vec<Quarantine> = snapshot
         .quarantined
         .iter()
-        .map(|(ip, until)| Quarantine {
-            ip: *ip,
-            until: *until,
+        .map(|entry| Quarantine {
+            ip: entry.ip,
+            until: entry.until,
         })
         .collect();
     quarantined.sort_by_key(|entry| entry.ip);
 
     let file = LeaseFile {
         version: FORMAT_VERSION,
+        generation,
         leases,
         quarantined,
     };

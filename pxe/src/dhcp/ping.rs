@@ -3,10 +3,9 @@
 //! RFC 2131 section 2.2 recommends that a server probe an address before
 //! allocating it. A host that sends an echo reply uses the address without a lease from
 //! us (a static configuration, or a lease from a DHCP server we lost), and
-//! offering it would give two hosts one address.
-//!
-//! TODO: add an ARP probe (RFC 5227) beside the ping, because a host whose
-//! firewall drops ICMP echo passes this check while it still uses the address.
+//! offering it would give two hosts one address. A host whose firewall
+//! drops ICMP echo passes this check, which is why the ARP probe
+//! (`arp.rs`) exists beside it.
 
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -10,15 +10,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::TftpOptions;
-use super::negotiate::{Limits, negotiate};
+use super::negotiate::{Limits, Negotiated, negotiate};
 use super::packet::{self, ErrorCode, Request};
 use super::path::open_in_root;
-use super::transfer::{self, TransferError, TransferPlan};
+use super::transfer::{self, TransferError, TransferPlan, TransferStats};
 use crate::error_chain;
 use crate::netns::{SocketFactory, UdpOptions};
 
 /// Bytes read from the served file at a time: about 170 blocks of 1468
-/// bytes.
+/// bytes, so a read syscall serves many blocks.
 const FILE_READ_BUFFER_LEN: usize = 256 * 1024;
 
 /// Settings shared by every transfer of one server.
@@ -98,18 +98,20 @@ async fn serve_in_span(
         negotiated: &negotiated,
         max_retries: context.options.max_retries,
     };
-    // Each read of a tokio file is a round trip to the blocking thread
-    // pool, so blocks are read through a large buffer instead of one by one.
-    let reader = tokio::io::BufReader::with_capacity(
-        FILE_READ_BUFFER_LEN,
-        tokio::fs::File::from_std(served.file),
-    );
-
-    match transfer::send_file(&socket, reader, plan, &cancel).await {
+    let path = served.path.clone();
+    let result = send_on_blocking_pool(
+        socket,
+        served.file,
+        negotiated.clone(),
+        plan.max_retries,
+        cancel,
+    )
+    .await;
+    match result {
         Ok(stats) => tracing::info!(
             %client,
             file,
-            path = %served.path.display(),
+            path = %path.display(),
             bytes = stats.bytes,
             blocks = stats.blocks,
             blksize = negotiated.blksize,
@@ -137,6 +139,31 @@ async fn serve_in_span(
             "tftp transfer failed",
         ),
     }
+}
+
+/// Runs the transfer on tokio's blocking pool with a blocking socket (see
+/// `transfer.rs` for why), in the caller's span.
+async fn send_on_blocking_pool(
+    socket: UdpSocket,
+    file: std::fs::File,
+    negotiated: Negotiated,
+    max_retries: u32,
+    cancel: CancellationToken,
+) -> Result<TransferStats, TransferError> {
+    let socket = socket.into_std().map_err(TransferError::Send)?;
+    socket.set_nonblocking(false).map_err(TransferError::Send)?;
+    let span = tracing::Span::current();
+    let task = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            let reader = std::io::BufReader::with_capacity(FILE_READ_BUFFER_LEN, file);
+            let plan = TransferPlan {
+                negotiated: &negotiated,
+                max_retries,
+            };
+            transfer::send_file(&socket, reader, plan, &cancel)
+        })
+    });
+    task.await.map_err(TransferError::Thread)?
 }
 
 /// Bytes of IPv4, UDP and TFTP DATA headers in front of each block.

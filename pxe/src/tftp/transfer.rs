@@ -10,15 +10,19 @@
 //!
 //! Block numbers are 16 bits on the wire and wrap from 65535 to 0, which
 //! tftp-hpa, atftp and iPXE accept. Internally they are u64.
+//!
+//! The transfer runs on a thread of its own (the caller uses tokio's
+//! blocking pool) with a blocking socket. Driven by the async runtime, every
+//! ACK cost an epoll wake-up and a hand-over between worker threads, which
+//! held windowsize 16 to about 0.7x atftpd 0.8.0 on 2 cores (`bench/run`).
+//! A blocking receive returns straight into the loop.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Read};
+use std::net::UdpSocket;
 use std::ops::RangeInclusive;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::UdpSocket;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::negotiate::Negotiated;
@@ -26,6 +30,10 @@ use super::packet::{self, ErrorCode, Packet};
 
 /// Receive buffer for client packets. ACKs are 4 bytes and ERRORs short.
 const RECEIVE_BUFFER_LEN: usize = 1024;
+
+/// Maximum time a blocking receive waits before the transfer checks for
+/// shutdown, so a stopping server ends its transfers within this time.
+const CANCEL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Counters of a finished transfer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,6 +66,9 @@ pub(crate) enum TransferError {
 
     #[error("server is shutting down")]
     Cancelled,
+
+    #[error("transfer thread failed")]
+    Thread(#[source] tokio::task::JoinError),
 }
 
 /// Settings of one transfer.
@@ -76,8 +87,9 @@ enum Progress {
     TimedOut,
 }
 
-/// Sends `file` to the client that `socket` is connected to.
-pub(crate) async fn send_file<R: AsyncRead + Unpin>(
+/// Sends `file` to the client that `socket` is connected to. Blocks the
+/// calling thread until the transfer ends; `socket` must be in blocking mode.
+pub(crate) fn send_file<R: Read>(
     socket: &UdpSocket,
     mut file: R,
     plan: TransferPlan<'_>,
@@ -88,6 +100,9 @@ pub(crate) async fn send_file<R: AsyncRead + Unpin>(
     let window_size = usize::from(negotiated.windowsize);
     let mut stats = TransferStats::default();
     let mut buffer = vec![0u8; RECEIVE_BUFFER_LEN];
+    socket
+        .set_read_timeout(Some(CANCEL_CHECK_INTERVAL))
+        .map_err(TransferError::Send)?;
 
     if !negotiated.accepted.is_empty() {
         let oack = packet::option_ack(&negotiated.accepted);
@@ -95,9 +110,9 @@ pub(crate) async fn send_file<R: AsyncRead + Unpin>(
         let mut attempts = 0;
         // Block 0 stands for the OACK; the client's ACK 0 confirms it.
         loop {
-            send(socket, &oack).await?;
+            send(socket, &oack)?;
             attempts += 1;
-            match waiter.wait(0..=0, None).await? {
+            match waiter.wait(0..=0, None)? {
                 Progress::Acked(_) => break,
                 Progress::Repeated | Progress::TimedOut if attempts <= plan.max_retries => {
                     stats.retransmissions += 1;
@@ -110,6 +125,8 @@ pub(crate) async fn send_file<R: AsyncRead + Unpin>(
     }
 
     let mut window: VecDeque<(u64, Vec<u8>)> = VecDeque::with_capacity(window_size);
+    // Packets of acknowledged blocks, reused for the next ones.
+    let mut spare: Vec<Vec<u8>> = Vec::with_capacity(window_size);
     let mut next_block: u64 = 1;
     let mut last_block: Option<u64> = None;
     let mut acked: u64 = 0;
@@ -119,10 +136,10 @@ pub(crate) async fn send_file<R: AsyncRead + Unpin>(
     loop {
         while window.len() < window_size && last_block.is_none() {
             // The DATA packet is built once and kept for resends.
-            let mut data = packet::data(next_block as u16, &[]);
-            let len = read_block(&mut file, &mut data, blksize)
-                .await
-                .map_err(TransferError::Read)?;
+            let mut data = spare.pop().unwrap_or_default();
+            data.clear();
+            data.extend_from_slice(&packet::data(next_block as u16, &[]));
+            let len = read_block(&mut file, &mut data, blksize).map_err(TransferError::Read)?;
             if len < blksize {
                 last_block = Some(next_block);
             }
@@ -131,23 +148,23 @@ pub(crate) async fn send_file<R: AsyncRead + Unpin>(
             next_block += 1;
         }
 
-        // TODO: windowed transfers measured 0.77x atftpd 0.8.0 at windowsize
-        // 16 on a busy 2-core machine (BENCHMARKS.md), because each window
-        // waits for the runtime to wake this task for the ACK. A blocking
-        // send loop on the blocking pool, as the boot HTTP image path uses,
-        // may close the gap.
         for (_, data) in &window {
-            send(socket, data).await?;
+            send(socket, data)?;
         }
         attempts += 1;
 
         let mut waiter = AckWaiter::new(socket, &mut buffer, negotiated, cancel);
         let in_flight = acked + 1..=acked + window.len() as u64;
-        match waiter.wait(in_flight, Some(acked)).await? {
+        match waiter.wait(in_flight, Some(acked))? {
             Progress::Acked(block) => {
                 acked = block;
                 attempts = 0;
-                window.retain(|(number, _)| *number > block);
+                while window.front().is_some_and(|(number, _)| *number <= block) {
+                    let (_, data) = window
+                        .pop_front()
+                        .expect("the loop condition saw a front block");
+                    spare.push(data);
+                }
                 if Some(block) == last_block {
                     stats.blocks = block;
                     return Ok(stats);
@@ -168,17 +185,17 @@ pub(crate) async fn send_file<R: AsyncRead + Unpin>(
 
 /// Appends up to `blksize` bytes to `packet` and returns their number;
 /// fewer only at the end of the file.
-async fn read_block<R: AsyncRead + Unpin>(
-    file: &mut R,
-    packet: &mut Vec<u8>,
-    blksize: usize,
-) -> io::Result<usize> {
+fn read_block<R: Read>(file: &mut R, packet: &mut Vec<u8>, blksize: usize) -> io::Result<usize> {
     let header = packet.len();
     packet.resize(header + blksize, 0);
     let mut filled = 0;
     // Each pass reads at least one byte or stops, so at most blksize passes.
     while filled < blksize {
-        let read = file.read(&mut packet[header + filled..]).await?;
+        let read = match file.read(&mut packet[header + filled..]) {
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
         if read == 0 {
             break;
         }
@@ -188,8 +205,8 @@ async fn read_block<R: AsyncRead + Unpin>(
     Ok(filled)
 }
 
-async fn send(socket: &UdpSocket, bytes: &[u8]) -> Result<(), TransferError> {
-    match socket.send(bytes).await {
+fn send(socket: &UdpSocket, bytes: &[u8]) -> Result<(), TransferError> {
+    match socket.send(bytes) {
         Ok(_) => Ok(()),
         Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
             Err(TransferError::ClientGone)
@@ -225,29 +242,35 @@ impl<'a> AckWaiter<'a> {
 
     /// Waits for an ACK of a block in `in_flight`, or in a windowed transfer
     /// for a repeated ACK of `repeat`. Stale ACKs are skipped. The deadline
-    /// stays fixed, so the wait ends within the timeout however many packets
-    /// arrive.
-    async fn wait(
+    /// stays fixed, so the wait ends within the timeout (plus at most
+    /// [`CANCEL_CHECK_INTERVAL`]) however many packets arrive.
+    fn wait(
         &mut self,
         in_flight: RangeInclusive<u64>,
         repeat: Option<u64>,
     ) -> Result<Progress, TransferError> {
         let deadline = Instant::now() + self.timeout;
         loop {
-            let received = tokio::select! {
-                () = self.cancel.cancelled() => return Err(TransferError::Cancelled),
-                received = tokio::time::timeout_at(deadline, self.socket.recv(self.buffer)) => received,
-            };
-            let len = match received {
-                Err(_elapsed) => return Ok(Progress::TimedOut),
-                Ok(Ok(len)) => len,
-                Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionRefused => {
+            let len = match self.socket.recv(self.buffer) {
+                Ok(len) => len,
+                Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
                     return Err(TransferError::ClientGone);
                 }
-                // Other receive errors are transient; the deadline still
-                // bounds the wait.
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, "receive from TFTP client failed");
+                // The read timeout ended the receive, or it failed for a
+                // transient reason; the deadline bounds the wait either way.
+                Err(error) => {
+                    if !matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        tracing::debug!(%error, "receive from TFTP client failed");
+                    }
+                    if self.cancel.is_cancelled() {
+                        return Err(TransferError::Cancelled);
+                    }
+                    if Instant::now() >= deadline {
+                        return Ok(Progress::TimedOut);
+                    }
                     continue;
                 }
             };
@@ -265,16 +288,21 @@ impl<'a> AckWaiter<'a> {
                 Ok(Packet::Error { code, message }) => {
                     return Err(TransferError::ClientError { code, message });
                 }
-                Ok(other) => return Err(self.reject(format!("{other:?}")).await),
-                Err(error) => return Err(self.reject(error.to_string()).await),
+                Ok(other) => return Err(self.reject(format!("{other:?}"))),
+                Err(error) => return Err(self.reject(error.to_string())),
+            }
+            // A stream of stale ACKs must not hold the transfer past its
+            // deadline.
+            if Instant::now() >= deadline {
+                return Ok(Progress::TimedOut);
             }
         }
     }
 
-    async fn reject(&self, description: String) -> TransferError {
+    fn reject(&self, description: String) -> TransferError {
         let reply = packet::error(ErrorCode::IllegalOperation, "expected an ACK");
         // The transfer ends either way; a failed send changes nothing.
-        let _ = self.socket.send(&reply).await;
+        let _ = self.socket.send(&reply);
         TransferError::UnexpectedPacket(description)
     }
 }

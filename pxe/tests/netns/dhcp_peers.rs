@@ -229,6 +229,7 @@ fn base_config(server_ip: Ipv4Addr, interface: &str, http_port: u16) -> DhcpConf
         discovery_pool: None,
         decline_quarantine: Duration::from_secs(600),
         ping_check: None,
+        arp_check: None,
     }
 }
 

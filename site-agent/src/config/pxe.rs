@@ -20,6 +20,11 @@ const MAX_INTERFACE_NAME_LEN: usize = 15;
 /// Directory of the iPXE binaries that the Debian package `ipxe` installs.
 const DEFAULT_TFTP_ROOT: &str = "/usr/lib/ipxe";
 
+/// Default wait of the address check, in milliseconds: a host on the link
+/// answers ARP within a millisecond, and a PXE client waits seconds for
+/// offers.
+const DEFAULT_ADDRESS_CHECK_MS: u32 = 200;
+
 /// Default of `decline_quarantine_seconds`: one hour.
 const DEFAULT_DECLINE_QUARANTINE_SECONDS: u32 = 3600;
 
@@ -39,6 +44,8 @@ pub(super) struct RawPxe {
     relay_subnets: Vec<RawRelaySubnet>,
     decline_quarantine_seconds: Option<u32>,
     ping_check_ms: Option<u32>,
+    address_check: Option<RawAddressCheck>,
+    address_check_ms: Option<u32>,
     arm64_boot_file: Option<String>,
     http_boot_x64_url: Option<String>,
     http_boot_ia32_url: Option<String>,
@@ -60,6 +67,16 @@ pub(super) struct RawPxe {
 enum RawDhcpMode {
     Full,
     Proxy,
+}
+
+/// Method of checking a new address before it is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawAddressCheck {
+    None,
+    Ping,
+    Arp,
+    Both,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +115,9 @@ pub struct PxeConfig {
     /// Wait for a ping reply before offering a new address; `None` skips the
     /// check.
     pub ping_check: Option<Duration>,
+    /// Wait for an ARP reply on `interface` before offering a new address of
+    /// the local subnet; `None` skips the probe.
+    pub arp_check: Option<Duration>,
     /// Boot file for ARM64 UEFI PXE clients, relative to `tftp_root`.
     pub arm64_boot_file: Option<String>,
     /// Boot file URLs for UEFI HTTP boot clients by architecture.
@@ -244,6 +264,7 @@ pub(super) fn check_pxe(
         relay_subnets: dhcp.relay_subnets,
         decline_quarantine: dhcp.decline_quarantine,
         ping_check: dhcp.ping_check,
+        arp_check: dhcp.arp_check,
         arm64_boot_file: raw.arm64_boot_file.clone(),
         // UEFI HTTP boot clients get the TFTP boot files over HTTP from the
         // boot server's /firmware/ route unless a URL is configured.
@@ -411,6 +432,7 @@ struct DhcpExtras {
     relay_subnets: Vec<RelaySubnet>,
     decline_quarantine: Duration,
     ping_check: Option<Duration>,
+    arp_check: Option<Duration>,
 }
 
 fn check_dhcp_extras(
@@ -431,22 +453,7 @@ fn check_dhcp_extras(
         ));
     }
 
-    let ping_check = raw
-        .ping_check_ms
-        .map(|ms| Duration::from_millis(u64::from(ms)));
-    if let Some(wait) = ping_check
-        && !(MIN_PING_WAIT..=MAX_PING_WAIT).contains(&wait)
-    {
-        return Err(invalid(
-            "pxe.ping_check_ms",
-            format!(
-                "{} is out of range; set {} to {} milliseconds, or leave the key out to skip the check",
-                wait.as_millis(),
-                MIN_PING_WAIT.as_millis(),
-                MAX_PING_WAIT.as_millis()
-            ),
-        ));
-    }
+    let (ping_check, arp_check) = check_address_check(raw, invalid)?;
 
     let subnet = Subnet::new(raw.server_ip, raw.prefix_len);
     let discovery_pool = match (raw.discovery_pool_start, raw.discovery_pool_end) {
@@ -497,7 +504,45 @@ fn check_dhcp_extras(
         relay_subnets,
         decline_quarantine: Duration::from_secs(u64::from(quarantine)),
         ping_check,
+        arp_check,
     })
+}
+
+/// Returns the ping and ARP waits from `address_check`, `address_check_ms`
+/// and the older `ping_check_ms`, which alone means a ping check with that
+/// wait. Without any of them the ARP probe runs with the default wait.
+fn check_address_check(
+    raw: &RawPxe,
+    invalid: Invalid<'_>,
+) -> Result<(Option<Duration>, Option<Duration>), ConfigError> {
+    let (check, ms, key) = match (raw.ping_check_ms, raw.address_check, raw.address_check_ms) {
+        (Some(ms), None, None) => (RawAddressCheck::Ping, ms, "pxe.ping_check_ms"),
+        (Some(_), _, _) => {
+            return Err(invalid(
+                "pxe.ping_check_ms",
+                "cannot be combined with address_check or address_check_ms; remove it and set address_check_ms to the wait".to_string(),
+            ));
+        }
+        (None, check, ms) => (
+            check.unwrap_or(RawAddressCheck::Arp),
+            ms.unwrap_or(DEFAULT_ADDRESS_CHECK_MS),
+            "pxe.address_check_ms",
+        ),
+    };
+    let wait = Duration::from_millis(u64::from(ms));
+    if check != RawAddressCheck::None && !(MIN_PING_WAIT..=MAX_PING_WAIT).contains(&wait) {
+        return Err(invalid(
+            key,
+            format!(
+                "{ms} is out of range; set {} to {} milliseconds, or set address_check = \"none\" to skip the check",
+                MIN_PING_WAIT.as_millis(),
+                MAX_PING_WAIT.as_millis()
+            ),
+        ));
+    }
+    let ping = matches!(check, RawAddressCheck::Ping | RawAddressCheck::Both).then_some(wait);
+    let arp = matches!(check, RawAddressCheck::Arp | RawAddressCheck::Both).then_some(wait);
+    Ok((ping, arp))
 }
 
 fn check_relay_subnet(

@@ -359,6 +359,7 @@ fn decline_quarantine_follows_config() {
 fn ping_check_holds_new_offer_and_skips_busy_address() {
     let config = DhcpConfig {
         ping_check: Some(Duration::from_millis(300)),
+        arp_check: None,
         ..sample_config()
     };
     let mut responder = responder_with(config);

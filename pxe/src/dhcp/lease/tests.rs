@@ -77,12 +77,12 @@ fn repeated_offer_changes_nothing() {
     let config = sample_config();
     let mut table = LeaseTable::default();
     let first = table.offer(mac(1), None, &config.local_scope(), NOW);
-    table.changed = false;
+    table.clear_changes();
 
     let second = table.offer(mac(1), None, &config.local_scope(), NOW + 5);
 
     assert_eq!(first, second);
-    assert!(!table.changed);
+    assert!(!table.changed());
 }
 
 #[test]
@@ -188,9 +188,9 @@ fn unusable_lease_is_replaced_on_offer() {
 #[test]
 fn changes_mark_table_changed() {
     let mut table = LeaseTable::default();
-    assert!(!table.changed);
+    assert!(!table.changed());
 
     table.offer(mac(1), None, &sample_config().local_scope(), NOW);
 
-    assert!(table.changed);
+    assert!(table.changed());
 }

@@ -1,6 +1,7 @@
 //! The `[pxe]` checks, one rejected value per test, each naming its key.
 
 use std::path::Path;
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -575,4 +576,74 @@ fn valid_boot_script_template_is_loaded() {
     .expect("valid template");
 
     assert!(config.pxe.expect("pxe").boot_script_template.is_some());
+}
+
+#[test]
+fn address_check_defaults_to_arp() {
+    let root = tftp_root();
+    let pxe = parse(root.path(), &[])
+        .expect("valid")
+        .pxe
+        .expect("a [pxe] section");
+
+    assert_eq!(pxe.arp_check, Some(Duration::from_millis(200)));
+    assert_eq!(pxe.ping_check, None);
+}
+
+#[test]
+fn address_check_both_sets_both_waits() {
+    let root = tftp_root();
+    let overrides = [("address_check", "\"both\""), ("address_check_ms", "500")];
+    let pxe = parse(root.path(), &overrides)
+        .expect("valid")
+        .pxe
+        .expect("a [pxe] section");
+
+    assert_eq!(pxe.arp_check, Some(Duration::from_millis(500)));
+    assert_eq!(pxe.ping_check, Some(Duration::from_millis(500)));
+}
+
+#[test]
+fn address_check_none_turns_checks_off() {
+    let root = tftp_root();
+    let pxe = parse(root.path(), &[("address_check", "\"none\"")])
+        .expect("valid")
+        .pxe
+        .expect("a [pxe] section");
+
+    assert_eq!(pxe.arp_check, None);
+    assert_eq!(pxe.ping_check, None);
+}
+
+#[test]
+fn ping_check_ms_alone_means_ping_only() {
+    let root = tftp_root();
+    let pxe = parse(root.path(), &[("ping_check_ms", "300")])
+        .expect("valid")
+        .pxe
+        .expect("a [pxe] section");
+
+    assert_eq!(pxe.ping_check, Some(Duration::from_millis(300)));
+    assert_eq!(pxe.arp_check, None);
+}
+
+#[test]
+fn ping_check_ms_with_address_check_is_rejected() {
+    let error = rejected(&[("ping_check_ms", "300"), ("address_check", "\"arp\"")]);
+    assert_names_key(&error, "pxe.ping_check_ms");
+}
+
+#[test]
+fn address_check_ms_out_of_range_is_rejected() {
+    let error = rejected(&[("address_check_ms", "10")]);
+    assert_names_key(&error, "pxe.address_check_ms");
+}
+
+#[test]
+fn unknown_address_check_is_rejected() {
+    let root = tftp_root();
+    let error = parse(root.path(), &[("address_check", "\"icmp\"")])
+        .expect_err("unknown method")
+        .to_string();
+    assert!(error.contains("address_check"), "{error}");
 }
