@@ -297,8 +297,11 @@ pub fn boot_cmdline(base_url: &str, boot: &crate::state::Boot) -> String {
         "rackhand.callback={callback} rackhand.hostname={}",
         boot.hostname
     ));
-    if let (true, Some(digest), Some(size)) =
-        (boot.writes_disk(), &boot.disk_sha256, boot.disk_size)
+    if let (true, Some(digest), Some(size)) = (
+        boot.install_method == rackhand_protocol::agent::InstallMethod::Image.as_str(),
+        &boot.disk_sha256,
+        boot.disk_size,
+    )
     {
         // The installer contract of an image write: download, write to the
         // first disk, check the written bytes against the digest, call back.

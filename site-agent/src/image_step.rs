@@ -40,7 +40,7 @@ pub async fn verify_image(
             Ok(_) => {}
             Err(ImageError::NotFound { .. }) => {
                 return Err(format!(
-                    "image {image}: {role} sha256 {digest} is not in this agent's image store; upload it to the control plane (`rackhand image upload`), register an upstream URL for it, or import it on this agent with `rackhand-site-agent image import`"
+                    "image {image}: {role} sha256 {digest} is not in this agent's image store and has no URL to download it from; import it on this agent with `rackhand-site-agent image import`, or create the image again with its files uploaded (`rackhand image create --upload`) or with upstream URLs"
                 ));
             }
             Err(ImageError::DigestMismatch {

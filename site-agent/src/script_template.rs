@@ -146,7 +146,15 @@ impl ScriptTemplate {
             path: path.to_path_buf(),
             registry,
         };
-        template.render(&ScriptValues::sample())?;
+        let sample = ScriptValues::sample();
+        let rendered = template.render(&sample)?;
+        // Without the callback URL the booted system cannot report, and
+        // every order would wait out its callback timeout.
+        if !rendered.contains(&sample.callback_url) {
+            return Err(template_error(
+                "passes no callback URL to the booted system; put {{cmdline}} on the kernel line (it carries rackhand.callback=) or use {{callback_url}}".to_string(),
+            ));
+        }
         Ok(template)
     }
 
@@ -278,5 +286,14 @@ mod tests {
         let error = ScriptTemplate::parse(path(), text).expect_err("log helper");
 
         assert!(error.to_string().contains("log"), "{error}");
+    }
+
+    #[test]
+    fn template_without_callback_is_rejected() {
+        let text = "#!ipxe\nkernel {{kernel_url}} console=ttyS0\ninitrd {{initrd_url}}\nboot\n";
+
+        let error = ScriptTemplate::parse(path(), text).expect_err("no callback");
+
+        assert!(error.to_string().contains("{{cmdline}}"), "{error}");
     }
 }

@@ -80,10 +80,18 @@ impl Boot {
         files
     }
 
-    /// True for an image write: once it called back, the node's disk holds
-    /// the installed system.
+    /// True for the methods that install onto the node's disk (an image
+    /// write, kickstart or preseed): once such a boot called back, the
+    /// disk holds the installed system.
     pub fn writes_disk(&self) -> bool {
-        self.install_method == rackhand_protocol::agent::InstallMethod::Image.as_str()
+        use rackhand_protocol::agent::InstallMethod;
+        [
+            InstallMethod::Image,
+            InstallMethod::Kickstart,
+            InstallMethod::Preseed,
+        ]
+        .iter()
+        .any(|method| self.install_method == method.as_str())
     }
 }
 
@@ -417,5 +425,38 @@ mod tests {
             .expect("reads")
             .expect("present");
         assert_eq!(stored.state, "called_back");
+    }
+
+    #[tokio::test]
+    async fn disk_installs_are_told_apart_from_live_boots() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = State::open(dir.path()).await.expect("opens");
+        for (index, method) in rackhand_protocol::agent::InstallMethod::ALL
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("o{index}/image");
+            let token = format!("t{index}");
+            let boot = NewBoot {
+                correlation_key: &key,
+                mac: "52:54:00:00:00:02".parse().expect("MAC"),
+                node_id: 1,
+                node_name: "n1",
+                image_name: "img",
+                kernel_sha256: "k",
+                initrd_sha256: "i",
+                kernel_args: "",
+                hostname: "h",
+                token: &token,
+                deadline_at: now_ms() + 1000,
+                install_method: method,
+                disk: None,
+            };
+            state.arm_boot(&boot).await.expect("arms");
+            let stored = state.boot(&key).await.expect("reads").expect("present");
+
+            let expected = matches!(method.as_str(), "image" | "kickstart" | "preseed");
+            assert_eq!(stored.writes_disk(), expected, "{method}");
+        }
     }
 }
