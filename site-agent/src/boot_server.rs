@@ -241,7 +241,7 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
     armed_script_response(&context, &boot, rendered).await
 }
 
-/// Answers an armed boot's script request. A script that cannot be
+/// Returns the response to an armed boot's script request. A script that cannot be
 /// rendered fails the boot at once, so the order fails with the reason
 /// instead of waiting for a callback that cannot come. The error is logged
 /// and recorded with the callback token masked, because the failing value
@@ -301,8 +301,7 @@ pub fn boot_cmdline(base_url: &str, boot: &crate::state::Boot) -> String {
         boot.install_method == rackhand_protocol::agent::InstallMethod::Image.as_str(),
         &boot.disk_sha256,
         boot.disk_size,
-    )
-    {
+    ) {
         // The installer contract of an image write: download, write to the
         // first disk, check the written bytes against the digest, call back.
         cmdline.push_str(&format!(

@@ -376,8 +376,8 @@ fn disk_size_mismatch(store: &ImageStore, image: &ImageSpec) -> Option<String> {
     })
 }
 
-/// The files of a step's image by role and digest, as [`verify_image`]
-/// takes them.
+/// Lists the files of a step's image by role and digest, as
+/// [`verify_image`] takes them.
 fn step_files(image: &ImageSpec) -> Vec<(&'static str, &str)> {
     let mut files = vec![
         ("kernel", image.kernel_sha256.as_str()),

@@ -67,8 +67,8 @@ pub struct Boot {
 }
 
 impl Boot {
-    /// The image files this boot serves, by role and digest: kernel, initrd
-    /// and, for an image write, the disk image.
+    /// Lists the image files this boot serves, by role and digest: kernel,
+    /// initrd and, for an image write, the disk image.
     pub fn files(&self) -> Vec<(&'static str, &str)> {
         let mut files = vec![
             ("kernel", self.kernel_sha256.as_str()),
@@ -82,7 +82,7 @@ impl Boot {
 
     /// True for the methods that install onto the node's disk (an image
     /// write, kickstart or preseed): once such a boot called back, the
-    /// disk holds the installed system.
+    /// disk contains the installed system.
     pub fn writes_disk(&self) -> bool {
         use rackhand_protocol::agent::InstallMethod;
         [
