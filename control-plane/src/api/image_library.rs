@@ -58,14 +58,19 @@ struct ImageState {
     disk_url: Option<String>,
 }
 
+/// Returns the roles an image of `install_method` needs.
+fn roles_for(install_method: &str) -> &'static [&'static str] {
+    if install_method == InstallMethod::Image.as_str() {
+        &ROLES
+    } else {
+        &ROLES[..2]
+    }
+}
+
 impl ImageState {
     /// The roles this image's install method needs.
     fn roles(&self) -> &'static [&'static str] {
-        if self.install_method == InstallMethod::Image.as_str() {
-            &ROLES
-        } else {
-            &ROLES[..2]
-        }
+        roles_for(&self.install_method)
     }
 
     /// Returns the registered sha256 of `role`, or `None` when none was
@@ -592,4 +597,35 @@ pub(crate) async fn staged_images(
         });
     }
     Ok(staged)
+}
+
+/// Returns the files of image `image_id` that carry no verified signature:
+/// files registered by digest or URL, and files uploaded without one.
+pub(crate) async fn unsigned_roles(
+    app: &App,
+    image_id: i64,
+    install_method: &str,
+) -> Result<Vec<&'static str>, sqlx::Error> {
+    let signed: Vec<String> = sqlx::query_scalar(
+        "SELECT role FROM image_files WHERE image_id = ? AND signer_fingerprint IS NOT NULL",
+    )
+    .bind(image_id)
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(roles_for(install_method)
+        .iter()
+        .copied()
+        .filter(|role| !signed.iter().any(|signed| signed == role))
+        .collect())
+}
+
+/// Describes why image `name` cannot be used while
+/// `images.require_signatures` is on, and what to do.
+pub(crate) fn unsigned_image_message(name: &str, unsigned: &[&str]) -> String {
+    format!(
+        "image {name:?} has no verified signature on its {}, and images.require_signatures is on; \
+         create a new image with `rackhand image create --upload` and a signature for every file \
+         (--kernel-signature, --initrd-signature, --disk-signature), or set images.require_signatures = false",
+        unsigned.join(", ")
+    )
 }

@@ -24,20 +24,30 @@ pub(crate) type Created = (StatusCode, Json<Value>);
 /// Longest `kernel_args` accepted for an image.
 const MAX_KERNEL_ARGS: usize = 1024;
 
+/// Checks a record name. Names appear as URL path segments
+/// (`/v1/images/{name}`), where clients and proxies resolve `.` and `..`
+/// as relative paths, so a name made only of dots could never be addressed.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
         && name.len() <= 63
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
+    if !valid {
+        return Err(ApiError::invalid(
             field,
             format!("{name:?} must be 1 to 63 letters, digits, '-', '_' or '.'"),
-        ))
+        ));
     }
+    if name.bytes().all(|b| b == b'.') {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "{name:?} is made only of dots, which URLs read as a relative path; use a name with at least one letter or digit"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) async fn site_id(app: &SharedApp, site: &str) -> Result<i64, ApiError> {
@@ -518,6 +528,7 @@ pub async fn create_product(
             ),
         ));
     }
+    check_image_use(&app, &product, image_id, &install_method).await?;
     let template_id = match &product.template {
         None => None,
         Some(template) => Some(
@@ -581,6 +592,49 @@ pub async fn list_products(
     .fetch_all(&app.pool)
     .await?;
     Ok(Json(rows))
+}
+
+/// Checks that orders of a new product can install its image: bare-metal
+/// orders cannot run `container` images, an installer image needs the
+/// answer file its template renders, and with `images.require_signatures`
+/// every file of the image must carry a verified signature.
+async fn check_image_use(
+    app: &SharedApp,
+    product: &NewProduct,
+    image_id: i64,
+    install_method: &str,
+) -> Result<(), ApiError> {
+    let image = &product.image;
+    if install_method == InstallMethod::Container.as_str() {
+        return Err(ApiError::invalid(
+            "image",
+            format!(
+                "image {image:?} has install method container, which bare-metal orders do not run yet; pick an image with install method live, image, kickstart, preseed or cloud-init"
+            ),
+        ));
+    }
+    let needed_format = crate::install::TemplateFormat::ALL
+        .into_iter()
+        .find(|format| format.install_method().as_str() == install_method);
+    if let (Some(format), None) = (needed_format, &product.template) {
+        return Err(ApiError::invalid(
+            "template",
+            format!(
+                "image {image:?} has install method {install_method}, whose installer needs an answer file; upload a {format} template with `rackhand template put NAME --format {format} --file FILE` and pass --template NAME"
+            ),
+        ));
+    }
+    if app.config.images.require_signatures {
+        let unsigned =
+            crate::api::image_library::unsigned_roles(app, image_id, install_method).await?;
+        if !unsigned.is_empty() {
+            return Err(ApiError::invalid(
+                "image",
+                crate::api::image_library::unsigned_image_message(image, &unsigned),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]

@@ -455,9 +455,11 @@ impl Client {
         if !status.is_success() {
             let message = match value.get("error").and_then(Value::as_str) {
                 Some(message) => message.to_string(),
+                // The control plane answers a 404 of a known route with a
+                // JSON error, so a bare 404 comes from an unknown path.
                 None if status == reqwest::StatusCode::NOT_FOUND => {
                     format!(
-                        "no such API endpoint {url}; check --url (the control plane's api.listen)"
+                        "{url} answered 404 without a control plane error, so it has no such API endpoint; check that --url is the control plane's api.listen"
                     )
                 }
                 None => value.to_string(),
@@ -526,7 +528,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Command::Site(SiteCommand::EnrollToken { site }) => (
             client
-                .post(&format!("/v1/sites/{site}/enrollment-tokens"), json!({}))
+                .post(
+                    &format!("/v1/sites/{}/enrollment-tokens", segment(&site)?),
+                    json!({}),
+                )
                 .await?,
             &[],
         ),
@@ -571,19 +576,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client
                     .call(
                         reqwest::Method::PATCH,
-                        &format!("/v1/nodes/{name}"),
+                        &format!("/v1/nodes/{}", segment(&name)?),
                         Some(json!({ "boot": boot })),
                     )
                     .await?,
                 &[],
             )
         }
-        Command::Node(NodeCommand::Show { name }) => {
-            (client.get(&format!("/v1/nodes/{name}")).await?, &[])
-        }
+        Command::Node(NodeCommand::Show { name }) => (
+            client
+                .get(&format!("/v1/nodes/{}", segment(&name)?))
+                .await?,
+            &[],
+        ),
         Command::Node(NodeCommand::Inspect { name }) => (
             client
-                .post(&format!("/v1/nodes/{name}/inspect"), json!({}))
+                .post(&format!("/v1/nodes/{}/inspect", segment(&name)?), json!({}))
                 .await?,
             &[],
         ),
@@ -592,7 +600,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             action,
             force,
         }) => {
-            let path = format!("/v1/nodes/{name}/power");
+            let path = format!("/v1/nodes/{}/power", segment(&name)?);
             if action == "status" {
                 (client.get(&path).await?, &[])
             } else {
@@ -613,7 +621,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client
                     .call(
                         reqwest::Method::PUT,
-                        &format!("/v1/nodes/{name}/boot"),
+                        &format!("/v1/nodes/{}/boot", segment(&name)?),
                         Some(body),
                     )
                     .await?,
@@ -626,7 +634,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eject,
             force,
         }) => {
-            let path = format!("/v1/nodes/{name}/media");
+            let path = format!("/v1/nodes/{}/media", segment(&name)?);
             let value = match (iso, eject) {
                 (Some(iso), false) => {
                     client
@@ -646,16 +654,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             (value, &[])
         }
-        Command::Node(NodeCommand::Sensors { name }) => {
-            (client.get(&format!("/v1/nodes/{name}/sensors")).await?, &[])
-        }
+        Command::Node(NodeCommand::Sensors { name }) => (
+            client
+                .get(&format!("/v1/nodes/{}/sensors", segment(&name)?))
+                .await?,
+            &[],
+        ),
         Command::Node(NodeCommand::Console { name, attach: true }) => {
             return attach_console(&client, &name).await;
         }
         Command::Node(NodeCommand::Console {
             name,
             attach: false,
-        }) => (client.get(&format!("/v1/nodes/{name}/console")).await?, &[]),
+        }) => (
+            client
+                .get(&format!("/v1/nodes/{}/console", segment(&name)?))
+                .await?,
+            &[],
+        ),
         Command::Node(NodeCommand::Operation { id }) => {
             (client.get(&format!("/v1/operations/{id}")).await?, &[])
         }
@@ -672,7 +688,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client
                     .call(
                         reqwest::Method::PATCH,
-                        &format!("/v1/nodes/{name}"),
+                        &format!("/v1/nodes/{}", segment(&name)?),
                         Some(body),
                     )
                     .await?,
@@ -715,7 +731,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ],
         ),
         Command::Image(ImageCommand::Show { name }) => {
-            let image = client.get(&format!("/v1/images/{name}")).await?;
+            let image = client
+                .get(&format!("/v1/images/{}", segment(&name)?))
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&image)?);
             } else {
@@ -738,7 +756,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Image(ImageCommand::Stage { name, site }) => (
             client
-                .post(&format!("/v1/images/{name}/stage"), json!({ "site": site }))
+                .post(
+                    &format!("/v1/images/{}/stage", segment(&name)?),
+                    json!({ "site": site }),
+                )
                 .await?,
             &[],
         ),
@@ -765,7 +786,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Template(TemplateCommand::Put { name, format, file }) => {
             let body = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read the template file {}", file.display()))?;
-            let path = format!("/v1/templates/{name}");
+            let path = format!("/v1/templates/{}", segment(&name)?);
             let body = json!({ "format": format, "body": body });
             (client.put(&path, body).await?, &[])
         }
@@ -774,7 +795,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             &["name", "format", "bytes", "sha256", "updated_at"],
         ),
         Command::Template(TemplateCommand::Show { name }) => {
-            let template = client.get(&format!("/v1/templates/{name}")).await?;
+            let template = client
+                .get(&format!("/v1/templates/{}", segment(&name)?))
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&template)?);
             } else {
@@ -783,7 +806,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Template(TemplateCommand::Delete { name }) => {
-            client.delete(&format!("/v1/templates/{name}")).await?;
+            client
+                .delete(&format!("/v1/templates/{}", segment(&name)?))
+                .await?;
             println!("template {name} deleted");
             return Ok(());
         }
@@ -951,8 +976,9 @@ async fn attach_console(client: &Client, name: &str) -> anyhow::Result<()> {
     // Without an overall timeout: a session lasts as long as the operator.
     let http = rackhand_control_plane::http_client::build_for_streams()?;
     let url = format!(
-        "{}/v1/nodes/{name}/console/attach",
-        client.base.trim_end_matches('/')
+        "{}/v1/nodes/{}/console/attach",
+        client.base.trim_end_matches('/'),
+        segment(name)?
     );
     let mut request = http
         .get(&url)
@@ -1073,6 +1099,27 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
     let text = text.trim().to_string();
     anyhow::ensure!(!text.is_empty(), "{} is empty", path.display());
     Ok(text)
+}
+
+/// Returns `name` as one percent-encoded URL path segment, so a `/`, `?`
+/// or `#` in it cannot change the request's path. A name made only of dots
+/// is rejected: URL parsers resolve it (even as `%2E%2E`) as a relative
+/// path, and the control plane accepts no such name.
+fn segment(name: &str) -> anyhow::Result<String> {
+    if name.is_empty() || name.bytes().all(|b| b == b'.') {
+        bail!(
+            "{name:?} cannot be a name: names are 1 to 63 letters, digits, '-', '_' or '.' with at least one letter or digit"
+        );
+    }
+    let mut encoded = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Ok(encoded)
 }
 
 fn digest_arg(file: Option<&Path>, given: Option<String>) -> anyhow::Result<String> {
@@ -1233,4 +1280,30 @@ fn format_time(ms: Option<i64>) -> String {
         day_ms / 1000 % 60,
         day_ms % 1000
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment;
+
+    #[test]
+    fn segment_encodes_path_characters() {
+        let encoded = segment("a/b?c#d e").expect("a name with letters is accepted");
+
+        assert_eq!(encoded, "a%2Fb%3Fc%23d%20e");
+    }
+
+    #[test]
+    fn segment_keeps_plain_names() {
+        assert_eq!(segment("rocky-9.4_x").expect("valid"), "rocky-9.4_x");
+    }
+
+    #[test]
+    fn segment_rejects_dot_only_names() {
+        for name in ["", ".", "..", "..."] {
+            let error = segment(name).expect_err("dot-only names are rejected");
+
+            assert!(error.to_string().contains("at least one letter"), "{error}");
+        }
+    }
 }

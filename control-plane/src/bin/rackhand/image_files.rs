@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::{Client, cell, digest_arg, format_utc};
+use super::{Client, cell, digest_arg, format_utc, segment};
 
 /// One file to upload: its role in the image, its path and an optional
 /// detached signature file.
@@ -34,9 +34,10 @@ pub async fn upload(
         .with_context(|| format!("cannot open {}", file.path.display()))?;
 
     let url = format!(
-        "{}/v1/images/{image}/files/{}",
+        "{}/v1/images/{}/files/{}",
         client.base.trim_end_matches('/'),
-        file.role
+        segment(image)?,
+        segment(file.role)?
     );
     let mut request = client
         .streams
