@@ -353,7 +353,7 @@ pub async fn create_image(
             ),
         ));
     }
-    let id: i64 = sqlx::query_scalar(
+    let id: Result<i64, sqlx::Error> = sqlx::query_scalar(
         "INSERT INTO images (name, kernel_sha256, initrd_sha256, kernel_args, kernel_url, initrd_url,
                              os_family, install_method, disk_sha256, disk_size, disk_url, state, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -376,8 +376,16 @@ pub async fn create_image(
     .bind(if image.upload { "incomplete" } else { "ready" })
     .bind(db::now_ms())
     .fetch_one(&app.pool)
-    .await
-    .map_err(|e| unique_violation(e, || format!("image {:?} already exists", image.name)))?;
+    .await;
+    let id = match id {
+        Ok(id) => id,
+        Err(error) => {
+            let hint = existing_image_hint(&app, &image.name).await?;
+            return Err(unique_violation(error, || {
+                format!("image {:?} already exists{hint}", image.name)
+            }));
+        }
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -386,6 +394,24 @@ pub async fn create_image(
             "state": if image.upload { "incomplete" } else { "ready" },
         })),
     ))
+}
+
+/// Returns what an operator can do with an existing image of this name:
+/// an incomplete one is finished by uploading its files, or deleted.
+async fn existing_image_hint(app: &SharedApp, name: &str) -> Result<String, ApiError> {
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM images WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&app.pool)
+        .await?;
+    Ok(match state.as_deref() {
+        Some("incomplete") => format!(
+            " and is incomplete; upload its missing files with `rackhand image upload {name} ROLE FILE` (`rackhand image show {name}` lists them), or delete it with `rackhand image delete {name}` and create it again"
+        ),
+        Some(_) => format!(
+            "; pick another name, or delete it with `rackhand image delete {name}` if no product uses it"
+        ),
+        None => String::new(),
+    })
 }
 
 /// Checks how the image's files reach the agents against the signature
@@ -565,35 +591,6 @@ pub async fn create_product(
     ))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
-pub struct ProductRow {
-    id: i64,
-    name: String,
-    price_minor: i64,
-    currency: String,
-    min_cpu_cores: i64,
-    min_ram_mib: i64,
-    min_disk_gb: i64,
-    image: String,
-    template: Option<String>,
-}
-
-pub async fn list_products(
-    State(app): State<SharedApp>,
-    _operator: Operator,
-) -> Result<Json<Vec<ProductRow>>, ApiError> {
-    let rows = sqlx::query_as(
-        "SELECT p.id, p.name, p.price_minor, p.currency, p.min_cpu_cores, p.min_ram_mib, p.min_disk_gb, i.name AS image,
-                t.name AS template
-         FROM products p JOIN images i ON i.id = p.image_id
-         LEFT JOIN install_templates t ON t.id = p.install_template_id
-         ORDER BY p.id",
-    )
-    .fetch_all(&app.pool)
-    .await?;
-    Ok(Json(rows))
-}
-
 /// Checks that orders of a new product can install its image: bare-metal
 /// orders cannot run `container` images, an installer image needs the
 /// answer file its template renders, and with `images.require_signatures`
@@ -635,6 +632,35 @@ async fn check_image_use(
         }
     }
     Ok(())
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct ProductRow {
+    id: i64,
+    name: String,
+    price_minor: i64,
+    currency: String,
+    min_cpu_cores: i64,
+    min_ram_mib: i64,
+    min_disk_gb: i64,
+    image: String,
+    template: Option<String>,
+}
+
+pub async fn list_products(
+    State(app): State<SharedApp>,
+    _operator: Operator,
+) -> Result<Json<Vec<ProductRow>>, ApiError> {
+    let rows = sqlx::query_as(
+        "SELECT p.id, p.name, p.price_minor, p.currency, p.min_cpu_cores, p.min_ram_mib, p.min_disk_gb, i.name AS image,
+                t.name AS template
+         FROM products p JOIN images i ON i.id = p.image_id
+         LEFT JOIN install_templates t ON t.id = p.install_template_id
+         ORDER BY p.id",
+    )
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(Json(rows))
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]

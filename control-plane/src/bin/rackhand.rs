@@ -261,6 +261,11 @@ enum ImageCommand {
         #[arg(long)]
         signature: Option<PathBuf>,
     },
+    /// Delete an image that no product uses, such as one whose upload
+    /// failed; its stored files go too unless another image uses them.
+    Delete {
+        name: String,
+    },
     /// Have a site's agent download the image into its cache now and keep
     /// it there.
     Stage {
@@ -754,6 +759,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             (image_files::upload(&client, &name, &file).await?, &[])
         }
+        Command::Image(ImageCommand::Delete { name }) => {
+            client
+                .delete(&format!("/v1/images/{}", segment(&name)?))
+                .await?;
+            println!("image {name} deleted");
+            return Ok(());
+        }
         Command::Image(ImageCommand::Stage { name, site }) => (
             client
                 .post(
@@ -884,12 +896,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ends the process without a panic message when standard output is a
-/// pipe its reader closed (`rackhand order list | head`). Rust ignores
-/// SIGPIPE, so `println!` panics on the broken pipe instead.
+/// Tells how to finish an image whose upload of `file` failed: the image
+/// exists, incomplete, and keeps the files uploaded before.
+fn unfinished_upload_hint(image: &str, file: &image_files::FileToUpload) -> String {
+    let signature = file
+        .signature
+        .map(|path| format!(" --signature {}", path.display()))
+        .unwrap_or_default();
+    format!(
+        "image {image} was created but stays incomplete; after fixing the cause, finish it with `rackhand image upload {image} {} {}{signature}` (and any later file), or remove it with `rackhand image delete {image}`",
+        file.role,
+        file.path.display()
+    )
+}
+
 /// Registers an image, and with --upload creates it empty and uploads its
 /// files one by one; the image turns ready after the last one.
 async fn create_image(client: &Client, a: ImageArgs, json: bool) -> anyhow::Result<()> {
+    let uploads: Vec<image_files::FileToUpload> = if a.upload {
+        [
+            ("kernel", a.kernel.as_deref(), a.kernel_signature.as_deref()),
+            ("initrd", a.initrd.as_deref(), a.initrd_signature.as_deref()),
+            ("disk", a.disk.as_deref(), a.disk_signature.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(role, path, signature)| {
+            Some(image_files::FileToUpload {
+                role,
+                path: path?,
+                signature,
+            })
+        })
+        .collect()
+    } else {
+        Vec::new()
+    };
+    if a.upload && a.install_method == "image" && a.disk.is_none() {
+        bail!("--install-method image writes a disk image; give it with --disk FILE");
+    }
+    // Check every local file before the image is created, so that a typo
+    // leaves nothing behind.
+    for file in &uploads {
+        image_files::check_local(file)?;
+    }
     let (kernel, initrd) = if a.upload {
         (None, None)
     } else {
@@ -913,29 +962,19 @@ async fn create_image(client: &Client, a: ImageArgs, json: bool) -> anyhow::Resu
         "install_method": a.install_method, "disk_sha256": disk_sha256, "disk_size": disk_size,
         "disk_url": a.disk_url, "upload": a.upload });
     let mut created = client.post("/v1/images", body).await?;
-    if a.upload {
-        let files = [
-            ("kernel", a.kernel.as_deref(), a.kernel_signature.as_deref()),
-            ("initrd", a.initrd.as_deref(), a.initrd_signature.as_deref()),
-            ("disk", a.disk.as_deref(), a.disk_signature.as_deref()),
-        ];
-        for (role, path, signature) in files {
-            let Some(path) = path else { continue };
-            let file = image_files::FileToUpload {
-                role,
-                path,
-                signature,
-            };
-            let uploaded = image_files::upload(client, &a.name, &file).await?;
-            if !json {
-                println!(
-                    "uploaded {role} {} sha256 {}",
-                    path.display(),
-                    cell(uploaded.get("sha256"))
-                );
-            }
-            created["state"] = uploaded["image_state"].clone();
+    for file in &uploads {
+        let uploaded = image_files::upload(client, &a.name, file)
+            .await
+            .with_context(|| unfinished_upload_hint(&a.name, file))?;
+        if !json {
+            println!(
+                "uploaded {} {} sha256 {}",
+                file.role,
+                file.path.display(),
+                cell(uploaded.get("sha256"))
+            );
         }
+        created["state"] = uploaded["image_state"].clone();
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&created)?);
@@ -949,6 +988,9 @@ async fn create_image(client: &Client, a: ImageArgs, json: bool) -> anyhow::Resu
     Ok(())
 }
 
+/// Ends the process without a panic message when standard output is a
+/// pipe its reader closed (`rackhand order list | head`). Rust ignores
+/// SIGPIPE, so `println!` panics on the broken pipe instead.
 fn exit_quietly_on_closed_stdout() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
