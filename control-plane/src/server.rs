@@ -49,15 +49,17 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     if pki.join("ca.key").exists() {
         Ca::load_or_create(&pki)?;
     }
-    if let Some(keyring) = &config.images.signature_keyring
-        && !keyring.is_file()
-    {
-        anyhow::bail!(
-            "{}: images.signature_keyring {} is not a file; export the signing keys with `gpg --export KEYID > {}`",
-            config.path.display(),
-            keyring.display(),
-            keyring.display()
-        );
+    check_signature_setup(config)?;
+    Ok(())
+}
+
+/// Checks the keyring and `gpgv` when signatures are configured, so that a
+/// setup that cannot check any signature stops the start instead of failing
+/// each signed upload.
+fn check_signature_setup(config: &Config) -> anyhow::Result<()> {
+    if let Some(keyring) = &config.images.signature_keyring {
+        crate::signatures::check_setup(&config.images.gpgv, keyring)
+            .with_context(|| format!("invalid config file {}", config.path.display()))?;
     }
     Ok(())
 }
@@ -135,6 +137,7 @@ async fn load_sealer(config: &Config, pool: &db::Pool) -> anyhow::Result<Sealer>
 
 /// Runs the control plane until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    check_signature_setup(&config)?;
     // Bind first, so a port in use stops the start before any state is
     // created.
     let api_listener = TcpListener::bind(config.api.listen)

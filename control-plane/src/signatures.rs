@@ -12,6 +12,7 @@
 //! `BADSIG`, `ERRSIG`, `NO_PUBKEY`), documented in GnuPG's `doc/DETAILS`;
 //! only a `VALIDSIG` line counts as success, whatever the exit code.
 
+use std::ffi::OsStr;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,6 +54,88 @@ pub enum SignatureError {
     TimedOut { program: PathBuf },
     #[error("cannot write the signature to a temporary file")]
     TempFile(#[source] std::io::Error),
+}
+
+/// A signature setup that cannot work, found before the first upload.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "images.signature_keyring {keyring} is not a file; export the signing keys with `gpg --export KEYID > {keyring}`"
+    )]
+    KeyringMissing { keyring: PathBuf },
+    #[error(
+        "cannot read images.signature_keyring {keyring}; make it readable by the control plane's user"
+    )]
+    KeyringUnreadable {
+        keyring: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "images.signature_keyring {keyring} is ASCII-armored (it starts with -----BEGIN PGP), which gpgv cannot read as a keyring; convert it with `gpg --dearmor < {keyring} > {keyring}.gpg` and point signature_keyring at the new file, or export the keys with `gpg --export KEYID` without --armor"
+    )]
+    KeyringArmored { keyring: PathBuf },
+    #[error(
+        "images.gpgv {program} cannot be run: {reason}; install the gpgv package (`apt-get install gpgv`) or set images.gpgv to the path of gpgv"
+    )]
+    GpgvMissing { program: PathBuf, reason: String },
+}
+
+/// Checks that signatures can be checked at all: the keyring is a readable
+/// binary keyring and `gpgv` is an executable file (looked up on `PATH`
+/// when `gpgv` is a bare name, as the process spawn does).
+pub fn check_setup(gpgv: &Path, keyring: &Path) -> Result<(), SetupError> {
+    if !keyring.is_file() {
+        return Err(SetupError::KeyringMissing {
+            keyring: keyring.to_path_buf(),
+        });
+    }
+    let mut start = [0u8; 16];
+    let read = std::fs::File::open(keyring)
+        .and_then(|mut file| std::io::Read::read(&mut file, &mut start))
+        .map_err(|source| SetupError::KeyringUnreadable {
+            keyring: keyring.to_path_buf(),
+            source,
+        })?;
+    if start[..read].starts_with(ARMOR_START) {
+        return Err(SetupError::KeyringArmored {
+            keyring: keyring.to_path_buf(),
+        });
+    }
+    find_program(gpgv, std::env::var_os("PATH").as_deref())
+        .map(|_| ())
+        .map_err(|reason| SetupError::GpgvMissing {
+            program: gpgv.to_path_buf(),
+            reason,
+        })
+}
+
+/// The first bytes of an ASCII-armored OpenPGP block, as `gpg --armor` writes it.
+const ARMOR_START: &[u8] = b"-----BEGIN PGP";
+
+/// Returns the executable that running `program` would start: `program`
+/// itself when it contains a `/`, else the first match in `path_var`.
+/// Returns the reason when there is none.
+fn find_program(program: &Path, path_var: Option<&OsStr>) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |candidate: &Path| {
+        std::fs::metadata(candidate)
+            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    };
+    if program.components().count() > 1 {
+        return if executable(program) {
+            Ok(program.to_path_buf())
+        } else {
+            Err("no executable file at that path".to_string())
+        };
+    }
+    let Some(path_var) = path_var else {
+        return Err("PATH is not set, and the name has no folder".to_string());
+    };
+    std::env::split_paths(path_var)
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate))
+        .ok_or_else(|| format!("not found in PATH ({})", path_var.to_string_lossy()))
 }
 
 /// Checks `signature` (binary or ASCII-armored) over the file at `file`
@@ -162,7 +245,7 @@ fn last_line(text: &str) -> String {
 mod tests {
     use std::path::Path;
 
-    use super::{SignatureError, interpret};
+    use super::{SignatureError, find_program, interpret};
 
     const KEYRING: &str = "/etc/rackhand/keyring.gpg";
 
@@ -204,5 +287,42 @@ mod tests {
             error.to_string().contains("no valid OpenPGP data found"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn bare_program_is_found_on_path() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let program = dir.path().join("gpgv");
+        std::fs::write(&program, "#!/bin/sh\n").expect("the file writes");
+        std::fs::set_permissions(
+            &program,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("the mode changes");
+
+        let found = find_program(Path::new("gpgv"), Some(dir.path().as_os_str()));
+
+        assert_eq!(found, Ok(program));
+    }
+
+    #[test]
+    fn missing_program_names_searched_path() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+
+        let error = find_program(Path::new("gpgv"), Some(dir.path().as_os_str()))
+            .expect_err("the folder is empty");
+
+        assert!(error.contains("not found in PATH"), "{error}");
+    }
+
+    #[test]
+    fn program_without_execute_bit_is_missing() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let program = dir.path().join("gpgv");
+        std::fs::write(&program, "data").expect("the file writes");
+
+        let found = find_program(&program, None);
+
+        assert!(found.is_err(), "{found:?}");
     }
 }

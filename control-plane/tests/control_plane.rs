@@ -11,6 +11,8 @@ mod allocate;
 mod api;
 #[path = "control_plane/billing.rs"]
 mod billing;
+#[path = "control_plane/cli.rs"]
+mod cli;
 #[path = "control_plane/config.rs"]
 mod config;
 #[path = "control_plane/console.rs"]

@@ -77,11 +77,17 @@ pub enum ImageError {
     NoOrigin { digest: Sha256Digest, url: String },
 
     /// The upstream returned a status other than 200 or 206.
-    #[error("download of image {digest} from {url} failed: upstream returned HTTP {status}")]
+    #[error(
+        "download of image {digest} from {url} failed: upstream returned HTTP {status}{}",
+        detail_note(detail)
+    )]
     UpstreamStatus {
         digest: Sha256Digest,
         url: String,
         status: u16,
+        /// The `error` message of a JSON error body (the control plane's
+        /// reason), if the upstream sent one.
+        detail: Option<String>,
     },
 
     /// The upstream's response contradicts the request or the catalogue: a
@@ -135,6 +141,13 @@ pub enum ImageError {
         #[source]
         source: Arc<ImageError>,
     },
+}
+
+fn detail_note(detail: &Option<String>) -> String {
+    match detail {
+        Some(detail) => format!(": {detail}"),
+        None => String::new(),
+    }
 }
 
 fn quarantine_note(quarantined: &Option<PathBuf>) -> String {

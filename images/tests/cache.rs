@@ -83,6 +83,15 @@ async fn serve_image(
         if_range: if_range.clone(),
         origin_marker: header_text(&headers, header::HeaderName::from_static("origin-marker")),
     });
+    if name == "refused" {
+        return Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                r#"{"error":"the control plane's copy failed verification"}"#,
+            ))
+            .expect("valid response");
+    }
     let Some(image) = upstream.images.get(&name) else {
         return Response::builder()
             .status(StatusCode::NOT_FOUND)
@@ -569,6 +578,27 @@ async fn upstream_error_hides_url_token() {
     assert!(message.contains("HTTP 404"), "{message}");
     assert!(!message.contains("s3cr3t"), "{message}");
     assert!(!format!("{error:?}").contains("s3cr3t"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_error_includes_json_reason() {
+    let fx = fixture().await;
+    let cache = fx.cache(10 * IMAGE_SIZE as u64);
+
+    let error = cache
+        .fetch(&fx.digest("a"), &fx.url("refused"), None)
+        .await
+        .expect_err("503 fails");
+
+    let ImageError::DownloadFailed { source, .. } = &error else {
+        panic!("unexpected error {error}");
+    };
+    let message = source.to_string();
+    assert!(message.contains("HTTP 503"), "{message}");
+    assert!(
+        message.contains("the control plane's copy failed verification"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,16 +27,21 @@ pub async fn serve_file(
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found("uploaded image file", &sha256);
     let digest: Sha256Digest = sha256.parse().map_err(|_| not_found())?;
-    let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM image_files WHERE sha256 = ?")
-        .bind(digest.to_hex())
-        .fetch_optional(&app.pool)
-        .await?;
-    if known.is_none() {
+    let known: Option<(String, String)> = sqlx::query_as(
+        "SELECT i.name, f.role FROM image_files f JOIN images i ON i.id = f.image_id
+         WHERE f.sha256 = ? ORDER BY f.image_id LIMIT 1",
+    )
+    .bind(digest.to_hex())
+    .fetch_optional(&app.pool)
+    .await?;
+    let Some((image, role)) = known else {
         return Err(not_found());
-    }
+    };
     let blob = match app.images.open_verified(&digest).await {
         Ok(blob) => blob,
-        Err(ImageError::NotFound { .. }) => return Err(not_found()),
+        Err(error @ (ImageError::NotFound { .. } | ImageError::DigestMismatch { .. })) => {
+            return Err(lost_copy(&agent, &image, &role, &digest, &error));
+        }
         Err(error) => {
             return Err(ApiError::Internal(
                 anyhow::Error::new(error).context(format!("serving image file {digest}")),
@@ -86,6 +91,27 @@ pub async fn serve_file(
         );
     }
     Ok(response)
+}
+
+/// The answer for a recorded file whose stored copy is gone or failed
+/// verification: the agent cannot fix it, so the message tells the
+/// operator which file to upload again. Logged as an error, because every
+/// order on the image fails until then.
+fn lost_copy(
+    agent: &Agent,
+    image: &str,
+    role: &str,
+    digest: &Sha256Digest,
+    error: &ImageError,
+) -> ApiError {
+    tracing::error!(site = %agent.site, image, role, %digest, error = %error, "an uploaded image file is missing from the control plane's store");
+    let what = match error {
+        ImageError::DigestMismatch { .. } => "failed verification and was quarantined",
+        _ => "is missing from the store",
+    };
+    ApiError::Unavailable(format!(
+        "the control plane's copy of the {role} of image {image:?} (sha256 {digest}) {what}; an operator must upload the same file again with `rackhand image upload {image} {role} FILE`"
+    ))
 }
 
 fn header_value(text: String) -> HeaderValue {

@@ -328,6 +328,18 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
             };
             let install_method: InstallMethod =
                 step.install_method.parse().map_err(anyhow::Error::msg)?;
+            // Images created before images.require_signatures was turned on
+            // may still be unsigned; their orders must not install them.
+            if app.config.images.require_signatures {
+                let unsigned =
+                    image_library::unsigned_roles(app, step.image_id, &step.install_method).await?;
+                if !unsigned.is_empty() {
+                    anyhow::bail!(
+                        "{}; then sell a product on the new image, or retry this order (rackhand order retry) after turning the setting off",
+                        image_library::unsigned_image_message(&step.image_name, &unsigned)
+                    );
+                }
+            }
             let install_files = match crate::install::render_for_order(app, row.order_id).await? {
                 Some(install) if install.method != install_method => anyhow::bail!(
                     "the product's install template drives a {} install, but image {} has install method {install_method}; give the product a template of the image's method",

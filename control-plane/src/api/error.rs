@@ -28,6 +28,9 @@ pub enum ApiError {
     BadGateway(String),
     /// 504: the upstream did not answer in time.
     GatewayTimeout(String),
+    /// 503: the control plane cannot serve the request until an operator
+    /// repairs its state, such as a stored file that failed verification.
+    Unavailable(String),
     /// 422 with the field that failed validation.
     Invalid {
         field: String,
@@ -65,6 +68,9 @@ impl IntoResponse for ApiError {
             ApiError::BadGateway(message) => (StatusCode::BAD_GATEWAY, json!({ "error": message })),
             ApiError::GatewayTimeout(message) => {
                 (StatusCode::GATEWAY_TIMEOUT, json!({ "error": message }))
+            }
+            ApiError::Unavailable(message) => {
+                (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": message }))
             }
             ApiError::Invalid { field, message } => (
                 StatusCode::UNPROCESSABLE_ENTITY,

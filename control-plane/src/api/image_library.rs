@@ -17,7 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use futures_util::StreamExt as _;
-use rackhand_images::{Sha256Digest, Upload};
+use rackhand_images::{ImageError, Sha256Digest, Upload};
 use rackhand_protocol::agent::InstallMethod;
 use rackhand_protocol::images::{StageStatus, StagedFile, StagedImage, image_file_path};
 use serde::{Deserialize, Serialize};
@@ -58,14 +58,19 @@ struct ImageState {
     disk_url: Option<String>,
 }
 
+/// Returns the roles an image of `install_method` needs.
+fn roles_for(install_method: &str) -> &'static [&'static str] {
+    if install_method == InstallMethod::Image.as_str() {
+        &ROLES
+    } else {
+        &ROLES[..2]
+    }
+}
+
 impl ImageState {
     /// The roles this image's install method needs.
     fn roles(&self) -> &'static [&'static str] {
-        if self.install_method == InstallMethod::Image.as_str() {
-            &ROLES
-        } else {
-            &ROLES[..2]
-        }
+        roles_for(&self.install_method)
     }
 
     /// Returns the registered sha256 of `role`, or `None` when none was
@@ -110,7 +115,15 @@ pub async fn upload_file(
     body: RawBody,
 ) -> Result<Created, ApiError> {
     let image = load_image(&app, &name).await?;
-    let expected = check_upload_request(&app, &image, &name, &role, &headers)?;
+    let recorded = recorded_sha256(&app, image.id, &role).await?;
+    // A recorded file whose stored copy is gone (quarantined after a failed
+    // check, or deleted) may be sent again, in any image state, so that
+    // the image's products work again.
+    let restore = match &recorded {
+        Some(digest) => !stored_intact(&app, digest).await?,
+        None => false,
+    };
+    let expected = check_upload_request(&app, &image, &name, &role, &headers, restore)?;
     let signature = signature_header(&headers)?;
     if signature.is_none() && app.config.images.require_signatures {
         return Err(ApiError::invalid(
@@ -123,6 +136,16 @@ pub async fn upload_file(
 
     let upload = receive(&app, &name, &role, &headers, body).await?;
     let digest = upload.digest();
+    if let Some(recorded) = recorded.as_deref().filter(|_| restore)
+        && recorded != digest.to_hex()
+    {
+        return Err(ApiError::invalid(
+            "sha256",
+            format!(
+                "the uploaded {role} of image {name:?} has sha256 {digest}, but the image records {recorded} for it; only the same file can replace a missing copy, nothing was stored. Upload the original file, or create a new image for a different one"
+            ),
+        ));
+    }
     if let Some(expected) = expected
         && expected != digest
     {
@@ -143,8 +166,14 @@ pub async fn upload_file(
         .commit()
         .await
         .map_err(|error| ApiError::Internal(anyhow::Error::new(error)))?;
-    let state = record_file(&app, &image, &role, &stored.digest, size, signer.as_deref()).await?;
-    tracing::info!(image = %name, role = %role, sha256 = %stored.digest, size, signer = ?signer, "image file uploaded");
+    let state = if restore {
+        record_restored_file(&app, &image, &role, signer.as_deref()).await?
+    } else {
+        record_file(&app, &image, &role, &stored.digest, size, signer.as_deref())
+            .await?
+            .to_string()
+    };
+    tracing::info!(image = %name, role = %role, sha256 = %stored.digest, size, signer = ?signer, restored = restore, "image file uploaded");
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -158,14 +187,47 @@ pub async fn upload_file(
     ))
 }
 
+/// Returns the sha256 recorded for an uploaded `role` of image `image_id`.
+async fn recorded_sha256(
+    app: &App,
+    image_id: i64,
+    role: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT sha256 FROM image_files WHERE image_id = ? AND role = ?")
+        .bind(image_id)
+        .bind(role)
+        .fetch_optional(&app.pool)
+        .await
+}
+
+/// Returns whether the store holds a copy of `digest` that still verifies.
+/// A copy that fails the check is quarantined on the way.
+async fn stored_intact(app: &App, digest: &str) -> Result<bool, ApiError> {
+    let digest: Sha256Digest = digest.parse().map_err(|error| {
+        ApiError::Internal(anyhow::anyhow!(
+            "recorded digest {digest:?} is invalid: {error}"
+        ))
+    })?;
+    match app.images.open_verified(&digest).await {
+        Ok(_) => Ok(true),
+        Err(ImageError::NotFound { .. } | ImageError::DigestMismatch { .. }) => Ok(false),
+        Err(error) => Err(ApiError::Internal(
+            anyhow::Error::new(error).context(format!("checking the stored copy of {digest}")),
+        )),
+    }
+}
+
 /// Checks the role, the image's state and the expected digests before any
 /// byte is read. Returns the sha256 the upload must have, if known.
+/// `restore` is set when the role's file was recorded but its stored copy
+/// is missing, which allows the upload in every state.
 fn check_upload_request(
     app: &App,
     image: &ImageState,
     name: &str,
     role: &str,
     headers: &HeaderMap,
+    restore: bool,
 ) -> Result<Option<Sha256Digest>, ApiError> {
     if !image.roles().contains(&role) {
         return Err(ApiError::invalid(
@@ -177,7 +239,7 @@ fn check_upload_request(
             ),
         ));
     }
-    if image.state != "incomplete" {
+    if !restore && image.state != "incomplete" {
         return Err(ApiError::Conflict(format!(
             "image {name:?} is {} and its files can no longer change; create a new image with \"upload\": true",
             image.state
@@ -413,6 +475,27 @@ async fn record_file(
     Ok(state)
 }
 
+/// Records the new signer, if any, of a file whose missing stored copy
+/// was uploaded again. The file's digest and size stay as they were.
+/// Returns the image's state, which does not change.
+async fn record_restored_file(
+    app: &App,
+    image: &ImageState,
+    role: &str,
+    signer: Option<&str>,
+) -> Result<String, ApiError> {
+    sqlx::query(
+        "UPDATE image_files SET signer_fingerprint = COALESCE(?, signer_fingerprint)
+         WHERE image_id = ? AND role = ?",
+    )
+    .bind(signer)
+    .bind(image.id)
+    .bind(role)
+    .execute(&app.pool)
+    .await?;
+    Ok(image.state.clone())
+}
+
 #[derive(Debug, Serialize, sqlx::FromRow)]
 struct FileRow {
     role: String,
@@ -446,13 +529,26 @@ pub async fn show_image(
     .fetch_all(&app.pool)
     .await?;
     let mut files = Vec::new();
+    let mut missing = Vec::new();
     for role in image.roles() {
         let file = uploaded.iter().find(|file| file.role == *role);
+        // This looks only for the blob file: a copy corrupted since its
+        // last check shows as stored until an agent's download of it
+        // quarantines it.
+        let stored = file.map(|f| {
+            f.sha256
+                .parse::<Sha256Digest>()
+                .is_ok_and(|digest| app.images.contains(&digest))
+        });
+        if stored == Some(false) {
+            missing.push(*role);
+        }
         files.push(json!({
             "role": role,
             "sha256": file.map(|f| f.sha256.as_str()).or(image.sha256(role)),
             "size": file.map(|f| f.size).or(if *role == "disk" { image.disk_size } else { None }),
             "uploaded": file.is_some(),
+            "stored": stored,
             "signer_fingerprint": file.and_then(|f| f.signer_fingerprint.as_deref()),
             "upstream_url": image.upstream_url(role),
         }));
@@ -472,9 +568,79 @@ pub async fn show_image(
         "install_method": image.install_method,
         "kernel_args": image.kernel_args,
         "files": files,
+        "missing_files": missing,
         "stages": stages,
     });
     Ok(Json(shown))
+}
+
+/// `DELETE /v1/images/{name}`: removes an image that no product uses, with
+/// its file and stage rows. A stored file goes too unless another image
+/// records the same sha256. Agents drop the image from their pinned set on
+/// their next site state.
+pub async fn delete_image(
+    State(app): State<SharedApp>,
+    _operator: Operator,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = db::begin(&app.pool).await?;
+    let image_id: Option<i64> = sqlx::query_scalar("SELECT id FROM images WHERE name = ?")
+        .bind(&name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let image_id = image_id.ok_or_else(|| ApiError::not_found("image", format!("{name:?}")))?;
+    let products: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM products WHERE image_id = ? ORDER BY name")
+            .bind(image_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    if !products.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "image {name:?} is used by product(s) {}, whose orders install it; it cannot be deleted while a product names it",
+            products.join(", ")
+        )));
+    }
+    let digests: Vec<String> =
+        sqlx::query_scalar("SELECT sha256 FROM image_files WHERE image_id = ?")
+            .bind(image_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    for statement in [
+        "DELETE FROM image_files WHERE image_id = ?",
+        "DELETE FROM image_stages WHERE image_id = ?",
+        "DELETE FROM images WHERE id = ?",
+    ] {
+        sqlx::query(statement)
+            .bind(image_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut unused = Vec::new();
+    for digest in digests {
+        let shared: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM image_files WHERE sha256 = ? LIMIT 1")
+                .bind(&digest)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if shared.is_none() {
+            unused.push(digest);
+        }
+    }
+    tx.commit().await?;
+
+    // The rows are gone, so a blob left behind by a failed removal is only
+    // wasted space; it is logged and not reported as a failed delete.
+    for digest in &unused {
+        let removed = digest
+            .parse::<Sha256Digest>()
+            .map_err(anyhow::Error::new)
+            .and_then(|parsed| app.images.remove(&parsed).map_err(anyhow::Error::new));
+        if let Err(error) = removed {
+            tracing::warn!(image = %name, sha256 = %digest, error = format!("{error:#}"), "cannot remove a deleted image's stored file");
+        }
+    }
+    tracing::info!(image = %name, removed_files = unused.len(), "image deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]
@@ -592,4 +758,35 @@ pub(crate) async fn staged_images(
         });
     }
     Ok(staged)
+}
+
+/// Returns the files of image `image_id` that carry no verified signature:
+/// files registered by digest or URL, and files uploaded without one.
+pub(crate) async fn unsigned_roles(
+    app: &App,
+    image_id: i64,
+    install_method: &str,
+) -> Result<Vec<&'static str>, sqlx::Error> {
+    let signed: Vec<String> = sqlx::query_scalar(
+        "SELECT role FROM image_files WHERE image_id = ? AND signer_fingerprint IS NOT NULL",
+    )
+    .bind(image_id)
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(roles_for(install_method)
+        .iter()
+        .copied()
+        .filter(|role| !signed.iter().any(|signed| signed == role))
+        .collect())
+}
+
+/// Describes why image `name` cannot be used while
+/// `images.require_signatures` is on, and what to do.
+pub(crate) fn unsigned_image_message(name: &str, unsigned: &[&str]) -> String {
+    format!(
+        "image {name:?} has no verified signature on its {}, and images.require_signatures is on; \
+         create a new image with `rackhand image create --upload` and a signature for every file \
+         (--kernel-signature, --initrd-signature, --disk-signature), or set images.require_signatures = false",
+        unsigned.join(", ")
+    )
 }

@@ -24,20 +24,30 @@ pub(crate) type Created = (StatusCode, Json<Value>);
 /// Longest `kernel_args` accepted for an image.
 const MAX_KERNEL_ARGS: usize = 1024;
 
+/// Checks a record name. Names appear as URL path segments
+/// (`/v1/images/{name}`), where clients and proxies resolve `.` and `..`
+/// as relative paths, so a name made only of dots could never be addressed.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
         && name.len() <= 63
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
+    if !valid {
+        return Err(ApiError::invalid(
             field,
             format!("{name:?} must be 1 to 63 letters, digits, '-', '_' or '.'"),
-        ))
+        ));
     }
+    if name.bytes().all(|b| b == b'.') {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "{name:?} is made only of dots, which URLs read as a relative path; use a name with at least one letter or digit"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) async fn site_id(app: &SharedApp, site: &str) -> Result<i64, ApiError> {
@@ -343,7 +353,7 @@ pub async fn create_image(
             ),
         ));
     }
-    let id: i64 = sqlx::query_scalar(
+    let id: Result<i64, sqlx::Error> = sqlx::query_scalar(
         "INSERT INTO images (name, kernel_sha256, initrd_sha256, kernel_args, kernel_url, initrd_url,
                              os_family, install_method, disk_sha256, disk_size, disk_url, state, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -366,8 +376,16 @@ pub async fn create_image(
     .bind(if image.upload { "incomplete" } else { "ready" })
     .bind(db::now_ms())
     .fetch_one(&app.pool)
-    .await
-    .map_err(|e| unique_violation(e, || format!("image {:?} already exists", image.name)))?;
+    .await;
+    let id = match id {
+        Ok(id) => id,
+        Err(error) => {
+            let hint = existing_image_hint(&app, &image.name).await?;
+            return Err(unique_violation(error, || {
+                format!("image {:?} already exists{hint}", image.name)
+            }));
+        }
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -376,6 +394,24 @@ pub async fn create_image(
             "state": if image.upload { "incomplete" } else { "ready" },
         })),
     ))
+}
+
+/// Returns what an operator can do with an existing image of this name:
+/// an incomplete one is finished by uploading its files, or deleted.
+async fn existing_image_hint(app: &SharedApp, name: &str) -> Result<String, ApiError> {
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM images WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&app.pool)
+        .await?;
+    Ok(match state.as_deref() {
+        Some("incomplete") => format!(
+            " and is incomplete; upload its missing files with `rackhand image upload {name} ROLE FILE` (`rackhand image show {name}` lists them), or delete it with `rackhand image delete {name}` and create it again"
+        ),
+        Some(_) => format!(
+            "; pick another name, or delete it with `rackhand image delete {name}` if no product uses it"
+        ),
+        None => String::new(),
+    })
 }
 
 /// Checks how the image's files reach the agents against the signature
@@ -518,6 +554,7 @@ pub async fn create_product(
             ),
         ));
     }
+    check_image_use(&app, &product, image_id, &install_method).await?;
     let template_id = match &product.template {
         None => None,
         Some(template) => Some(
@@ -552,6 +589,49 @@ pub async fn create_product(
         StatusCode::CREATED,
         Json(json!({ "id": id, "name": product.name })),
     ))
+}
+
+/// Checks that orders of a new product can install its image: bare-metal
+/// orders cannot run `container` images, an installer image needs the
+/// answer file its template renders, and with `images.require_signatures`
+/// every file of the image must carry a verified signature.
+async fn check_image_use(
+    app: &SharedApp,
+    product: &NewProduct,
+    image_id: i64,
+    install_method: &str,
+) -> Result<(), ApiError> {
+    let image = &product.image;
+    if install_method == InstallMethod::Container.as_str() {
+        return Err(ApiError::invalid(
+            "image",
+            format!(
+                "image {image:?} has install method container, which bare-metal orders do not run yet; pick an image with install method live, image, kickstart, preseed or cloud-init"
+            ),
+        ));
+    }
+    let needed_format = crate::install::TemplateFormat::ALL
+        .into_iter()
+        .find(|format| format.install_method().as_str() == install_method);
+    if let (Some(format), None) = (needed_format, &product.template) {
+        return Err(ApiError::invalid(
+            "template",
+            format!(
+                "image {image:?} has install method {install_method}, whose installer needs an answer file; upload a {format} template with `rackhand template put NAME --format {format} --file FILE` and pass --template NAME"
+            ),
+        ));
+    }
+    if app.config.images.require_signatures {
+        let unsigned =
+            crate::api::image_library::unsigned_roles(app, image_id, install_method).await?;
+        if !unsigned.is_empty() {
+            return Err(ApiError::invalid(
+                "image",
+                crate::api::image_library::unsigned_image_message(image, &unsigned),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]

@@ -66,7 +66,10 @@ pub fn router(app: SharedApp) -> Router {
             "/v1/images",
             get(inventory::list_images).post(inventory::create_image),
         )
-        .route("/v1/images/{name}", get(image_library::show_image))
+        .route(
+            "/v1/images/{name}",
+            get(image_library::show_image).delete(image_library::delete_image),
+        )
         .route(
             "/v1/images/{name}/files/{role}",
             put(image_library::upload_file),

@@ -261,6 +261,11 @@ enum ImageCommand {
         #[arg(long)]
         signature: Option<PathBuf>,
     },
+    /// Delete an image that no product uses, such as one whose upload
+    /// failed; its stored files go too unless another image uses them.
+    Delete {
+        name: String,
+    },
     /// Have a site's agent download the image into its cache now and keep
     /// it there.
     Stage {
@@ -455,9 +460,11 @@ impl Client {
         if !status.is_success() {
             let message = match value.get("error").and_then(Value::as_str) {
                 Some(message) => message.to_string(),
+                // The control plane answers a 404 of a known route with a
+                // JSON error, so a bare 404 comes from an unknown path.
                 None if status == reqwest::StatusCode::NOT_FOUND => {
                     format!(
-                        "no such API endpoint {url}; check --url (the control plane's api.listen)"
+                        "{url} answered 404 without a control plane error, so it has no such API endpoint; check that --url is the control plane's api.listen"
                     )
                 }
                 None => value.to_string(),
@@ -526,7 +533,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Command::Site(SiteCommand::EnrollToken { site }) => (
             client
-                .post(&format!("/v1/sites/{site}/enrollment-tokens"), json!({}))
+                .post(
+                    &format!("/v1/sites/{}/enrollment-tokens", segment(&site)?),
+                    json!({}),
+                )
                 .await?,
             &[],
         ),
@@ -571,19 +581,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client
                     .call(
                         reqwest::Method::PATCH,
-                        &format!("/v1/nodes/{name}"),
+                        &format!("/v1/nodes/{}", segment(&name)?),
                         Some(json!({ "boot": boot })),
                     )
                     .await?,
                 &[],
             )
         }
-        Command::Node(NodeCommand::Show { name }) => {
-            (client.get(&format!("/v1/nodes/{name}")).await?, &[])
-        }
+        Command::Node(NodeCommand::Show { name }) => (
+            client
+                .get(&format!("/v1/nodes/{}", segment(&name)?))
+                .await?,
+            &[],
+        ),
         Command::Node(NodeCommand::Inspect { name }) => (
             client
-                .post(&format!("/v1/nodes/{name}/inspect"), json!({}))
+                .post(&format!("/v1/nodes/{}/inspect", segment(&name)?), json!({}))
                 .await?,
             &[],
         ),
@@ -592,7 +605,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             action,
             force,
         }) => {
-            let path = format!("/v1/nodes/{name}/power");
+            let path = format!("/v1/nodes/{}/power", segment(&name)?);
             if action == "status" {
                 (client.get(&path).await?, &[])
             } else {
@@ -613,7 +626,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client
                     .call(
                         reqwest::Method::PUT,
-                        &format!("/v1/nodes/{name}/boot"),
+                        &format!("/v1/nodes/{}/boot", segment(&name)?),
                         Some(body),
                     )
                     .await?,
@@ -626,7 +639,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eject,
             force,
         }) => {
-            let path = format!("/v1/nodes/{name}/media");
+            let path = format!("/v1/nodes/{}/media", segment(&name)?);
             let value = match (iso, eject) {
                 (Some(iso), false) => {
                     client
@@ -646,16 +659,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             (value, &[])
         }
-        Command::Node(NodeCommand::Sensors { name }) => {
-            (client.get(&format!("/v1/nodes/{name}/sensors")).await?, &[])
-        }
+        Command::Node(NodeCommand::Sensors { name }) => (
+            client
+                .get(&format!("/v1/nodes/{}/sensors", segment(&name)?))
+                .await?,
+            &[],
+        ),
         Command::Node(NodeCommand::Console { name, attach: true }) => {
             return attach_console(&client, &name).await;
         }
         Command::Node(NodeCommand::Console {
             name,
             attach: false,
-        }) => (client.get(&format!("/v1/nodes/{name}/console")).await?, &[]),
+        }) => (
+            client
+                .get(&format!("/v1/nodes/{}/console", segment(&name)?))
+                .await?,
+            &[],
+        ),
         Command::Node(NodeCommand::Operation { id }) => {
             (client.get(&format!("/v1/operations/{id}")).await?, &[])
         }
@@ -672,7 +693,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client
                     .call(
                         reqwest::Method::PATCH,
-                        &format!("/v1/nodes/{name}"),
+                        &format!("/v1/nodes/{}", segment(&name)?),
                         Some(body),
                     )
                     .await?,
@@ -715,7 +736,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ],
         ),
         Command::Image(ImageCommand::Show { name }) => {
-            let image = client.get(&format!("/v1/images/{name}")).await?;
+            let image = client
+                .get(&format!("/v1/images/{}", segment(&name)?))
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&image)?);
             } else {
@@ -736,9 +759,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             (image_files::upload(&client, &name, &file).await?, &[])
         }
+        Command::Image(ImageCommand::Delete { name }) => {
+            client
+                .delete(&format!("/v1/images/{}", segment(&name)?))
+                .await?;
+            println!("image {name} deleted");
+            return Ok(());
+        }
         Command::Image(ImageCommand::Stage { name, site }) => (
             client
-                .post(&format!("/v1/images/{name}/stage"), json!({ "site": site }))
+                .post(
+                    &format!("/v1/images/{}/stage", segment(&name)?),
+                    json!({ "site": site }),
+                )
                 .await?,
             &[],
         ),
@@ -765,7 +798,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Template(TemplateCommand::Put { name, format, file }) => {
             let body = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read the template file {}", file.display()))?;
-            let path = format!("/v1/templates/{name}");
+            let path = format!("/v1/templates/{}", segment(&name)?);
             let body = json!({ "format": format, "body": body });
             (client.put(&path, body).await?, &[])
         }
@@ -774,7 +807,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             &["name", "format", "bytes", "sha256", "updated_at"],
         ),
         Command::Template(TemplateCommand::Show { name }) => {
-            let template = client.get(&format!("/v1/templates/{name}")).await?;
+            let template = client
+                .get(&format!("/v1/templates/{}", segment(&name)?))
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&template)?);
             } else {
@@ -783,7 +818,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Template(TemplateCommand::Delete { name }) => {
-            client.delete(&format!("/v1/templates/{name}")).await?;
+            client
+                .delete(&format!("/v1/templates/{}", segment(&name)?))
+                .await?;
             println!("template {name} deleted");
             return Ok(());
         }
@@ -859,12 +896,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ends the process without a panic message when standard output is a
-/// pipe its reader closed (`rackhand order list | head`). Rust ignores
-/// SIGPIPE, so `println!` panics on the broken pipe instead.
+/// Tells how to finish an image whose upload of `file` failed: the image
+/// exists, incomplete, and keeps the files uploaded before.
+fn unfinished_upload_hint(image: &str, file: &image_files::FileToUpload) -> String {
+    let signature = file
+        .signature
+        .map(|path| format!(" --signature {}", path.display()))
+        .unwrap_or_default();
+    format!(
+        "image {image} was created but stays incomplete; after fixing the cause, finish it with `rackhand image upload {image} {} {}{signature}` (and any later file), or remove it with `rackhand image delete {image}`",
+        file.role,
+        file.path.display()
+    )
+}
+
 /// Registers an image, and with --upload creates it empty and uploads its
 /// files one by one; the image turns ready after the last one.
 async fn create_image(client: &Client, a: ImageArgs, json: bool) -> anyhow::Result<()> {
+    let uploads: Vec<image_files::FileToUpload> = if a.upload {
+        [
+            ("kernel", a.kernel.as_deref(), a.kernel_signature.as_deref()),
+            ("initrd", a.initrd.as_deref(), a.initrd_signature.as_deref()),
+            ("disk", a.disk.as_deref(), a.disk_signature.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(role, path, signature)| {
+            Some(image_files::FileToUpload {
+                role,
+                path: path?,
+                signature,
+            })
+        })
+        .collect()
+    } else {
+        Vec::new()
+    };
+    if a.upload && a.install_method == "image" && a.disk.is_none() {
+        bail!("--install-method image writes a disk image; give it with --disk FILE");
+    }
+    // Check every local file before the image is created, so that a typo
+    // leaves nothing behind.
+    for file in &uploads {
+        image_files::check_local(file)?;
+    }
     let (kernel, initrd) = if a.upload {
         (None, None)
     } else {
@@ -888,29 +962,19 @@ async fn create_image(client: &Client, a: ImageArgs, json: bool) -> anyhow::Resu
         "install_method": a.install_method, "disk_sha256": disk_sha256, "disk_size": disk_size,
         "disk_url": a.disk_url, "upload": a.upload });
     let mut created = client.post("/v1/images", body).await?;
-    if a.upload {
-        let files = [
-            ("kernel", a.kernel.as_deref(), a.kernel_signature.as_deref()),
-            ("initrd", a.initrd.as_deref(), a.initrd_signature.as_deref()),
-            ("disk", a.disk.as_deref(), a.disk_signature.as_deref()),
-        ];
-        for (role, path, signature) in files {
-            let Some(path) = path else { continue };
-            let file = image_files::FileToUpload {
-                role,
-                path,
-                signature,
-            };
-            let uploaded = image_files::upload(client, &a.name, &file).await?;
-            if !json {
-                println!(
-                    "uploaded {role} {} sha256 {}",
-                    path.display(),
-                    cell(uploaded.get("sha256"))
-                );
-            }
-            created["state"] = uploaded["image_state"].clone();
+    for file in &uploads {
+        let uploaded = image_files::upload(client, &a.name, file)
+            .await
+            .with_context(|| unfinished_upload_hint(&a.name, file))?;
+        if !json {
+            println!(
+                "uploaded {} {} sha256 {}",
+                file.role,
+                file.path.display(),
+                cell(uploaded.get("sha256"))
+            );
         }
+        created["state"] = uploaded["image_state"].clone();
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&created)?);
@@ -924,6 +988,9 @@ async fn create_image(client: &Client, a: ImageArgs, json: bool) -> anyhow::Resu
     Ok(())
 }
 
+/// Ends the process without a panic message when standard output is a
+/// pipe its reader closed (`rackhand order list | head`). Rust ignores
+/// SIGPIPE, so `println!` panics on the broken pipe instead.
 fn exit_quietly_on_closed_stdout() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -951,8 +1018,9 @@ async fn attach_console(client: &Client, name: &str) -> anyhow::Result<()> {
     // Without an overall timeout: a session lasts as long as the operator.
     let http = rackhand_control_plane::http_client::build_for_streams()?;
     let url = format!(
-        "{}/v1/nodes/{name}/console/attach",
-        client.base.trim_end_matches('/')
+        "{}/v1/nodes/{}/console/attach",
+        client.base.trim_end_matches('/'),
+        segment(name)?
     );
     let mut request = http
         .get(&url)
@@ -1073,6 +1141,27 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
     let text = text.trim().to_string();
     anyhow::ensure!(!text.is_empty(), "{} is empty", path.display());
     Ok(text)
+}
+
+/// Returns `name` as one percent-encoded URL path segment, so a `/`, `?`
+/// or `#` in it cannot change the request's path. A name made only of dots
+/// is rejected: URL parsers resolve it (even as `%2E%2E`) as a relative
+/// path, and the control plane accepts no such name.
+fn segment(name: &str) -> anyhow::Result<String> {
+    if name.is_empty() || name.bytes().all(|b| b == b'.') {
+        bail!(
+            "{name:?} cannot be a name: names are 1 to 63 letters, digits, '-', '_' or '.' with at least one letter or digit"
+        );
+    }
+    let mut encoded = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Ok(encoded)
 }
 
 fn digest_arg(file: Option<&Path>, given: Option<String>) -> anyhow::Result<String> {
@@ -1233,4 +1322,30 @@ fn format_time(ms: Option<i64>) -> String {
         day_ms / 1000 % 60,
         day_ms % 1000
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment;
+
+    #[test]
+    fn segment_encodes_path_characters() {
+        let encoded = segment("a/b?c#d e").expect("a name with letters is accepted");
+
+        assert_eq!(encoded, "a%2Fb%3Fc%23d%20e");
+    }
+
+    #[test]
+    fn segment_keeps_plain_names() {
+        assert_eq!(segment("rocky-9.4_x").expect("valid"), "rocky-9.4_x");
+    }
+
+    #[test]
+    fn segment_rejects_dot_only_names() {
+        for name in ["", ".", "..", "..."] {
+            let error = segment(name).expect_err("dot-only names are rejected");
+
+            assert!(error.to_string().contains("at least one letter"), "{error}");
+        }
+    }
 }

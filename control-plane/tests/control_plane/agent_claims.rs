@@ -372,3 +372,71 @@ async fn operator_retry_of_image_reruns_driver_under_new_key() {
             .expect("the failed task stays");
     assert_eq!(old_state, "failed");
 }
+
+/// Seeds the catalog of a control plane that requires signatures, as it
+/// was before the setting was turned on: image `debian-12` registered by
+/// digest (so unsigned) and product `small` on it, written to the database
+/// directly because the API now rejects both.
+async fn seed_unsigned_catalog(plane: &TestPlane) {
+    plane.create("/v1/sites", &json!({ "name": SITE })).await;
+    plane
+        .create("/v1/subnets", &crate::harness::subnet_body())
+        .await;
+    let now = db::now_ms();
+    let image_id: i64 = sqlx::query_scalar(
+        "INSERT INTO images (name, kernel_sha256, initrd_sha256, kernel_args, os_family, install_method, state, created_at)
+         VALUES ('debian-12', ?, ?, '', 'debian', 'live', 'ready', ?) RETURNING id",
+    )
+    .bind("a".repeat(64))
+    .bind("b".repeat(64))
+    .bind(now)
+    .fetch_one(&plane.app.pool)
+    .await
+    .expect("the image inserts");
+    sqlx::query(
+        "INSERT INTO products (name, price_minor, currency, min_cpu_cores, min_ram_mib, min_disk_gb, image_id, created_at)
+         VALUES (?, ?, ?, 4, 8192, 100, ?, ?)",
+    )
+    .bind(crate::harness::PRODUCT)
+    .bind(crate::harness::PRICE_MINOR)
+    .bind(crate::harness::CURRENCY)
+    .bind(image_id)
+    .bind(now)
+    .execute(&plane.app.pool)
+    .await
+    .expect("the product inserts");
+}
+
+#[tokio::test]
+async fn image_task_of_unsigned_image_fails_when_signatures_required() {
+    let plane = TestPlane::start_with(
+        "[images]\nsignature_keyring = \"keyring.gpg\"\nrequire_signatures = true\n",
+    )
+    .await;
+    seed_unsigned_catalog(&plane).await;
+    enroll_agent(&plane).await;
+    let (order_id, key) = order_waiting_for_agent(&plane, "n1", "52:54:00:00:20:0a").await;
+    // The driver step succeeded; the image step is next.
+    set_task(
+        &plane,
+        &key,
+        "UPDATE agent_tasks SET phase = 'image' WHERE correlation_key = ?",
+    )
+    .await;
+
+    let reply = claim(&plane, false, &[]).await;
+
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    let (state, phase, error): (String, Option<String>, Option<String>) =
+        sqlx::query_as("SELECT state, failed_phase, failure_error FROM orders WHERE id = ?")
+            .bind(order_id)
+            .fetch_one(&plane.app.pool)
+            .await
+            .expect("the order reads");
+    let error = error.unwrap_or_default();
+    assert_eq!(state, "failed");
+    assert_eq!(phase.as_deref(), Some("image"));
+    assert!(error.contains("image \"debian-12\""), "{error}");
+    assert!(error.contains("kernel, initrd"), "{error}");
+    assert!(error.contains("rackhand image create --upload"), "{error}");
+}

@@ -103,3 +103,54 @@ fn image_store_defaults_under_state_dir() {
 
     assert_eq!(config.images.store_dir, Path::new("/var/lib/rh/images"));
 }
+
+/// Writes a config with `[images]` set to `images` into a temporary folder
+/// and returns the error of `check-config`'s checks.
+fn check_error(dir: &Path, images: &str) -> String {
+    let text =
+        format!("state_dir = \"state\"\n[api]\nlisten = \"127.0.0.1:0\"\n[images]\n{images}\n");
+    let config =
+        Config::parse(&dir.join("cp.toml"), &text).unwrap_or_else(|error| panic!("{error}"));
+    let error = rackhand_control_plane::server::check(&config).expect_err("the setup is rejected");
+    format!("{error:#}")
+}
+
+#[test]
+fn armored_keyring_is_rejected_with_dearmor_hint() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    std::fs::write(
+        dir.path().join("signers.asc"),
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ\n-----END PGP PUBLIC KEY BLOCK-----\n",
+    )
+    .expect("the keyring writes");
+
+    let error = check_error(dir.path(), "signature_keyring = \"signers.asc\"");
+
+    assert!(error.contains("ASCII-armored"), "{error}");
+    assert!(error.contains("gpg --dearmor"), "{error}");
+}
+
+#[test]
+fn missing_gpgv_is_rejected_naming_package() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    // Any non-armored bytes pass the keyring check, which reads only the start.
+    std::fs::write(dir.path().join("signers.gpg"), [0x99u8, 0x01, 0x0d])
+        .expect("the keyring writes");
+
+    let error = check_error(
+        dir.path(),
+        "signature_keyring = \"signers.gpg\"\ngpgv = \"/nonexistent/gpgv\"",
+    );
+
+    assert!(error.contains("/nonexistent/gpgv"), "{error}");
+    assert!(error.contains("apt-get install gpgv"), "{error}");
+}
+
+#[test]
+fn missing_keyring_is_rejected_with_export_hint() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+
+    let error = check_error(dir.path(), "signature_keyring = \"signers.gpg\"");
+
+    assert!(error.contains("gpg --export"), "{error}");
+}

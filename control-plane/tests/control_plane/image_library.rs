@@ -643,3 +643,221 @@ async fn stage_request_reaches_site_state_and_report_shows() {
     assert_eq!(shown["stages"][0]["status"], "failed");
     assert_eq!(shown["stages"][0]["error"], "disk full");
 }
+
+fn product_body(name: &str, image: &str) -> Value {
+    json!({
+        "name": name,
+        "price_minor": 1999,
+        "currency": "eur",
+        "min_cpu_cores": 1,
+        "min_ram_mib": 512,
+        "min_disk_gb": 1,
+        "image": image,
+    })
+}
+
+#[tokio::test]
+async fn required_signatures_reject_product_on_old_unsigned_image() {
+    let key = SigningKey::generate("signer");
+    let (plane, _keyring) = signing_plane(&key, true).await;
+    // Created before require_signatures was turned on, so written directly.
+    sqlx::query(
+        "INSERT INTO images (name, kernel_sha256, initrd_sha256, kernel_args, os_family, install_method, state, created_at)
+         VALUES ('old', ?, ?, '', 'linux', 'live', 'ready', ?)",
+    )
+    .bind(sha256(KERNEL))
+    .bind(sha256(INITRD))
+    .bind(db::now_ms())
+    .execute(&plane.app.pool)
+    .await
+    .expect("the image inserts");
+
+    let reply = plane
+        .post("/v1/products", &product_body("p-old", "old"))
+        .await;
+
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.json["field"], "image");
+    let message = error_text(&reply);
+    assert!(message.contains("kernel, initrd"), "{message}");
+    assert!(message.contains("require_signatures"), "{message}");
+}
+
+#[tokio::test]
+async fn required_signatures_accept_product_on_signed_image() {
+    let key = SigningKey::generate("signer");
+    let (plane, _keyring) = signing_plane(&key, true).await;
+    create_upload_image(&plane, "signed").await;
+    for (role, data) in [("kernel", KERNEL), ("initrd", INITRD)] {
+        let reply = upload(
+            &plane,
+            "signed",
+            role,
+            data,
+            &[("rackhand-signature", key.sign(data))],
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    }
+
+    let reply = plane
+        .post("/v1/products", &product_body("p-signed", "signed"))
+        .await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+}
+
+/// Flips the first byte of the stored copy of `data`, as disk corruption
+/// or tampering would.
+fn corrupt_stored_copy(plane: &TestPlane, data: &[u8]) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let digest: Sha256Digest = sha256(data).parse().expect("hex digest");
+    let path = plane.app.images.blob_path(&digest);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+        .expect("the blob's mode changes");
+    let mut bytes = data.to_vec();
+    bytes[0] ^= 0xff;
+    std::fs::write(&path, bytes).expect("the blob writes");
+}
+
+#[tokio::test]
+async fn quarantined_copy_answers_agents_with_reason() {
+    let plane = TestPlane::start().await;
+    enroll_agent(&plane).await;
+    create_upload_image(&plane, "live").await;
+    upload(&plane, "live", "kernel", KERNEL, &[]).await;
+    upload(&plane, "live", "initrd", INITRD, &[]).await;
+    corrupt_stored_copy(&plane, KERNEL);
+    let path = format!("/agent/v1/images/{}", sha256(KERNEL));
+
+    let (status, _, body) = agent_call(&plane, Request::builder().uri(&path), Body::empty()).await;
+
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = serde_json::from_slice(&body).expect("a JSON error");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("failed verification"), "{message}");
+    assert!(
+        message.contains("rackhand image upload live kernel FILE"),
+        "{message}"
+    );
+    let shown = plane.get("/v1/images/live").await;
+    assert_eq!(
+        shown.json["missing_files"],
+        json!(["kernel"]),
+        "{}",
+        shown.text
+    );
+    assert_eq!(shown.json["files"][0]["stored"], false);
+    assert_eq!(shown.json["files"][1]["stored"], true);
+}
+
+#[tokio::test]
+async fn quarantined_copy_can_be_uploaded_again() {
+    let plane = TestPlane::start().await;
+    enroll_agent(&plane).await;
+    create_upload_image(&plane, "live").await;
+    upload(&plane, "live", "kernel", KERNEL, &[]).await;
+    upload(&plane, "live", "initrd", INITRD, &[]).await;
+    corrupt_stored_copy(&plane, KERNEL);
+
+    let other = upload(&plane, "live", "kernel", INITRD, &[]).await;
+    let again = upload(&plane, "live", "kernel", KERNEL, &[]).await;
+
+    assert_eq!(
+        other.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        other.text
+    );
+    assert!(
+        error_text(&other).contains("only the same file"),
+        "{}",
+        other.text
+    );
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
+    assert_eq!(again.json["image_state"], "ready");
+    assert_eq!(file_rows(&plane).await, 2);
+    let path = format!("/agent/v1/images/{}", sha256(KERNEL));
+    let (status, _, body) = agent_call(&plane, Request::builder().uri(&path), Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, KERNEL);
+    let shown = plane.get("/v1/images/live").await;
+    assert_eq!(shown.json["missing_files"], json!([]), "{}", shown.text);
+}
+
+#[tokio::test]
+async fn existing_incomplete_image_conflict_names_upload() {
+    let plane = TestPlane::start().await;
+    create_upload_image(&plane, "nk2").await;
+
+    let reply = plane
+        .post("/v1/images", &json!({ "name": "nk2", "upload": true }))
+        .await;
+
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
+    let message = error_text(&reply);
+    assert!(message.contains("incomplete"), "{message}");
+    assert!(
+        message.contains("rackhand image upload nk2 ROLE FILE"),
+        "{message}"
+    );
+    assert!(message.contains("rackhand image delete nk2"), "{message}");
+}
+
+#[tokio::test]
+async fn unused_image_deletes_with_its_files() {
+    let plane = TestPlane::start().await;
+    create_upload_image(&plane, "first").await;
+    create_upload_image(&plane, "second").await;
+    upload(&plane, "first", "kernel", KERNEL, &[]).await;
+    upload(&plane, "first", "initrd", INITRD, &[]).await;
+    // The second image shares the kernel, so its blob must stay.
+    upload(&plane, "second", "kernel", KERNEL, &[]).await;
+
+    let reply = plane
+        .call("DELETE", "/v1/images/first", Some(ADMIN_TOKEN), None)
+        .await;
+
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert_eq!(
+        plane.get("/v1/images/first").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(file_rows(&plane).await, 1);
+    let kernel: Sha256Digest = sha256(KERNEL).parse().expect("hex digest");
+    let initrd: Sha256Digest = sha256(INITRD).parse().expect("hex digest");
+    assert!(
+        plane.app.images.contains(&kernel),
+        "the shared kernel stays"
+    );
+    assert!(
+        !plane.app.images.contains(&initrd),
+        "the unused initrd goes"
+    );
+    let again = plane
+        .post("/v1/images", &json!({ "name": "first", "upload": true }))
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
+}
+
+#[tokio::test]
+async fn image_used_by_product_cannot_be_deleted() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+
+    let reply = plane
+        .call("DELETE", "/v1/images/debian-12", Some(ADMIN_TOKEN), None)
+        .await;
+
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
+    assert!(error_text(&reply).contains("small"), "{}", reply.text);
+    assert_eq!(
+        plane.get("/v1/images/debian-12").await.status,
+        StatusCode::OK
+    );
+}

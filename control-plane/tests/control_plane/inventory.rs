@@ -438,3 +438,79 @@ async fn kernel_args_that_break_boot_script_are_rejected() {
     }
     assert_eq!(plane.count("SELECT COUNT(*) FROM images").await, 0);
 }
+
+#[tokio::test]
+async fn dot_only_names_are_rejected() {
+    let plane = TestPlane::start().await;
+
+    for name in [".", "..", "..."] {
+        let site = plane.post("/v1/sites", &json!({ "name": name })).await;
+        let image = plane
+            .post("/v1/images", &json!({ "name": name, "upload": true }))
+            .await;
+
+        for reply in [&site, &image] {
+            assert_status(reply, StatusCode::UNPROCESSABLE_ENTITY);
+            assert!(
+                error_text(reply).contains("only of dots"),
+                "{name}: {}",
+                reply.text
+            );
+        }
+    }
+    assert_eq!(plane.count("SELECT COUNT(*) FROM images").await, 0);
+}
+
+#[tokio::test]
+async fn names_with_dots_and_letters_are_accepted() {
+    let plane = TestPlane::start().await;
+
+    let reply = plane.post("/v1/sites", &json!({ "name": ".dc1.v2" })).await;
+
+    assert_status(&reply, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn product_on_container_image_is_rejected() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+    plane
+        .create(
+            "/v1/images",
+            &json!({
+                "name": "app-container",
+                "kernel_sha256": "c".repeat(64),
+                "initrd_sha256": "d".repeat(64),
+                "install_method": "container",
+            }),
+        )
+        .await;
+
+    let reply = plane
+        .post(
+            "/v1/products",
+            &json!({
+                "name": "containers",
+                "price_minor": 1999,
+                "currency": "eur",
+                "min_cpu_cores": 1,
+                "min_ram_mib": 512,
+                "min_disk_gb": 1,
+                "image": "app-container",
+            }),
+        )
+        .await;
+
+    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        error_text(&reply).contains("install method container"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(
+        plane
+            .count("SELECT COUNT(*) FROM products WHERE name = 'containers'")
+            .await,
+        0
+    );
+}

@@ -505,3 +505,61 @@ async fn password_without_hash_gets_one_hash() {
         crypt::sha512_crypt(before.password.expose().as_bytes(), salt.as_bytes(), None);
     assert_eq!(&recomputed, first.hash.expose());
 }
+
+#[tokio::test]
+async fn dot_only_template_name_is_invalid() {
+    let plane = TestPlane::start().await;
+
+    // A client sends `..` percent-encoded, so the route sees the dots.
+    let reply = put(&plane, "%2E%2E", "kickstart", KICKSTART).await;
+
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert!(
+        error_text(&reply).contains("only of dots"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(
+        plane.count("SELECT COUNT(*) FROM install_templates").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn installer_image_without_template_is_invalid() {
+    let plane = TestPlane::start().await;
+    seed_product_with_template(&plane).await;
+
+    let reply = plane
+        .post(
+            "/v1/products",
+            &json!({
+                "name": "ks-no-template",
+                "price_minor": 1999,
+                "currency": CURRENCY,
+                "min_cpu_cores": 4,
+                "min_ram_mib": 8192,
+                "min_disk_gb": 100,
+                "image": "rocky-netinst",
+            }),
+        )
+        .await;
+
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.json["field"], "template");
+    assert!(
+        error_text(&reply).contains("--format kickstart"),
+        "{}",
+        reply.text
+    );
+}

@@ -107,7 +107,23 @@ async fn download(
         response = send(&target, flight, &shown_url, offset).await?;
     }
 
-    let announced = accept_response(flight, &response, &shown_url, offset)?;
+    let announced = match accept_response(flight, &response, &shown_url, offset) {
+        Err(ImageError::UpstreamStatus {
+            digest,
+            url,
+            status,
+            ..
+        }) => {
+            let detail = error_detail(response).await;
+            return Err(ImageError::UpstreamStatus {
+                digest,
+                url,
+                status,
+                detail,
+            });
+        }
+        other => other?,
+    };
     if announced.restart {
         restart(flight)?;
         context = Context::new(&SHA256);
@@ -261,8 +277,43 @@ fn accept_response(
             digest: flight.digest,
             url: shown_url.to_string(),
             status: other.as_u16(),
+            detail: None,
         }),
     }
+}
+
+/// Largest error body read for its message, in bytes.
+const MAX_ERROR_BODY: usize = 4096;
+
+/// Returns the `error` member of a JSON error body, as the control plane
+/// sends it, so a download failure says why the control plane refused.
+/// Other bodies (such as a mirror's HTML error page) are ignored.
+async fn error_detail(mut response: reqwest::Response) -> Option<String> {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !is_json {
+        return None;
+    }
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(_) => return None,
+        }
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let message: String = value
+        .get("error")?
+        .as_str()?
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(500)
+        .collect();
+    Some(message)
 }
 
 /// Writes the body into the partial file from `offset` on, hashing it and

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::{Client, cell, digest_arg, format_utc};
+use super::{Client, cell, digest_arg, format_utc, segment};
 
 /// One file to upload: its role in the image, its path and an optional
 /// detached signature file.
@@ -15,6 +15,60 @@ pub struct FileToUpload<'a> {
     pub role: &'a str,
     pub path: &'a Path,
     pub signature: Option<&'a Path>,
+}
+
+/// Largest detached signature the control plane accepts, in bytes (its
+/// `MAX_SIGNATURE_BYTES`, checked after base64 decoding).
+const MAX_SIGNATURE_BYTES: u64 = 16 * 1024;
+
+/// Checks that `file` and its signature can be read and look right before
+/// anything is created or sent: a typo then costs nothing on the server.
+pub fn check_local(file: &FileToUpload<'_>) -> anyhow::Result<()> {
+    let path = file.path;
+    let metadata = std::fs::metadata(path)
+        .with_context(|| format!("cannot read --{} {}", file.role, path.display()))?;
+    if !metadata.is_file() {
+        bail!("--{} {} is not a regular file", file.role, path.display());
+    }
+    if metadata.len() == 0 {
+        bail!(
+            "--{} {} is empty; give the {} file",
+            file.role,
+            path.display(),
+            file.role
+        );
+    }
+    std::fs::File::open(path)
+        .with_context(|| format!("cannot open --{} {}", file.role, path.display()))?;
+    let Some(signature) = file.signature else {
+        return Ok(());
+    };
+    let size = std::fs::metadata(signature)
+        .with_context(|| {
+            format!(
+                "cannot read --{}-signature {}",
+                file.role,
+                signature.display()
+            )
+        })?
+        .len();
+    if size == 0 || size > MAX_SIGNATURE_BYTES {
+        bail!(
+            "--{}-signature {} has {size} bytes, but a detached signature has 1 to {MAX_SIGNATURE_BYTES}; give the file that `gpg --detach-sign {}` writes ({}.sig)",
+            file.role,
+            signature.display(),
+            path.display(),
+            path.display()
+        );
+    }
+    std::fs::read(signature).with_context(|| {
+        format!(
+            "cannot read --{}-signature {}",
+            file.role,
+            signature.display()
+        )
+    })?;
+    Ok(())
 }
 
 /// Streams `file` into image `image` with its locally computed sha256 as
@@ -25,6 +79,7 @@ pub async fn upload(
     image: &str,
     file: &FileToUpload<'_>,
 ) -> anyhow::Result<Value> {
+    check_local(file)?;
     let sha256 = digest_arg(Some(file.path), None)?;
     let size = std::fs::metadata(file.path)
         .with_context(|| format!("cannot read {}", file.path.display()))?
@@ -34,9 +89,10 @@ pub async fn upload(
         .with_context(|| format!("cannot open {}", file.path.display()))?;
 
     let url = format!(
-        "{}/v1/images/{image}/files/{}",
+        "{}/v1/images/{}/files/{}",
         client.base.trim_end_matches('/'),
-        file.role
+        segment(image)?,
+        segment(file.role)?
     );
     let mut request = client
         .streams
@@ -66,11 +122,15 @@ pub async fn upload(
     let text = response.text().await.unwrap_or_default();
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if !status.is_success() {
-        let message = value
-            .get("error")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| value.to_string());
+        let message = match value.get("error").and_then(Value::as_str) {
+            Some(message) => message.to_string(),
+            // The HTTP server itself rejects oversized headers, before the
+            // control plane sees the request, so the body is empty.
+            None if status == reqwest::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => format!(
+                "the request headers are larger than the control plane's HTTP server accepts; the signature travels in a header and must be a detached signature of at most {MAX_SIGNATURE_BYTES} bytes"
+            ),
+            None => value.to_string(),
+        };
         bail!(
             "uploading {} as the {} of image {image}: {} {}: {message}",
             file.path.display(),
@@ -92,7 +152,13 @@ pub fn print_image(image: &Value) {
     println!("  files:");
     for file in image["files"].as_array().into_iter().flatten() {
         let at = |key: &str| cell(file.get(key));
-        let source = if file["uploaded"].as_bool() == Some(true) {
+        let source = if file["stored"].as_bool() == Some(false) {
+            format!(
+                "MISSING from the control plane's store; upload it again: rackhand image upload {} {} FILE",
+                field("name"),
+                at("role")
+            )
+        } else if file["uploaded"].as_bool() == Some(true) {
             "uploaded".to_string()
         } else if file["upstream_url"].is_string() {
             format!("from {}", at("upstream_url"))

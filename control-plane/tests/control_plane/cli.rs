@@ -1,0 +1,109 @@
+//! The `rackhand` CLI's local checks, which must fail before any request
+//! reaches a control plane. The URL points at a closed loopback port, so a
+//! request that slipped through would fail with "cannot reach" instead.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// A loopback URL where nothing listens (port 1 needs root to bind).
+const CLOSED_URL: &str = "http://127.0.0.1:1";
+
+fn rackhand(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rackhand"))
+        .args(["--url", CLOSED_URL, "--token", "rh-test-cli-token"])
+        .args(args)
+        .output()
+        .expect("the rackhand binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, data).expect("the test file writes");
+    path.to_str().expect("a UTF-8 path").to_string()
+}
+
+#[test]
+fn create_upload_checks_missing_file_first() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let initrd = write(dir.path(), "initrd", b"initrd bytes");
+
+    let output = rackhand(&[
+        "image",
+        "create",
+        "--name",
+        "nk2",
+        "--upload",
+        "--kernel",
+        "/nonexistent/vmlinuz",
+        "--initrd",
+        &initrd,
+    ]);
+
+    let message = stderr(&output);
+    assert!(!output.status.success());
+    assert!(
+        message.contains("cannot read --kernel /nonexistent/vmlinuz"),
+        "{message}"
+    );
+    assert!(!message.contains("cannot reach"), "{message}");
+}
+
+#[test]
+fn create_upload_checks_signature_size_first() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let kernel = write(dir.path(), "vmlinuz", &vec![7u8; 20_000]);
+    let initrd = write(dir.path(), "initrd", b"initrd bytes");
+
+    // The kernel itself passed as its signature, a likely slip.
+    let output = rackhand(&[
+        "image",
+        "create",
+        "--name",
+        "nk3",
+        "--upload",
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--kernel-signature",
+        &kernel,
+    ]);
+
+    let message = stderr(&output);
+    assert!(!output.status.success());
+    assert!(message.contains("--kernel-signature"), "{message}");
+    assert!(message.contains("gpg --detach-sign"), "{message}");
+    assert!(!message.contains("cannot reach"), "{message}");
+}
+
+#[test]
+fn create_upload_checks_empty_file_first() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let kernel = write(dir.path(), "vmlinuz", b"");
+    let initrd = write(dir.path(), "initrd", b"initrd bytes");
+
+    let output = rackhand(&[
+        "image", "create", "--name", "nk4", "--upload", "--kernel", &kernel, "--initrd", &initrd,
+    ]);
+
+    let message = stderr(&output);
+    assert!(!output.status.success());
+    assert!(message.contains("is empty"), "{message}");
+}
+
+#[test]
+fn dot_only_name_is_rejected_locally() {
+    let output = rackhand(&["template", "show", ".."]);
+
+    let message = stderr(&output);
+    assert!(!output.status.success());
+    assert!(
+        message.contains("at least one letter or digit"),
+        "{message}"
+    );
+    assert!(!message.contains("cannot reach"), "{message}");
+}
