@@ -253,8 +253,8 @@ pub enum InstallMethod {
     Live,
     /// The initrd is an installer that downloads [`ImageSpec::disk`] from
     /// the agent, writes it to the node's disk, checks the written bytes'
-    /// sha256 and calls back; the node then boots its local disk, which the
-    /// agent's answer to its later netboots tells it to do.
+    /// sha256 and calls back. The agent's script for the node's later
+    /// netboots then boots its local disk.
     Image,
     /// A Red Hat family network installer driven by a kickstart file.
     Kickstart,
@@ -267,7 +267,7 @@ pub enum InstallMethod {
 }
 
 impl InstallMethod {
-    /// The name used in the API, the database and the agent's state.
+    /// Returns the name used in the API, the database and the agent's state.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Live => "live",
@@ -320,7 +320,7 @@ pub struct ImageFile {
     pub sha256: String,
     /// Size in bytes, which the installer checks before it writes.
     pub size: u64,
-    /// Where the agent downloads the file when its cache lacks it.
+    /// The URL the agent downloads the file from when its cache lacks it.
     #[serde(default)]
     pub url: Option<String>,
 }

@@ -310,8 +310,9 @@ struct ImageArgs {
     /// OS family shown to operators and templates, such as debian or rhel.
     #[arg(long, default_value = "linux")]
     os_family: String,
-    /// What the kernel and initrd do: live, image, kickstart, preseed,
-    /// cloud-init or container. `image` writes --disk to the node's disk.
+    /// The install method, which says what the kernel and initrd do: live,
+    /// image, kickstart, preseed, cloud-init or container. `image` writes
+    /// --disk to the node's disk.
     #[arg(long, default_value = "live")]
     install_method: String,
     /// Disk image that an `image` install writes; its sha256 and size are
@@ -323,7 +324,7 @@ struct ImageArgs {
     /// Size of the disk image in bytes, with --disk-sha256.
     #[arg(long)]
     disk_size: Option<u64>,
-    /// Where site agents download the disk image on its first use.
+    /// The URL site agents download the disk image from on its first use.
     #[arg(long)]
     disk_url: Option<String>,
     /// Upload --kernel, --initrd and --disk into the control plane, which
