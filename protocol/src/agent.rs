@@ -231,9 +231,8 @@ pub struct ImageSpec {
     /// The initrd's upstream URL, downloaded when the agent's cache lacks it.
     #[serde(default)]
     pub initrd_url: Option<String>,
-    /// What the booted kernel and initrd do; it decides which arguments the
-    /// agent adds to the command line and how it answers the node's later
-    /// netboots.
+    /// The install method. It decides which arguments the agent adds to the
+    /// command line and which script the node's later netboots get.
     #[serde(default)]
     pub install_method: InstallMethod,
     /// The disk image that an [`InstallMethod::Image`] installer writes to
@@ -243,7 +242,7 @@ pub struct ImageSpec {
 }
 
 /// How an image installs the node. The kernel and initrd of the image are
-/// always what the node netboots; the method says what they are.
+/// always what the node netboots; the method names what they are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstallMethod {

@@ -409,7 +409,7 @@ mod vm {
             "the capture shows an image response"
         );
 
-        // What the error tells the operator to do: import the right file
+        // What the error message recommends: import the right file
         // and retry. The retry power-cycles the node and it becomes active.
         let import =
             std::process::Command::new(rackhand_e2e::workspace::binary("rackhand-site-agent"))
@@ -806,8 +806,8 @@ mod vm {
     /// A real image-write install: the netbooted installer downloads the
     /// verified disk image from the agent (which fetched it once from its
     /// upstream URL), writes it to the VM's disk, checks the written bytes'
-    /// sha256, calls back and reboots; the agent then answers the node's
-    /// netboot with a local-disk script, and the VM boots the installed
+    /// sha256, calls back and reboots. The agent then serves the node's
+    /// next netboot a local-disk script, and the VM boots the installed
     /// image, whose boot sector prints a marker on the serial console.
     #[tokio::test(flavor = "multi_thread")]
     async fn image_write_install_boots_installed_disk() -> anyhow::Result<()> {
@@ -965,7 +965,7 @@ mod vm {
         Ok(())
     }
 
-    /// OVMF's UEFI HTTP boot: the firmware asks as an `HTTPClient`, gets
+    /// OVMF's UEFI HTTP boot: the firmware requests as an `HTTPClient`, gets
     /// the iPXE binary's URL on the agent's `/firmware/` route, and iPXE
     /// then fetches the boot script.
     #[tokio::test(flavor = "multi_thread")]
@@ -980,7 +980,7 @@ mod vm {
         Ok(())
     }
 
-    /// OVMF with the iPXE driver of the NIC's option ROM: iPXE asks for its
+    /// OVMF with the iPXE driver of the NIC's option ROM: iPXE requests its
     /// script straight away.
     #[tokio::test(flavor = "multi_thread")]
     async fn uefi_ipxe_rom_netboot_reaches_callback() -> anyhow::Result<()> {

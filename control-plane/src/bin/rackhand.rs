@@ -310,7 +310,7 @@ struct ImageArgs {
     /// OS family shown to operators and templates, such as debian or rhel.
     #[arg(long, default_value = "linux")]
     os_family: String,
-    /// The install method, which says what the kernel and initrd do: live,
+    /// The install method, which names what the kernel and initrd do: live,
     /// image, kickstart, preseed, cloud-init or container. `image` writes
     /// --disk to the node's disk.
     #[arg(long, default_value = "live")]

@@ -52,7 +52,8 @@ async fn context(dir: &std::path::Path) -> Arc<BootContext> {
     })
 }
 
-async fn get(context: &Arc<BootContext>, uri: &str) -> (StatusCode, String) {
+/// Sends a GET through the boot router from a node's address.
+pub(crate) async fn get(context: &Arc<BootContext>, uri: &str) -> (StatusCode, String) {
     let mut request = Request::builder()
         .uri(uri)
         .body(Body::empty())

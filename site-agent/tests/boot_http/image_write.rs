@@ -1,12 +1,12 @@
-//! An image-write boot: the script hands the installer the disk image's
-//! URL, digest and size; the disk image is verified before the script is
-//! served; once the installer called back, the node is told to boot its
-//! local disk.
+//! An image-write boot. The script passes the installer the disk image's
+//! URL, digest and size, and the disk image is verified before the script
+//! is served. Once the installer has called back, the node's script boots
+//! its local disk.
 
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use crate::callbacks::get;
+use axum::http::StatusCode;
 use rackhand_images::ImageStore;
 use rackhand_protocol::agent::{ImageFile, InstallMethod};
 use rackhand_pxe::dhcp::KnownMacs;
@@ -14,7 +14,6 @@ use rackhand_site_agent::boot_server::{self, BootContext};
 use rackhand_site_agent::site_nodes::SiteNodes;
 use rackhand_site_agent::state::{NewBoot, State, now_ms};
 use tokio::sync::Notify;
-use tower::ServiceExt as _;
 
 const TOKEN: &str = "fedcba9876543210fedcba9876543210";
 const KEY: &str = "order-7/image";
@@ -91,26 +90,6 @@ async fn armed_with(kernel_args: &str) -> Armed {
         disk,
         _dir: dir,
     }
-}
-
-async fn get(context: &Arc<BootContext>, uri: &str) -> (StatusCode, String) {
-    let mut request = Request::builder()
-        .uri(uri)
-        .body(Body::empty())
-        .expect("request");
-    let peer: std::net::SocketAddr = "10.0.0.27:40000".parse().expect("address");
-    request
-        .extensions_mut()
-        .insert(axum::extract::ConnectInfo(peer));
-    let response = boot_server::router(context.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .expect("body");
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]
