@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use rackhand_images::ImageStore;
 use rackhand_protocol::agent::{ImageFile, InstallMethod};
 use rackhand_pxe::dhcp::KnownMacs;
-use rackhand_site_agent::boot_server::{self, BootContext};
+use rackhand_site_agent::boot_server::BootContext;
 use rackhand_site_agent::site_nodes::SiteNodes;
 use rackhand_site_agent::state::{NewBoot, State, now_ms};
 use tokio::sync::Notify;
