@@ -1,6 +1,8 @@
-//! Install templates: the operator's kickstart, preseed and cloud-config
-//! templates, and their rendering per order into the answer files that the
-//! site agent serves to the installer.
+//! Install templates: the operator's kickstart, preseed, cloud-config and
+//! container templates with the seed templates that replace single NoCloud
+//! or configdrive files, and their rendering per order into the answer
+//! files that the site agent serves to the installer (and, for Ironic
+//! nodes, puts into the configdrive).
 //!
 //! # Design
 //!
@@ -25,15 +27,17 @@
 use std::fmt;
 use std::str::FromStr;
 
+use rackhand_install_templates::container::ContainerSpec;
 use rackhand_install_templates::operator::{self, OperatorTemplate, TemplateKind};
 use rackhand_install_templates::{
     ImageInfo, Ipv4Settings, NetworkSettings, OrderContext, OrderContextInput, OsFamily,
-    TemplateError, nocloud,
+    TemplateError, configdrive, nocloud,
 };
 use rackhand_protocol::Secret;
 use rackhand_protocol::agent::{
-    CALLBACK_URL_PLACEHOLDER, InstallFile, InstallMethod, KICKSTART_FILE, NOCLOUD_USER_DATA_FILE,
-    PRESEED_FILE,
+    CALLBACK_URL_PLACEHOLDER, CONFIGDRIVE_META_DATA_FILE, CONFIGDRIVE_NETWORK_DATA_FILE,
+    InstallFile, InstallMethod, KICKSTART_FILE, NOCLOUD_META_DATA_FILE,
+    NOCLOUD_NETWORK_CONFIG_FILE, NOCLOUD_USER_DATA_FILE, PRESEED_FILE,
 };
 
 use crate::app::App;
@@ -56,25 +60,56 @@ const INTERFACE_NAME: &str = "eth0";
 const REPOSITORY_PLACEHOLDER: &str = "http://repository-url-not-set.invalid/";
 
 /// The formats an operator template can have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// A product names one main template ([`TemplateFormat::is_seed`] false),
+/// whose format drives the image's install method, and, for cloud-config
+/// products, seed templates that replace the built-in NoCloud and
+/// configdrive files one by one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TemplateFormat {
     /// Anaconda kickstart, served as `ks.cfg`.
     Kickstart,
     /// debian-installer preseed, served as `preseed.cfg`.
     Preseed,
-    /// cloud-init `#cloud-config` user-data, served with the built-in
-    /// NoCloud `meta-data` and `network-config`.
+    /// cloud-init `#cloud-config` user-data, served with the NoCloud
+    /// `meta-data` and `network-config`, and the configdrive's `user_data`
+    /// for Ironic nodes.
     CloudConfig,
+    /// A game-server container spec (JSON), rendered into a Compose file.
+    /// Bare-metal orders do not run containers, so only previews render it.
+    Container,
+    /// NoCloud `meta-data` (YAML or JSON) in place of the built-in one.
+    MetaData,
+    /// NoCloud `network-config` version 2 in place of the built-in one.
+    NetworkConfig,
+    /// Configdrive `meta_data.json` for Ironic nodes.
+    OpenStackMetaData,
+    /// Configdrive `network_data.json` for Ironic nodes.
+    OpenStackNetworkData,
 }
 
 impl TemplateFormat {
-    pub const ALL: [TemplateFormat; 3] = [Self::Kickstart, Self::Preseed, Self::CloudConfig];
+    pub const ALL: [TemplateFormat; 8] = [
+        Self::Kickstart,
+        Self::Preseed,
+        Self::CloudConfig,
+        Self::Container,
+        Self::MetaData,
+        Self::NetworkConfig,
+        Self::OpenStackMetaData,
+        Self::OpenStackNetworkData,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Kickstart => "kickstart",
             Self::Preseed => "preseed",
             Self::CloudConfig => "cloud-config",
+            Self::Container => "container",
+            Self::MetaData => "meta-data",
+            Self::NetworkConfig => "network-config",
+            Self::OpenStackMetaData => "openstack-meta-data",
+            Self::OpenStackNetworkData => "openstack-network-data",
         }
     }
 
@@ -83,24 +118,60 @@ impl TemplateFormat {
             Self::Kickstart => TemplateKind::Kickstart,
             Self::Preseed => TemplateKind::Preseed,
             Self::CloudConfig => TemplateKind::CloudConfig,
+            Self::Container => TemplateKind::Container,
+            Self::MetaData => TemplateKind::MetaData,
+            Self::NetworkConfig => TemplateKind::NetworkConfig,
+            Self::OpenStackMetaData => TemplateKind::OpenStackMetaData,
+            Self::OpenStackNetworkData => TemplateKind::OpenStackNetworkData,
         }
     }
 
+    /// The family templates see as `image.os_family`. Seed templates belong
+    /// to cloud-init images.
     fn os_family(self) -> OsFamily {
         match self {
             Self::Kickstart => OsFamily::Rhel,
             Self::Preseed => OsFamily::Debian,
-            Self::CloudConfig => OsFamily::Cloud,
+            _ => OsFamily::Cloud,
         }
     }
 
-    /// The install method the image step announces to the agent.
-    pub fn install_method(self) -> InstallMethod {
+    /// Whether the template replaces one file of a cloud-init seed instead
+    /// of being a product's main template.
+    pub fn is_seed(self) -> bool {
+        self.seed_file().is_some()
+    }
+
+    /// The install file a seed template replaces.
+    pub fn seed_file(self) -> Option<&'static str> {
         match self {
-            Self::Kickstart => InstallMethod::Kickstart,
-            Self::Preseed => InstallMethod::Preseed,
-            Self::CloudConfig => InstallMethod::CloudInit,
+            Self::MetaData => Some(NOCLOUD_META_DATA_FILE),
+            Self::NetworkConfig => Some(NOCLOUD_NETWORK_CONFIG_FILE),
+            Self::OpenStackMetaData => Some(CONFIGDRIVE_META_DATA_FILE),
+            Self::OpenStackNetworkData => Some(CONFIGDRIVE_NETWORK_DATA_FILE),
+            Self::Kickstart | Self::Preseed | Self::CloudConfig | Self::Container => None,
         }
+    }
+
+    /// The install method of the images a main template serves; `None` for
+    /// seed templates.
+    pub fn install_method(self) -> Option<InstallMethod> {
+        match self {
+            Self::Kickstart => Some(InstallMethod::Kickstart),
+            Self::Preseed => Some(InstallMethod::Preseed),
+            Self::CloudConfig => Some(InstallMethod::CloudInit),
+            Self::Container => Some(InstallMethod::Container),
+            Self::MetaData
+            | Self::NetworkConfig
+            | Self::OpenStackMetaData
+            | Self::OpenStackNetworkData => None,
+        }
+    }
+
+    /// Lists every format for error messages.
+    pub fn choices() -> String {
+        let names: Vec<&str> = Self::ALL.iter().map(|format| format.as_str()).collect();
+        names.join(", ")
     }
 }
 
@@ -118,7 +189,10 @@ impl FromStr for TemplateFormat {
             .into_iter()
             .find(|format| format.as_str() == text)
             .ok_or_else(|| {
-                format!("{text:?} is not a template format; use kickstart, preseed or cloud-config")
+                format!(
+                    "{text:?} is not a template format; use one of {}",
+                    Self::choices()
+                )
             })
     }
 }
@@ -194,11 +268,17 @@ pub struct RenderedInstall {
     pub files: Vec<InstallFile>,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 struct TemplateRow {
     name: String,
     format: String,
     body: String,
+}
+
+impl TemplateRow {
+    fn format(&self) -> Result<TemplateFormat, InstallError> {
+        self.format.parse().map_err(InstallError::Template)
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -206,11 +286,43 @@ struct OrderValues {
     uid: String,
     hostname: String,
     boot_mac: String,
+    bmc_driver: String,
     image_name: String,
     ipv4: String,
     subnet: String,
     cidr: String,
     gateway: Option<String>,
+}
+
+impl OrderValues {
+    /// Ironic builds a configdrive for its nodes, so their orders also get
+    /// the configdrive's JSON files.
+    fn via_ironic(&self) -> bool {
+        self.bmc_driver == "ironic"
+    }
+}
+
+async fn order_values(app: &App, order_id: i64) -> Result<OrderValues, InstallError> {
+    let values: Option<OrderValues> = sqlx::query_as(
+        "SELECT o.uid, o.hostname, n.boot_mac, n.bmc_driver, i.name AS image_name, s.ipv4,
+                sn.name AS subnet, sn.cidr, sn.gateway
+         FROM orders o
+         JOIN nodes n ON n.id = o.node_id
+         JOIN products p ON p.id = o.product_id
+         JOIN images i ON i.id = p.image_id
+         JOIN services s ON s.order_id = o.id
+         JOIN subnets sn ON sn.id = s.subnet_id
+         WHERE o.id = ?",
+    )
+    .bind(order_id)
+    .fetch_optional(&app.pool)
+    .await?;
+    values.ok_or_else(|| {
+        InstallError::NotReady(
+            "the order has no node or service address yet, which its install files need"
+                .to_string(),
+        )
+    })
 }
 
 /// Renders the order's install files, or returns `None` when its product
@@ -232,38 +344,37 @@ pub async fn render_for_order(
     let Some(template) = template else {
         return Ok(None);
     };
-    let format: TemplateFormat = template.format.parse().map_err(InstallError::Template)?;
-
-    let values: Option<OrderValues> = sqlx::query_as(
-        "SELECT o.uid, o.hostname, n.boot_mac, i.name AS image_name, s.ipv4,
-                sn.name AS subnet, sn.cidr, sn.gateway
-         FROM orders o
-         JOIN nodes n ON n.id = o.node_id
-         JOIN products p ON p.id = o.product_id
-         JOIN images i ON i.id = p.image_id
-         JOIN services s ON s.order_id = o.id
-         JOIN subnets sn ON sn.id = s.subnet_id
-         WHERE o.id = ?",
+    let format = template.format()?;
+    let method = format.install_method().ok_or_else(|| {
+        InstallError::Template(format!(
+            "template {:?} is a {format} template, which cannot be a product's main template",
+            template.name
+        ))
+    })?;
+    let seeds: Vec<TemplateRow> = sqlx::query_as(
+        "SELECT t.name, t.format, t.body FROM orders o
+         JOIN product_seed_templates ps ON ps.product_id = o.product_id
+         JOIN install_templates t ON t.id = ps.template_id
+         WHERE o.id = ? ORDER BY ps.format",
     )
     .bind(order_id)
-    .fetch_optional(&app.pool)
+    .fetch_all(&app.pool)
     .await?;
-    let values = values.ok_or_else(|| {
-        InstallError::NotReady(
-            "the order has no node or service address yet, which its install files need"
-                .to_string(),
-        )
-    })?;
+
+    let values = order_values(app, order_id).await?;
     let credentials = ensure_root_credentials(app, order_id)
         .await
         .map_err(|error| InstallError::NotReady(error.message))?;
 
     let input = context_input(app, &values, &credentials.password, format)?;
-    let files = render_files(&template, format, input, &credentials.hash)?;
-    Ok(Some(RenderedInstall {
-        method: format.install_method(),
-        files,
-    }))
+    let files = render_files(
+        &template,
+        &seeds,
+        input,
+        &credentials.hash,
+        values.via_ironic(),
+    )?;
+    Ok(Some(RenderedInstall { method, files }))
 }
 
 fn context_input(
@@ -332,41 +443,165 @@ fn redact_error(error: &TemplateError, hash: &Secret) -> InstallError {
     InstallError::Template(error.to_string().replace(hash.expose(), "[redacted]"))
 }
 
-/// Renders the template (and for cloud-config the built-in NoCloud
-/// `meta-data` and `network-config`) with the stored hash.
-fn render_files(
+/// Renders one stored template and checks that it left no placeholder.
+fn render_one(
     template: &TemplateRow,
-    format: TemplateFormat,
-    input: OrderContextInput,
+    context: &OrderContext,
     hash: &Secret,
-) -> Result<Vec<InstallFile>, InstallError> {
+) -> Result<String, InstallError> {
     let redact = |error: TemplateError| redact_error(&error, hash);
-    let context = OrderContext::new(input)
-        .and_then(|context| context.with_root_password_hash(hash.expose()))
-        .map_err(redact)?;
+    let format = template.format()?;
     let operator_template =
         OperatorTemplate::validate(&template.name, format.kind(), &template.body)
             .map_err(redact)?;
-    let text = operator_template.render(&context).map_err(redact)?;
+    let text = operator_template.render(context).map_err(redact)?;
     check_placeholders(&template.name, &text).map_err(redact)?;
+    Ok(text)
+}
+
+/// Renders the main template with the stored hash. A cloud-config gets the
+/// NoCloud `meta-data` and `network-config`, and for an Ironic node the
+/// configdrive's `meta_data.json` and `network_data.json`; each comes from
+/// the product's seed template of that file, or is built in.
+fn render_files(
+    template: &TemplateRow,
+    seeds: &[TemplateRow],
+    input: OrderContextInput,
+    hash: &Secret,
+    via_ironic: bool,
+) -> Result<Vec<InstallFile>, InstallError> {
+    let context = OrderContext::new(input)
+        .and_then(|context| context.with_root_password_hash(hash.expose()))
+        .map_err(|error| redact_error(&error, hash))?;
+    let text = render_one(template, &context, hash)?;
 
     let file = |name: &str, content: String| InstallFile {
         name: name.to_string(),
         content: Secret::new(content),
     };
-    Ok(match format {
+    let format = template.format()?;
+    let mut files = match format {
         TemplateFormat::Kickstart => vec![file(KICKSTART_FILE, text)],
         TemplateFormat::Preseed => vec![file(PRESEED_FILE, text)],
         TemplateFormat::CloudConfig => {
             let seed = nocloud::render(&context);
-            vec![
+            let mut files = vec![
                 file(NOCLOUD_USER_DATA_FILE, text),
-                file("meta-data", seed.meta_data),
-                file("network-config", seed.network_config),
-            ]
+                file(NOCLOUD_META_DATA_FILE, seed.meta_data),
+                file(NOCLOUD_NETWORK_CONFIG_FILE, seed.network_config),
+            ];
+            if via_ironic {
+                for built_in in configdrive::render(&context) {
+                    let name = built_in.path.rsplit('/').next().unwrap_or_default();
+                    if [CONFIGDRIVE_META_DATA_FILE, CONFIGDRIVE_NETWORK_DATA_FILE].contains(&name) {
+                        files.push(file(name, built_in.contents));
+                    }
+                }
+            }
+            files
         }
-    })
+        TemplateFormat::Container
+        | TemplateFormat::MetaData
+        | TemplateFormat::NetworkConfig
+        | TemplateFormat::OpenStackMetaData
+        | TemplateFormat::OpenStackNetworkData => {
+            return Err(InstallError::Template(format!(
+                "template {:?} is a {format} template, which bare-metal orders do not render as their main template",
+                template.name
+            )));
+        }
+    };
+
+    for seed in seeds {
+        let seed_format = seed.format()?;
+        let Some(name) = seed_format.seed_file() else {
+            return Err(InstallError::Template(format!(
+                "template {:?} is a {seed_format} template, which is not a seed template",
+                seed.name
+            )));
+        };
+        // A configdrive seed has no file to replace on a node without
+        // Ironic, which gets no configdrive files at all.
+        if let Some(slot) = files.iter_mut().find(|file| file.name == name) {
+            slot.content = Secret::new(render_one(seed, &context, hash)?);
+        }
+    }
+    Ok(files)
 }
+
+/// One template rendered for an operator's preview.
+#[derive(Debug, serde::Serialize)]
+pub struct PreviewFile {
+    pub name: String,
+    pub content: String,
+}
+
+/// A stand-in for the root password hash in previews, which are API
+/// responses and must not carry an order's real hash: `Hello world!`
+/// hashed with salt `saltstring`.
+const PREVIEW_PASSWORD_HASH: &str = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
+
+/// Renders a stored template for an operator to read: with the values of
+/// order `order_id` when given (its node and service address must exist),
+/// otherwise with the sample order that uploads are checked against. The
+/// root password hash is always [`PREVIEW_PASSWORD_HASH`], and the callback
+/// URL stays [`CALLBACK_URL_PLACEHOLDER`]. A container template also
+/// yields the Compose file its spec becomes.
+pub async fn preview(
+    app: &App,
+    name: &str,
+    format: TemplateFormat,
+    body: &str,
+    order_id: Option<i64>,
+) -> Result<Vec<PreviewFile>, InstallError> {
+    let input = match order_id {
+        Some(order_id) => {
+            let values = order_values(app, order_id).await?;
+            let stand_in = Secret::new("preview-only".to_string());
+            context_input(app, &values, &stand_in, format)?
+        }
+        None => {
+            let mut input = operator::sample_input(false);
+            input.image.repository_url = REPOSITORY_PLACEHOLDER.to_string();
+            input.callback_url = CALLBACK_URL_PLACEHOLDER.to_string();
+            input
+        }
+    };
+    let hash = Secret::new(PREVIEW_PASSWORD_HASH.to_string());
+    let context = OrderContext::new(input)
+        .and_then(|context| context.with_root_password_hash(hash.expose()))
+        .map_err(|error| InstallError::Template(error.to_string()))?;
+    let row = TemplateRow {
+        name: name.to_string(),
+        format: format.as_str().to_string(),
+        body: body.to_string(),
+    };
+    let text = render_one(&row, &context, &hash)?;
+    let file_name = match format {
+        TemplateFormat::Kickstart => KICKSTART_FILE,
+        TemplateFormat::Preseed => PRESEED_FILE,
+        TemplateFormat::CloudConfig => NOCLOUD_USER_DATA_FILE,
+        TemplateFormat::Container => CONTAINER_SPEC_FILE,
+        seed => seed.seed_file().unwrap_or(NOCLOUD_USER_DATA_FILE),
+    };
+    let mut files = vec![PreviewFile {
+        name: file_name.to_string(),
+        content: text.clone(),
+    }];
+    if format == TemplateFormat::Container {
+        let spec = ContainerSpec::from_json(&text)
+            .map_err(|error| InstallError::Template(error.to_string()))?;
+        files.push(PreviewFile {
+            name: COMPOSE_FILE.to_string(),
+            content: spec.to_compose(),
+        });
+    }
+    Ok(files)
+}
+
+/// File names of a container template's preview.
+const CONTAINER_SPEC_FILE: &str = "container.json";
+const COMPOSE_FILE: &str = "compose.yaml";
 
 #[cfg(test)]
 mod tests {
@@ -407,7 +642,7 @@ mod tests {
     fn unknown_format_names_choices() {
         let error = "autoyast".parse::<TemplateFormat>().expect_err("rejected");
         assert!(
-            error.contains("kickstart, preseed or cloud-config"),
+            error.contains("kickstart, preseed, cloud-config, container"),
             "{error}"
         );
     }
@@ -417,9 +652,10 @@ mod tests {
         let hash = sample_hash();
         let files = render_files(
             &row(TemplateFormat::Kickstart, KICKSTART),
-            TemplateFormat::Kickstart,
+            &[],
             operator::sample_input(false),
             &hash,
+            false,
         )
         .expect("renders");
         assert_eq!(files.len(), 1);
@@ -433,9 +669,10 @@ mod tests {
         let render = || {
             render_files(
                 &row(TemplateFormat::Kickstart, KICKSTART),
-                TemplateFormat::Kickstart,
+                &[],
                 operator::sample_input(false),
                 &hash,
+                false,
             )
             .expect("renders")
         };
@@ -446,9 +683,10 @@ mod tests {
     fn rendered_file_omits_plain_password() {
         let files = render_files(
             &row(TemplateFormat::Kickstart, KICKSTART),
-            TemplateFormat::Kickstart,
+            &[],
             operator::sample_input(false),
             &sample_hash(),
+            false,
         )
         .expect("renders");
         let password = operator::sample_input(false).root_password;
@@ -460,13 +698,133 @@ mod tests {
         let body = "#cloud-config\nhostname: {{hostname}}\n";
         let files = render_files(
             &row(TemplateFormat::CloudConfig, body),
-            TemplateFormat::CloudConfig,
+            &[],
             operator::sample_input(false),
             &sample_hash(),
+            false,
         )
         .expect("renders");
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["user-data", "meta-data", "network-config"]);
+    }
+
+    const CLOUD_CONFIG: &str = "#cloud-config\nhostname: {{hostname}}\n";
+
+    fn named(name: &str, format: TemplateFormat, body: &str) -> TemplateRow {
+        TemplateRow {
+            name: name.to_string(),
+            format: format.as_str().to_string(),
+            body: body.to_string(),
+        }
+    }
+
+    fn content<'a>(files: &'a [InstallFile], name: &str) -> &'a str {
+        files
+            .iter()
+            .find(|file| file.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {files:?}"))
+            .content
+            .expose()
+    }
+
+    #[test]
+    fn ironic_node_gets_configdrive_files() {
+        let files = render_files(
+            &row(TemplateFormat::CloudConfig, CLOUD_CONFIG),
+            &[],
+            operator::sample_input(false),
+            &sample_hash(),
+            true,
+        )
+        .expect("renders");
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "user-data",
+                "meta-data",
+                "network-config",
+                "meta_data.json",
+                "network_data.json"
+            ]
+        );
+        let meta: serde_json::Value =
+            serde_json::from_str(content(&files, "meta_data.json")).expect("JSON");
+        assert_eq!(meta["hostname"], "web1.example.net");
+        let network: serde_json::Value =
+            serde_json::from_str(content(&files, "network_data.json")).expect("JSON");
+        assert_eq!(network["networks"][0]["ip_address"], "192.0.2.10");
+    }
+
+    #[test]
+    fn seed_templates_replace_built_in_files() {
+        let seeds = [
+            named(
+                "md",
+                TemplateFormat::MetaData,
+                "instance-id: {{instance_id}}\nlocal-hostname: {{fqdn}}\nregion: fra1\n",
+            ),
+            named(
+                "osmd",
+                TemplateFormat::OpenStackMetaData,
+                "{\"uuid\": {{instance_id}}, \"hostname\": {{fqdn}}, \"meta\": {\"rack\": \"r12\"}}\n",
+            ),
+        ];
+        let files = render_files(
+            &row(TemplateFormat::CloudConfig, CLOUD_CONFIG),
+            &seeds,
+            operator::sample_input(false),
+            &sample_hash(),
+            true,
+        )
+        .expect("renders");
+        assert!(content(&files, "meta-data").contains("region: fra1"));
+        assert!(content(&files, "meta_data.json").contains("r12"));
+        // Files without a seed template stay built in.
+        assert!(content(&files, "network-config").contains("192.0.2.10/24"));
+        assert!(content(&files, "network_data.json").contains("192.0.2.10"));
+    }
+
+    #[test]
+    fn configdrive_seed_is_unused_without_ironic() {
+        let seeds = [named(
+            "osmd",
+            TemplateFormat::OpenStackMetaData,
+            "{\"uuid\": {{instance_id}}}\n",
+        )];
+        let files = render_files(
+            &row(TemplateFormat::CloudConfig, CLOUD_CONFIG),
+            &seeds,
+            operator::sample_input(false),
+            &sample_hash(),
+            false,
+        )
+        .expect("renders");
+        assert!(files.iter().all(|file| file.name != "meta_data.json"));
+    }
+
+    #[test]
+    fn seed_formats_name_their_files() {
+        let seeds: Vec<(TemplateFormat, &str)> = TemplateFormat::ALL
+            .into_iter()
+            .filter_map(|format| format.seed_file().map(|file| (format, file)))
+            .collect();
+        assert_eq!(
+            seeds,
+            [
+                (TemplateFormat::MetaData, "meta-data"),
+                (TemplateFormat::NetworkConfig, "network-config"),
+                (TemplateFormat::OpenStackMetaData, "meta_data.json"),
+                (TemplateFormat::OpenStackNetworkData, "network_data.json"),
+            ]
+        );
+        for format in TemplateFormat::ALL {
+            assert_eq!(
+                format.is_seed(),
+                format.install_method().is_none(),
+                "{format}"
+            );
+        }
     }
 
     #[test]

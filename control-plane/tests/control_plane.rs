@@ -31,5 +31,7 @@ mod mail;
 mod node_ops;
 #[path = "control_plane/phases.rs"]
 mod phases;
+#[path = "control_plane/seed_templates.rs"]
+mod seed_templates;
 #[path = "control_plane/templates.rs"]
 mod templates;

@@ -179,10 +179,11 @@ pub struct ImageStep {
     #[serde(default)]
     pub ironic: Option<BmcAccess>,
     /// Answer files rendered for this order from its product's install
-    /// template (kickstart, preseed or a NoCloud seed). The agent serves
-    /// them only under the armed boot's one-time token and adds the
-    /// installer's kernel argument for the file it recognizes; see
-    /// [`InstallFile::name`]. Empty for images that need none.
+    /// templates (kickstart, preseed, or a NoCloud seed with the configdrive
+    /// files for Ironic nodes). The agent serves them only under the armed
+    /// boot's one-time token and adds the installer's kernel argument for
+    /// the file it recognizes; see [`InstallFile::name`]. Empty for images
+    /// that need none.
     #[serde(default)]
     pub install_files: Vec<InstallFile>,
 }
@@ -206,6 +207,17 @@ pub const PRESEED_FILE: &str = "preseed.cfg";
 /// NoCloud `user-data`; the agent adds `ds=nocloud-net;s=<folder url>/`, and
 /// `meta-data` and `network-config` are served from the same folder.
 pub const NOCLOUD_USER_DATA_FILE: &str = "user-data";
+/// NoCloud `meta-data`, served beside [`NOCLOUD_USER_DATA_FILE`].
+pub const NOCLOUD_META_DATA_FILE: &str = "meta-data";
+/// NoCloud `network-config` (version 2), served beside
+/// [`NOCLOUD_USER_DATA_FILE`].
+pub const NOCLOUD_NETWORK_CONFIG_FILE: &str = "network-config";
+/// OpenStack `meta_data.json` (JSON). For an Ironic node the agent puts it
+/// into the configdrive that Ironic builds.
+pub const CONFIGDRIVE_META_DATA_FILE: &str = "meta_data.json";
+/// OpenStack `network_data.json` (JSON), for the configdrive like
+/// [`CONFIGDRIVE_META_DATA_FILE`].
+pub const CONFIGDRIVE_NETWORK_DATA_FILE: &str = "network_data.json";
 
 /// The callback URL the control plane writes into install files, because
 /// only the agent has its boot server's address and the boot's one-time

@@ -267,6 +267,16 @@ async fn start_ironic(
             Ok(driver) => driver,
             Err(error) => return Ok(Err(failed(error))),
         };
+    let parts = crate::ironic_boot::configdrive_parts(&step.install_files, |text| {
+        crate::install_files::fill_callback(text, &settings.boot_base_url, &boot.token)
+    });
+    let parts = match parts {
+        Ok(parts) => parts,
+        Err(error) => {
+            let _ = state.finish_boot(key, "failed", Some(&error), None).await?;
+            return Ok(Err(failed(error)));
+        }
+    };
     context.nodes.set_via_ironic(step.boot_mac, true);
     let deployment = crate::ironic_boot::Deployment {
         correlation_key: key,
@@ -285,17 +295,9 @@ async fn start_ironic(
             &boot.token,
             &state.install_file_names(key).await?,
         ),
-        user_data: step
-            .install_files
-            .iter()
-            .find(|file| file.name == rackhand_protocol::agent::NOCLOUD_USER_DATA_FILE)
-            .map(|file| {
-                rackhand_protocol::Secret::new(crate::install_files::fill_callback(
-                    file.content.expose(),
-                    &settings.boot_base_url,
-                    &boot.token,
-                ))
-            }),
+        user_data: parts.user_data,
+        meta_data: parts.meta_data,
+        network_data: parts.network_data,
     };
     match crate::ironic_boot::deploy(&driver, &deployment).await {
         Ok(summary) => {

@@ -31,9 +31,12 @@ use rackhand_ironic_bridge::ironic::{
     ConfigDrive, DeployRequest, DeployStart, InstanceInfo, IronicDriver, StateDeadlines,
 };
 use rackhand_ironic_bridge::{BmcEndpoint, DriverError};
-use rackhand_protocol::MacAddr;
-use rackhand_protocol::agent::BmcAccess;
-use serde_json::{Map, json};
+use rackhand_protocol::agent::{
+    BmcAccess, CONFIGDRIVE_META_DATA_FILE, CONFIGDRIVE_NETWORK_DATA_FILE, InstallFile,
+    NOCLOUD_USER_DATA_FILE,
+};
+use rackhand_protocol::{MacAddr, Secret};
+use serde_json::{Map, Value, json};
 use tokio_util::io::ReaderStream;
 
 /// Builds the router that serves the conductor's `http_root` under
@@ -151,6 +154,51 @@ pub struct Deployment<'a> {
     /// the configdrive that Ironic builds (besides the NoCloud seed that
     /// `cmdline` names).
     pub user_data: Option<rackhand_protocol::Secret>,
+    /// The order's `meta_data.json`, when the control plane rendered one;
+    /// without it the configdrive gets the host name and the instance uuid.
+    pub meta_data: Option<Value>,
+    /// The order's `network_data.json`, when the control plane rendered one.
+    pub network_data: Option<Value>,
+}
+
+/// The configdrive parts an order's install files carry.
+#[derive(Debug, Default)]
+pub struct ConfigDriveParts {
+    /// The NoCloud `user-data`, which is also the configdrive's.
+    pub user_data: Option<Secret>,
+    pub meta_data: Option<Value>,
+    pub network_data: Option<Value>,
+}
+
+/// Collects the configdrive parts from an order's install files, parsing
+/// `meta_data.json` and `network_data.json`. `fill` puts the callback URL
+/// into a file's text.
+pub fn configdrive_parts(
+    files: &[InstallFile],
+    fill: impl Fn(&str) -> String,
+) -> Result<ConfigDriveParts, String> {
+    let text = |name: &str| {
+        files
+            .iter()
+            .find(|file| file.name == name)
+            .map(|file| fill(file.content.expose()))
+    };
+    let json = |name: &str| -> Result<Option<Value>, String> {
+        text(name)
+            .map(|text| {
+                serde_json::from_str(&text).map_err(|error| {
+                    format!(
+                        "install file {name} is not JSON ({error}); the control plane checks it, so update the control plane or the product's template for {name}"
+                    )
+                })
+            })
+            .transpose()
+    };
+    Ok(ConfigDriveParts {
+        user_data: text(NOCLOUD_USER_DATA_FILE).map(Secret::new),
+        meta_data: json(CONFIGDRIVE_META_DATA_FILE)?,
+        network_data: json(CONFIGDRIVE_NETWORK_DATA_FILE)?,
+    })
 }
 
 /// Builds Ironic's deploy request: the ramdisk deployment of the agent's
@@ -168,15 +216,17 @@ fn deploy_request(deployment: &Deployment<'_>) -> DeployRequest {
             ..InstanceInfo::default()
         },
         configdrive: Some(ConfigDrive {
-            meta_data: json!({
-                "hostname": deployment.hostname,
-                "uuid": instance_uuid(deployment.correlation_key),
+            meta_data: deployment.meta_data.clone().unwrap_or_else(|| {
+                json!({
+                    "hostname": deployment.hostname,
+                    "uuid": instance_uuid(deployment.correlation_key),
+                })
             }),
             user_data: deployment
                 .user_data
                 .as_ref()
                 .map(|data| data.expose().to_string()),
-            network_data: None,
+            network_data: deployment.network_data.clone(),
         }),
     }
 }
@@ -326,7 +376,62 @@ mod tests {
             ramdisk_url: "http://10.0.0.1:9000/images/b/initrd.img".to_string(),
             cmdline: "console=ttyS0".to_string(),
             user_data: user_data.map(|data| rackhand_protocol::Secret::new(data.to_string())),
+            meta_data: None,
+            network_data: None,
         }
+    }
+
+    fn install_file(name: &str, content: &str) -> InstallFile {
+        InstallFile {
+            name: name.to_string(),
+            content: Secret::new(content.to_string()),
+        }
+    }
+
+    #[test]
+    fn configdrive_takes_rendered_json_files() {
+        let files = [
+            install_file("user-data", "#cloud-config\nurl: CALLBACK\n"),
+            install_file("meta-data", "instance-id: x\n"),
+            install_file(
+                "meta_data.json",
+                "{\"uuid\": \"u-1\", \"hostname\": \"web-1.example.net\"}",
+            ),
+            install_file(
+                "network_data.json",
+                "{\"links\": [], \"networks\": [], \"services\": []}",
+            ),
+        ];
+        let parts = configdrive_parts(&files, |text| text.replace("CALLBACK", "http://agent/cb"))
+            .expect("parts");
+        let mut deployment = deployment(None);
+        deployment.user_data = parts.user_data;
+        deployment.meta_data = parts.meta_data;
+        deployment.network_data = parts.network_data;
+
+        let drive = deploy_request(&deployment)
+            .configdrive
+            .expect("a configdrive");
+
+        assert_eq!(drive.meta_data["uuid"], "u-1");
+        assert_eq!(drive.meta_data["hostname"], "web-1.example.net");
+        assert_eq!(
+            drive.network_data.expect("network_data")["links"],
+            json!([])
+        );
+        assert_eq!(
+            drive.user_data.as_deref(),
+            Some("#cloud-config\nurl: http://agent/cb\n")
+        );
+    }
+
+    #[test]
+    fn configdrive_rejects_json_file_that_is_not_json() {
+        let files = [install_file("network_data.json", "links: []")];
+
+        let error = configdrive_parts(&files, str::to_string).expect_err("rejected");
+
+        assert!(error.contains("network_data.json is not JSON"), "{error}");
     }
 
     #[test]

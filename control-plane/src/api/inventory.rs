@@ -505,6 +505,10 @@ pub struct NewProduct {
     /// that need no answer file.
     #[serde(default)]
     template: Option<String>,
+    /// Templates that replace single NoCloud or configdrive files of a
+    /// cloud-config product, by name.
+    #[serde(default)]
+    seed_templates: Vec<String>,
 }
 
 pub async fn create_product(
@@ -555,7 +559,7 @@ pub async fn create_product(
         ));
     }
     check_image_use(&app, &product, image_id, &install_method).await?;
-    let template_id = match &product.template {
+    let main = match &product.template {
         None => None,
         Some(template) => Some(
             crate::api::templates::template_for_image(
@@ -567,7 +571,14 @@ pub async fn create_product(
             .await?,
         ),
     };
+    let seeds = crate::api::templates::seed_templates(
+        &app,
+        &product.seed_templates,
+        main.map(|(_, format)| format),
+    )
+    .await?;
 
+    let mut tx = db::begin(&app.pool).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO products (name, price_minor, currency, min_cpu_cores, min_ram_mib, min_disk_gb, image_id,
                                install_template_id, created_at)
@@ -580,11 +591,22 @@ pub async fn create_product(
     .bind(i64::from(product.min_ram_mib))
     .bind(i64::from(product.min_disk_gb))
     .bind(image_id)
-    .bind(template_id)
+    .bind(main.map(|(id, _)| id))
     .bind(db::now_ms())
-    .fetch_one(&app.pool)
+    .fetch_one(&mut *tx)
     .await
     .map_err(|e| unique_violation(e, || format!("product {:?} already exists", product.name)))?;
+    for (format, template_id) in seeds {
+        sqlx::query(
+            "INSERT INTO product_seed_templates (product_id, format, template_id) VALUES (?, ?, ?)",
+        )
+        .bind(id)
+        .bind(format.as_str())
+        .bind(template_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": id, "name": product.name })),
@@ -612,7 +634,7 @@ async fn check_image_use(
     }
     let needed_format = crate::install::TemplateFormat::ALL
         .into_iter()
-        .find(|format| format.install_method().as_str() == install_method);
+        .find(|format| format.install_method().map(InstallMethod::as_str) == Some(install_method));
     if let (Some(format), None) = (needed_format, &product.template) {
         return Err(ApiError::invalid(
             "template",
@@ -645,6 +667,8 @@ pub struct ProductRow {
     min_disk_gb: i64,
     image: String,
     template: Option<String>,
+    #[sqlx(skip)]
+    seed_templates: Vec<String>,
 }
 
 pub async fn list_products(
@@ -660,6 +684,19 @@ pub async fn list_products(
     )
     .fetch_all(&app.pool)
     .await?;
+    let mut rows: Vec<ProductRow> = rows;
+    let seeds: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT ps.product_id, t.name FROM product_seed_templates ps
+         JOIN install_templates t ON t.id = ps.template_id
+         ORDER BY ps.product_id, ps.format",
+    )
+    .fetch_all(&app.pool)
+    .await?;
+    for (product_id, template) in seeds {
+        if let Some(row) = rows.iter_mut().find(|row| row.id == product_id) {
+            row.seed_templates.push(template);
+        }
+    }
     Ok(Json(rows))
 }
 

@@ -86,6 +86,10 @@ pub fn router(app: SharedApp) -> Router {
                 .put(templates::put_template)
                 .delete(templates::delete_template),
         )
+        .route(
+            "/v1/templates/{name}/render",
+            post(templates::render_template),
+        )
         .route("/v1/agents", get(inventory::list_agents))
         .route("/v1/orders", get(orders::list).post(orders::create))
         .route("/v1/orders/{id}", get(orders::show))

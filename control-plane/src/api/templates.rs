@@ -16,7 +16,7 @@ use crate::api::error::{ApiError, Body};
 use crate::api::inventory::check_name;
 use crate::app::SharedApp;
 use crate::db;
-use crate::install::{MAX_TEMPLATE_BYTES, TemplateFormat, check_template};
+use crate::install::{InstallError, MAX_TEMPLATE_BYTES, TemplateFormat, check_template};
 
 /// Body of `PUT /v1/templates/{name}`.
 #[derive(Debug, Deserialize)]
@@ -107,11 +107,20 @@ pub async fn put_template(
     Ok((status, Json(body)).into_response())
 }
 
+/// Names the products that use template `template_id`, as their main
+/// template or as a seed template.
 async fn products_using(tx: &mut db::Tx<'_>, template_id: i64) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT name FROM products WHERE install_template_id = ? ORDER BY name")
-        .bind(template_id)
-        .fetch_all(&mut **tx)
-        .await
+    sqlx::query_scalar(
+        "SELECT name FROM products WHERE install_template_id = ?1
+         UNION
+         SELECT p.name FROM products p
+         JOIN product_seed_templates ps ON ps.product_id = p.id
+         WHERE ps.template_id = ?1
+         ORDER BY name",
+    )
+    .bind(template_id)
+    .fetch_all(&mut **tx)
+    .await
 }
 
 /// A stored template without its body.
@@ -154,11 +163,9 @@ pub async fn show_template(
     .await?;
     let (id, format, body, sha256, created_at, updated_at) =
         row.ok_or_else(|| ApiError::not_found("template", &name))?;
-    let products: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM products WHERE install_template_id = ? ORDER BY name")
-            .bind(id)
-            .fetch_all(&app.pool)
-            .await?;
+    let mut tx = db::begin(&app.pool).await?;
+    let products = products_using(&mut tx, id).await?;
+    tx.commit().await?;
     Ok(Json(json!({
         "name": name,
         "format": format,
@@ -198,29 +205,23 @@ pub async fn delete_template(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Returns the id of the template a new product names, checking that its
-/// format drives the install method of the product's image.
+/// Returns the id of the main template a new product names, checking that
+/// its format drives the install method of the product's image.
 pub(crate) async fn template_for_image(
     app: &SharedApp,
     template: &str,
     image: &str,
     install_method: &str,
-) -> Result<i64, ApiError> {
-    let row: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, format FROM install_templates WHERE name = ?")
-            .bind(template)
-            .fetch_optional(&app.pool)
-            .await?;
-    let (id, format) = row.ok_or_else(|| {
-        ApiError::invalid(
+) -> Result<(i64, TemplateFormat), ApiError> {
+    let (id, format) = stored_template(app, "template", template).await?;
+    let Some(expected) = format.install_method() else {
+        return Err(ApiError::invalid(
             "template",
-            format!("template {template:?} does not exist; upload it with `rackhand template put`"),
-        )
-    })?;
-    let format: TemplateFormat = format
-        .parse()
-        .map_err(|message: String| ApiError::Internal(anyhow::anyhow!(message)))?;
-    let expected = format.install_method();
+            format!(
+                "template {template:?} is a {format} seed template, which replaces one file of a cloud-init seed; name it in seed_templates (--seed-template) and a cloud-config template here"
+            ),
+        ));
+    };
     if expected.as_str() != install_method {
         return Err(ApiError::invalid(
             "template",
@@ -229,5 +230,128 @@ pub(crate) async fn template_for_image(
             ),
         ));
     }
-    Ok(id)
+    Ok((id, format))
+}
+
+/// Returns the ids of the seed templates a new product names, by format,
+/// checking that each is a seed template, that no two replace the same
+/// file and that the product's main template is a cloud-config.
+pub(crate) async fn seed_templates(
+    app: &SharedApp,
+    names: &[String],
+    main: Option<TemplateFormat>,
+) -> Result<Vec<(TemplateFormat, i64)>, ApiError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    if main != Some(TemplateFormat::CloudConfig) {
+        return Err(ApiError::invalid(
+            "seed_templates",
+            "seed templates replace files of the NoCloud seed or the configdrive, which only products with a cloud-config template get; name a cloud-config template in template, or drop seed_templates",
+        ));
+    }
+    let mut seeds: Vec<(TemplateFormat, i64, &str)> = Vec::new();
+    for name in names {
+        let (id, format) = stored_template(app, "seed_templates", name).await?;
+        if !format.is_seed() {
+            return Err(ApiError::invalid(
+                "seed_templates",
+                format!(
+                    "template {name:?} is a {format} template, not a seed template; seed templates have format meta-data, network-config, openstack-meta-data or openstack-network-data"
+                ),
+            ));
+        }
+        if let Some((_, _, other)) = seeds.iter().find(|(f, _, _)| *f == format) {
+            return Err(ApiError::invalid(
+                "seed_templates",
+                format!(
+                    "templates {other:?} and {name:?} are both {format} templates; a product can name one template per file"
+                ),
+            ));
+        }
+        seeds.push((format, id, name));
+    }
+    Ok(seeds
+        .into_iter()
+        .map(|(format, id, _)| (format, id))
+        .collect())
+}
+
+async fn stored_template(
+    app: &SharedApp,
+    field: &'static str,
+    name: &str,
+) -> Result<(i64, TemplateFormat), ApiError> {
+    let row: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, format FROM install_templates WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&app.pool)
+            .await?;
+    let (id, format) = row.ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            format!("template {name:?} does not exist; upload it with `rackhand template put`"),
+        )
+    })?;
+    let format: TemplateFormat = format
+        .parse()
+        .map_err(|message: String| ApiError::Internal(anyhow::anyhow!(message)))?;
+    Ok((id, format))
+}
+
+/// Body of `POST /v1/templates/{name}/render`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderRequest {
+    /// Render with this order's values instead of the sample order's.
+    #[serde(default)]
+    order: Option<i64>,
+}
+
+/// `POST /v1/templates/{name}/render`: the template rendered for an order,
+/// or for the sample order, so an operator can read what an installer would
+/// get. See [`crate::install::preview`] for what differs from an order's
+/// real files.
+pub async fn render_template(
+    State(app): State<SharedApp>,
+    _operator: Operator,
+    Path(name): Path<String>,
+    Body(request): Body<RenderRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT format, body FROM install_templates WHERE name = ?")
+            .bind(&name)
+            .fetch_optional(&app.pool)
+            .await?;
+    let (format, body) = row.ok_or_else(|| ApiError::not_found("template", &name))?;
+    let format: TemplateFormat = format
+        .parse()
+        .map_err(|message: String| ApiError::Internal(anyhow::anyhow!(message)))?;
+    if let Some(order) = request.order {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ?")
+            .bind(order)
+            .fetch_optional(&app.pool)
+            .await?;
+        if exists.is_none() {
+            return Err(ApiError::invalid(
+                "order",
+                format!("order {order} does not exist"),
+            ));
+        }
+    }
+    let files = crate::install::preview(&app, &name, format, &body, request.order)
+        .await
+        .map_err(|error| match error {
+            InstallError::Database(error) => ApiError::from(error),
+            InstallError::NotReady(message) => ApiError::Conflict(format!(
+                "{message}; render with the sample order by leaving out order"
+            )),
+            InstallError::Template(message) => ApiError::Conflict(message),
+        })?;
+    Ok(Json(json!({
+        "name": name,
+        "format": format.as_str(),
+        "order": request.order,
+        "files": files,
+    })))
 }

@@ -51,8 +51,9 @@ enum Command {
     /// Products customers order.
     #[command(subcommand)]
     Product(ProductCommand),
-    /// Install templates (kickstart, preseed, cloud-config) that products'
-    /// orders render into their installer's answer files.
+    /// Install templates (kickstart, preseed, cloud-config, container, and
+    /// seed templates for single NoCloud or configdrive files) that
+    /// products' orders render into their installer's answer files.
     #[command(subcommand)]
     Template(TemplateCommand),
     /// Orders.
@@ -369,6 +370,11 @@ struct ProductArgs {
     /// The install template its orders render (see `rackhand template`).
     #[arg(long)]
     template: Option<String>,
+    /// A seed template (meta-data, network-config, openstack-meta-data or
+    /// openstack-network-data) that replaces that built-in file of a
+    /// cloud-config product; repeat for several files.
+    #[arg(long = "seed-template", value_name = "NAME")]
+    seed_templates: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -377,7 +383,8 @@ enum TemplateCommand {
     /// The control plane checks it first and stores nothing when it fails.
     Put {
         name: String,
-        /// kickstart, preseed or cloud-config.
+        /// kickstart, preseed, cloud-config, container, meta-data,
+        /// network-config, openstack-meta-data or openstack-network-data.
         #[arg(long)]
         format: String,
         /// The Handlebars template file.
@@ -393,6 +400,16 @@ enum TemplateCommand {
     /// Delete a template that no product uses.
     Delete {
         name: String,
+    },
+    /// Print a template rendered with an order's values, or with the
+    /// sample order's. The root password hash is a stand-in and the
+    /// callback URL a placeholder.
+    Render {
+        name: String,
+        /// The order whose values to use (its node and address must be
+        /// chosen); without it the sample order the upload checks use.
+        #[arg(long)]
+        order: Option<i64>,
     },
 }
 
@@ -779,7 +796,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Product(ProductCommand::Create(a)) => {
             let body = json!({ "name": a.name, "price_minor": a.price_minor, "currency": a.currency,
                 "min_cpu_cores": a.min_cpu_cores, "min_ram_mib": a.min_ram_mib, "min_disk_gb": a.min_disk_gb, "image": a.image,
-                "template": a.template });
+                "template": a.template, "seed_templates": a.seed_templates });
             (client.post("/v1/products", body).await?, &[])
         }
         Command::Product(ProductCommand::List) => (
@@ -794,6 +811,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "min_disk_gb",
                 "image",
                 "template",
+                "seed_templates",
             ],
         ),
         Command::Template(TemplateCommand::Put { name, format, file }) => {
@@ -823,6 +841,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .delete(&format!("/v1/templates/{}", segment(&name)?))
                 .await?;
             println!("template {name} deleted");
+            return Ok(());
+        }
+        Command::Template(TemplateCommand::Render { name, order }) => {
+            let rendered = client
+                .post(
+                    &format!("/v1/templates/{}/render", segment(&name)?),
+                    json!({ "order": order }),
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rendered)?);
+                return Ok(());
+            }
+            let files = rendered["files"].as_array().cloned().unwrap_or_default();
+            let several = files.len() > 1;
+            for file in files {
+                if several {
+                    println!("==> {} <==", file["name"].as_str().unwrap_or_default());
+                }
+                print!("{}", file["content"].as_str().unwrap_or_default());
+            }
             return Ok(());
         }
         Command::Order(OrderCommand::Create {
