@@ -415,7 +415,7 @@ async fn container_preview_gives_spec_and_compose_file() {
 }
 
 #[tokio::test]
-async fn order_preview_uses_order_values_but_not_its_hash() {
+async fn order_preview_omits_real_hash() {
     let plane = TestPlane::start().await;
     let order = cloud_order(&plane, &[], "redfish").await;
     install::prepare(&plane.app, &order)
