@@ -240,6 +240,31 @@ outbox_dir = "outbox"
         json!({ "order_id": order_id, "invoice_id": invoice_id, "amount_minor": PRICE_MINOR, "currency": CURRENCY })
     }
 
+    /// Inserts an order of product `product` (see [`Self::create_order`]),
+    /// reserves a fitting node for it and returns its phase context.
+    pub async fn allocated_order_of(
+        &self,
+        product: &str,
+    ) -> rackhand_control_plane::phases::OrderContext {
+        let pool = &self.app.pool;
+        let order_id = id_of(&self.create_order().await, "order_id");
+        sqlx::query(
+            "UPDATE orders SET product_id = (SELECT id FROM products WHERE name = ?) WHERE id = ?",
+        )
+        .bind(product)
+        .bind(order_id)
+        .execute(pool)
+        .await
+        .expect("the order exists");
+        rackhand_control_plane::phases::allocate::allocate(pool, order_id, None)
+            .await
+            .expect("a fitting node is free");
+        rackhand_control_plane::orders::context(pool, order_id)
+            .await
+            .expect("the order reads")
+            .expect("the order exists")
+    }
+
     /// Returns the result of a `SELECT COUNT(*)` statement.
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql)

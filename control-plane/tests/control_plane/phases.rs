@@ -12,14 +12,7 @@ use crate::harness::{TestPlane, id_of};
 /// Places an order, reserves a node for it and returns its phase context.
 async fn allocated_order(plane: &TestPlane, node: &str, mac: &str) -> OrderContext {
     plane.create_node(node, mac).await;
-    let order_id = id_of(&plane.create_order().await, "order_id");
-    phases::allocate::allocate(&plane.app.pool, order_id, None)
-        .await
-        .expect("a fitting node is free");
-    orders::context(&plane.app.pool, order_id)
-        .await
-        .expect("the order reads")
-        .expect("the order exists")
+    plane.allocated_order_of(crate::harness::PRODUCT).await
 }
 
 fn payload_ipv4(outcome: &PhaseOutcome) -> String {

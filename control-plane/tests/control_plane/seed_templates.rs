@@ -3,8 +3,8 @@
 //! and configdrive files, and the operator's rendering preview.
 
 use http::StatusCode;
-use rackhand_control_plane::phases::{self, OrderContext};
-use rackhand_control_plane::{install, orders};
+use rackhand_control_plane::install;
+use rackhand_control_plane::phases::OrderContext;
 use serde_json::{Value, json};
 
 use crate::harness::{ADMIN_TOKEN, CURRENCY, TestPlane, id_of};
@@ -295,21 +295,7 @@ async fn cloud_order(plane: &TestPlane, seeds: &[&str], bmc_driver: &str) -> Ord
         .execute(&plane.app.pool)
         .await
         .expect("the node exists");
-    let order_id = id_of(&plane.create_order().await, "order_id");
-    sqlx::query(
-        "UPDATE orders SET product_id = (SELECT id FROM products WHERE name = 'cloud') WHERE id = ?",
-    )
-    .bind(order_id)
-    .execute(&plane.app.pool)
-    .await
-    .expect("the order exists");
-    phases::allocate::allocate(&plane.app.pool, order_id, None)
-        .await
-        .expect("a fitting node is free");
-    orders::context(&plane.app.pool, order_id)
-        .await
-        .expect("the order reads")
-        .expect("the order exists")
+    plane.allocated_order_of("cloud").await
 }
 
 async fn rendered_files(plane: &TestPlane, order: &OrderContext) -> Vec<(String, String)> {

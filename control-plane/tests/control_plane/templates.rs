@@ -307,19 +307,7 @@ async fn product_with_unknown_template_is_invalid() {
 async fn templated_order(plane: &TestPlane) -> OrderContext {
     seed_product_with_template(plane).await;
     plane.create_node("n1", "52:54:00:00:20:01").await;
-    let order_id = id_of(&plane.create_order().await, "order_id");
-    sqlx::query("UPDATE orders SET product_id = (SELECT id FROM products WHERE name = 'ks-small') WHERE id = ?")
-        .bind(order_id)
-        .execute(&plane.app.pool)
-        .await
-        .expect("the order exists");
-    phases::allocate::allocate(&plane.app.pool, order_id, None)
-        .await
-        .expect("a fitting node is free");
-    orders::context(&plane.app.pool, order_id)
-        .await
-        .expect("the order reads")
-        .expect("the order exists")
+    plane.allocated_order_of("ks-small").await
 }
 
 fn kickstart_of(rendered: &install::RenderedInstall) -> String {
