@@ -69,7 +69,8 @@ type Shared = Arc<BootContext>;
 pub fn router(context: Shared) -> Router {
     let mut router = Router::new()
         .route("/boot/{file}", get(script))
-        .route("/callback/{token}", get(callback))
+        // cloud-init's phone_home module POSTs its form; the body is not read.
+        .route("/callback/{token}", get(callback).post(callback))
         .route("/install/{token}/{name}", get(crate::install_files::serve))
         .route("/firmware/{*file}", get(firmware))
         .with_state(context.clone());

@@ -110,6 +110,38 @@ async fn progress_then_done_completes_boot() {
 }
 
 #[tokio::test]
+async fn phone_home_post_completes_boot() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let context = context(dir.path()).await;
+    // cloud-init's phone_home sends its values as a form.
+    let mut request = Request::builder()
+        .method("POST")
+        .uri(format!("/callback/{TOKEN}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(
+            "instance_id=i-1&hostname=web-21&fqdn=web-21.example.net",
+        ))
+        .expect("request");
+    let peer: SocketAddr = "10.0.0.21:40000".parse().expect("address");
+    request.extensions_mut().insert(ConnectInfo(peer));
+
+    let response = boot_server::router(context.clone())
+        .oneshot(request)
+        .await
+        .expect("infallible");
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let boot = context
+        .state
+        .boot(KEY)
+        .await
+        .expect("reads")
+        .expect("exists");
+    assert_eq!(boot.state, "called_back");
+    assert_eq!(boot.callback_ip.as_deref(), Some("10.0.0.21"));
+}
+
+#[tokio::test]
 async fn failed_event_ends_boot_with_message() {
     let dir = tempfile::tempdir().expect("temp dir");
     let context = context(dir.path()).await;
