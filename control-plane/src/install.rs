@@ -287,6 +287,8 @@ struct OrderValues {
     hostname: String,
     boot_mac: String,
     bmc_driver: String,
+    /// JSON list of checked key lines.
+    ssh_authorized_keys: String,
     image_name: String,
     ipv4: String,
     subnet: String,
@@ -304,7 +306,8 @@ impl OrderValues {
 
 async fn order_values(app: &App, order_id: i64) -> Result<OrderValues, InstallError> {
     let values: Option<OrderValues> = sqlx::query_as(
-        "SELECT o.uid, o.hostname, n.boot_mac, n.bmc_driver, i.name AS image_name, s.ipv4,
+        "SELECT o.uid, o.hostname, n.boot_mac, n.bmc_driver, o.ssh_authorized_keys,
+                i.name AS image_name, s.ipv4,
                 sn.name AS subnet, sn.cidr, sn.gateway
          FROM orders o
          JOIN nodes n ON n.id = o.node_id
@@ -400,6 +403,12 @@ fn context_input(
     let address = values.ipv4.parse().map_err(|_| {
         InstallError::NotReady(format!("stored address {:?} is invalid", values.ipv4))
     })?;
+    let ssh_authorized_keys: Vec<String> = serde_json::from_str(&values.ssh_authorized_keys)
+        .map_err(|error| {
+            InstallError::NotReady(format!(
+                "the order's stored SSH keys are unreadable: {error}"
+            ))
+        })?;
     if app.config.network.dns_servers.is_empty() {
         return Err(InstallError::NotReady(
             "network.dns_servers is empty in the control plane's config; install files need at \
@@ -413,9 +422,7 @@ fn context_input(
         domain: app.config.network.domain.clone(),
         instance_id: values.uid.clone(),
         root_password: password.expose().clone(),
-        // TODO: orders carry no SSH keys yet; accept them when an order is
-        // placed and pass them here.
-        ssh_authorized_keys: Vec::new(),
+        ssh_authorized_keys,
         network: NetworkSettings {
             mac: values.boot_mac.clone(),
             interface_name: INTERFACE_NAME.to_string(),

@@ -23,7 +23,18 @@ pub struct NewOrder {
     pub customer_email: String,
     /// The service's host name (one DNS label); `srv-<order id>` when absent.
     pub hostname: Option<String>,
+    /// OpenSSH public key lines for the installed system's root account,
+    /// which install templates see as `ssh_authorized_keys`.
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
 }
+
+/// Most SSH keys one order may carry.
+pub const MAX_SSH_KEYS: usize = 16;
+
+/// Longest SSH key line accepted, in bytes; a 16384-bit RSA key is about
+/// 2,800.
+const MAX_SSH_KEY_BYTES: usize = 8 * 1024;
 
 /// A created order with its invoice.
 #[derive(Debug, serde::Serialize)]
@@ -72,6 +83,8 @@ pub async fn create(pool: &Pool, request: &NewOrder) -> Result<CreatedOrder, Ord
         })?;
     }
 
+    let ssh_keys = check_ssh_keys(&request.ssh_authorized_keys)?;
+
     let mut tx = db::begin(pool).await?;
     let product: Option<(i64, i64, String)> =
         sqlx::query_as("SELECT id, price_minor, currency FROM products WHERE name = ?")
@@ -106,14 +119,16 @@ pub async fn create(pool: &Pool, request: &NewOrder) -> Result<CreatedOrder, Ord
     let now = db::now_ms();
     let uid = uuid::Uuid::new_v4().to_string();
     let order_id: i64 = sqlx::query_scalar(
-        "INSERT INTO orders (uid, product_id, site_id, customer_email, hostname, state, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, 'pending_payment', ?, ?) RETURNING id",
+        "INSERT INTO orders (uid, product_id, site_id, customer_email, hostname, ssh_authorized_keys,
+                             state, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, 'pending_payment', ?, ?) RETURNING id",
     )
     .bind(&uid)
     .bind(product_id)
     .bind(site_id)
     .bind(&email)
     .bind(hostname.as_deref().unwrap_or(""))
+    .bind(ssh_keys)
     .bind(now)
     .bind(now)
     .fetch_one(&mut *tx)
@@ -146,6 +161,37 @@ pub async fn create(pool: &Pool, request: &NewOrder) -> Result<CreatedOrder, Ord
         currency,
         state: "pending_payment",
     })
+}
+
+/// Checks the order's SSH keys and returns them as the JSON list stored
+/// with the order.
+fn check_ssh_keys(keys: &[String]) -> Result<String, OrderError> {
+    let invalid = |message: String| OrderError::Invalid {
+        field: "ssh_authorized_keys",
+        message,
+    };
+    if keys.len() > MAX_SSH_KEYS {
+        return Err(invalid(format!(
+            "has {} keys; an order may carry at most {MAX_SSH_KEYS}",
+            keys.len()
+        )));
+    }
+    let mut checked = Vec::with_capacity(keys.len());
+    for (index, key) in keys.iter().enumerate() {
+        if key.len() > MAX_SSH_KEY_BYTES {
+            return Err(invalid(format!(
+                "key {index} has {} bytes; a public key line has at most {MAX_SSH_KEY_BYTES}",
+                key.len()
+            )));
+        }
+        let key = rackhand_install_templates::check_ssh_key(key).map_err(|_| {
+            invalid(format!(
+                "key {index} is not an OpenSSH public key line; give the type (such as ssh-ed25519), the base64 key and an optional comment, as in id_ed25519.pub, without options"
+            ))
+        })?;
+        checked.push(key);
+    }
+    Ok(serde_json::to_string(&checked).expect("a list of strings serializes"))
 }
 
 /// Returns the address part of a customer e-mail address, refusing what

@@ -273,9 +273,10 @@ const SSH_KEY_TYPES: [&str; 8] = [
     "ssh-dss",
 ];
 
-/// Accepts `TYPE BASE64 [COMMENT]` on one line of printable characters.
-/// Options before the type (`from="..."`) are not accepted.
-fn check_ssh_key(key: &str) -> Result<String, TemplateError> {
+/// Accepts `TYPE BASE64 [COMMENT]` on one line of printable characters and
+/// returns it trimmed. Options before the type (`from="..."`) are not
+/// accepted.
+pub fn check_ssh_key(key: &str) -> Result<String, TemplateError> {
     let key = key.trim();
     let reason = "use one OpenSSH public key line: type, base64 key, optional comment";
     if key.chars().any(char::is_control) {

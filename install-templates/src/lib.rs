@@ -47,7 +47,7 @@ mod yaml_lint;
 
 pub use context::{
     ImageInfo, Ipv4Settings, Ipv6Settings, NetworkSettings, OrderContext, OrderContextInput,
-    OsFamily,
+    OsFamily, check_ssh_key,
 };
 pub use error::TemplateError;
 

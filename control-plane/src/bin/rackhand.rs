@@ -424,6 +424,11 @@ enum OrderCommand {
         email: String,
         #[arg(long)]
         hostname: Option<String>,
+        /// A file of OpenSSH public keys (one per line, such as
+        /// ~/.ssh/id_ed25519.pub) for root on the installed system;
+        /// repeat for several files.
+        #[arg(long = "ssh-key-file", value_name = "FILE")]
+        ssh_key_files: Vec<PathBuf>,
     },
     List {
         #[arg(long)]
@@ -869,8 +874,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             site,
             email,
             hostname,
+            ssh_key_files,
         }) => {
-            let body = json!({ "product": product, "site": site, "customer_email": email, "hostname": hostname });
+            let mut keys = Vec::new();
+            for file in &ssh_key_files {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read --ssh-key-file {}", file.display()))?;
+                // A private key must not leave this machine.
+                if text.contains("PRIVATE KEY") {
+                    bail!(
+                        "--ssh-key-file {} holds a private key; pass the public key file instead (such as {}.pub)",
+                        file.display(),
+                        file.display()
+                    );
+                }
+                keys.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                        .map(str::to_string),
+                );
+            }
+            let body = json!({ "product": product, "site": site, "customer_email": email,
+                "hostname": hostname, "ssh_authorized_keys": keys });
             (client.post("/v1/orders", body).await?, &[])
         }
         Command::Order(OrderCommand::List { state }) => {

@@ -107,3 +107,31 @@ fn dot_only_name_is_rejected_locally() {
     );
     assert!(!message.contains("cannot reach"), "{message}");
 }
+
+#[test]
+fn private_ssh_key_file_stays_local() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let key = write(
+        dir.path(),
+        "id_ed25519",
+        b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    );
+
+    let output = rackhand(&[
+        "order",
+        "create",
+        "--product",
+        "small",
+        "--site",
+        "dc1",
+        "--email",
+        "c@example.com",
+        "--ssh-key-file",
+        &key,
+    ]);
+
+    let message = stderr(&output);
+    assert!(!output.status.success());
+    assert!(message.contains("holds a private key"), "{message}");
+    assert!(!message.contains("cannot reach"), "{message}");
+}

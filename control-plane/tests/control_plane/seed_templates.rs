@@ -356,6 +356,40 @@ async fn ironic_order_renders_seed_templates() {
 }
 
 #[tokio::test]
+async fn order_ssh_keys_reach_rendered_files() {
+    let plane = TestPlane::start().await;
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm0nT8Y1Mq0Sx7xAjvJNbBhhOZ7Ji6XmfQm6T8kQfVp alice@laptop";
+    put_ok(
+        &plane,
+        "cc-keys",
+        "cloud-config",
+        "#cloud-config\nssh_authorized_keys:\n{{#each ssh_authorized_keys}}\n  - {{this}}\n{{/each}}\n",
+    )
+    .await;
+    let order = cloud_order(&plane, &[], "ironic").await;
+    sqlx::query("UPDATE products SET install_template_id = (SELECT id FROM install_templates WHERE name = 'cc-keys')")
+        .execute(&plane.app.pool)
+        .await
+        .expect("updates");
+    sqlx::query("UPDATE orders SET ssh_authorized_keys = ? WHERE id = ?")
+        .bind(json!([key]).to_string())
+        .bind(order.id)
+        .execute(&plane.app.pool)
+        .await
+        .expect("updates");
+
+    let files = rendered_files(&plane, &order).await;
+
+    assert!(
+        file(&files, "user-data").contains(&format!("  - \"{key}\"")),
+        "{}",
+        file(&files, "user-data")
+    );
+    let meta: Value = serde_json::from_str(file(&files, "meta_data.json")).expect("JSON");
+    assert_eq!(meta["public_keys"]["key-0"], key);
+}
+
+#[tokio::test]
 async fn pxe_order_gets_no_configdrive_files() {
     let plane = TestPlane::start().await;
     let order = cloud_order(&plane, &["osmd", "nc"], "redfish").await;
