@@ -12,6 +12,55 @@ use crate::db;
 use crate::jobs::{self, ClaimedJob};
 use crate::phases::{OrderContext, PhaseError, PhaseOutcome};
 
+/// Checks, before the driver step powers the node on, what the control
+/// plane can know about the image step: the product's image is complete,
+/// its uploaded files are still in the store, it is signed where
+/// `images.require_signatures` asks for it, and the install template
+/// renders (which also fixes the service address and root password). A
+/// failure here fails the order with the node untouched; the image step
+/// checks the signatures again, since the setting may change in between.
+pub async fn preflight(app: &App, order: &OrderContext) -> Result<(), PhaseError> {
+    let (image_id, image, state, install_method): (i64, String, String, String) = sqlx::query_as(
+        "SELECT i.id, i.name, i.state, i.install_method FROM products p
+         JOIN images i ON i.id = p.image_id WHERE p.id = ?",
+    )
+    .bind(order.product_id)
+    .fetch_one(&app.pool)
+    .await?;
+    let retry = format!("then retry the order (rackhand order retry {})", order.id);
+    if state != "ready" {
+        return Err(PhaseError::permanent(format!(
+            "image {image:?} is {state}; upload its missing files (rackhand image show {image} lists them), {retry}"
+        )));
+    }
+    let uploaded: Vec<(String, String)> =
+        sqlx::query_as("SELECT role, sha256 FROM image_files WHERE image_id = ? ORDER BY role")
+            .bind(image_id)
+            .fetch_all(&app.pool)
+            .await?;
+    for (role, sha256) in uploaded {
+        let stored = sha256
+            .parse::<rackhand_images::Sha256Digest>()
+            .is_ok_and(|digest| app.images.contains(&digest));
+        if !stored {
+            return Err(PhaseError::permanent(format!(
+                "the uploaded {role} of image {image:?} (sha256 {sha256}) is missing from the control plane's image store; upload the same file again with `rackhand image upload {image} {role} FILE`, {retry}"
+            )));
+        }
+    }
+    if app.config.images.require_signatures {
+        let unsigned =
+            crate::api::image_library::unsigned_roles(app, image_id, &install_method).await?;
+        if !unsigned.is_empty() {
+            return Err(PhaseError::permanent(format!(
+                "{}; {retry}",
+                crate::api::image_library::unsigned_image_message(&image, &unsigned)
+            )));
+        }
+    }
+    crate::install::prepare(app, order).await
+}
+
 /// Creates (or finds) the agent task for the job's phase and parks the job.
 pub async fn dispatch(
     app: &App,

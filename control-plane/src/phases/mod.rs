@@ -122,7 +122,10 @@ pub async fn run(
             "billing runs in the webhook handler, not in a worker",
         )),
         Phase::Allocate => allocate::run(app, order).await,
-        Phase::Driver => agent::dispatch(app, job, owner, order, &key).await,
+        Phase::Driver => {
+            agent::preflight(app, order).await?;
+            agent::dispatch(app, job, owner, order, &key).await
+        }
         Phase::Image => {
             crate::install::prepare(app, order).await?;
             agent::dispatch(app, job, owner, order, &key).await

@@ -46,6 +46,19 @@ async fn enroll_agent(plane: &TestPlane) {
 /// agent task waits to be claimed. Returns the order id and the task's
 /// correlation key.
 async fn order_waiting_for_agent(plane: &TestPlane, node: &str, mac: &str) -> (i64, String) {
+    let (job, order) = driver_job(plane, node, mac).await;
+    phases::run(&plane.app, &job, "test-worker", &order)
+        .await
+        .expect("the driver phase dispatches its agent task");
+    (order.id, phases::correlation_key(&order, Phase::Driver))
+}
+
+/// Places an order on a new node and claims its `driver` job.
+async fn driver_job(
+    plane: &TestPlane,
+    node: &str,
+    mac: &str,
+) -> (jobs::ClaimedJob, phases::OrderContext) {
     plane.create_node(node, mac).await;
     let order_id = id_of(&plane.create_order().await, "order_id");
     phases::allocate::allocate(&plane.app.pool, order_id, None)
@@ -68,10 +81,7 @@ async fn order_waiting_for_agent(plane: &TestPlane, node: &str, mac: &str) -> (i
         .await
         .expect("the order reads")
         .expect("the order exists");
-    phases::run(&plane.app, &job, "test-worker", &order)
-        .await
-        .expect("the driver phase dispatches its agent task");
-    (order_id, phases::correlation_key(&order, Phase::Driver))
+    (job, order)
 }
 
 /// Claims through the agent router without waiting for new tasks.
@@ -415,7 +425,14 @@ async fn image_task_of_unsigned_image_fails_when_signatures_required() {
     .await;
     seed_unsigned_catalog(&plane).await;
     enroll_agent(&plane).await;
-    let (order_id, key) = order_waiting_for_agent(&plane, "n1", "52:54:00:00:20:0a").await;
+    // The driver step was dispatched before the setting was turned on, so
+    // it skips the driver phase's own check.
+    let (job, order) = driver_job(&plane, "n1", "52:54:00:00:20:0a").await;
+    let key = phases::correlation_key(&order, Phase::Driver);
+    phases::agent::dispatch(&plane.app, &job, "test-worker", &order, &key)
+        .await
+        .expect("the driver step dispatches");
+    let order_id = order.id;
     // The driver step succeeded; the image step is next.
     set_task(
         &plane,
@@ -439,4 +456,44 @@ async fn image_task_of_unsigned_image_fails_when_signatures_required() {
     assert!(error.contains("image \"debian-12\""), "{error}");
     assert!(error.contains("kernel, initrd"), "{error}");
     assert!(error.contains("rackhand image create --upload"), "{error}");
+}
+
+#[tokio::test]
+async fn unsigned_image_fails_before_node_powers_on() {
+    let plane = TestPlane::start_with(
+        "[images]\nsignature_keyring = \"keyring.gpg\"\nrequire_signatures = true\n",
+    )
+    .await;
+    seed_unsigned_catalog(&plane).await;
+    enroll_agent(&plane).await;
+    let (job, order) = driver_job(&plane, "n1", "52:54:00:00:20:0b").await;
+
+    let error = phases::run(&plane.app, &job, "test-worker", &order)
+        .await
+        .expect_err("the driver phase refuses the unsigned image");
+
+    assert!(error.message.contains("image \"debian-12\""), "{error:?}");
+    assert!(error.message.contains("rackhand order retry"), "{error:?}");
+    assert_eq!(plane.count("SELECT COUNT(*) FROM agent_tasks").await, 0);
+}
+
+#[tokio::test]
+async fn incomplete_image_fails_before_node_powers_on() {
+    let plane = ready_plane().await;
+    sqlx::query("UPDATE images SET state = 'incomplete' WHERE name = 'debian-12'")
+        .execute(&plane.app.pool)
+        .await
+        .expect("updates");
+    let (job, order) = driver_job(&plane, "n1", "52:54:00:00:20:0c").await;
+
+    let error = phases::run(&plane.app, &job, "test-worker", &order)
+        .await
+        .expect_err("the driver phase refuses the incomplete image");
+
+    assert!(error.message.contains("is incomplete"), "{error:?}");
+    assert!(
+        error.message.contains("rackhand image show debian-12"),
+        "{error:?}"
+    );
+    assert_eq!(plane.count("SELECT COUNT(*) FROM agent_tasks").await, 0);
 }

@@ -861,3 +861,34 @@ async fn image_used_by_product_cannot_be_deleted() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn order_on_image_with_lost_copy_fails_preflight() {
+    let plane = TestPlane::start().await;
+    plane.seed_catalog().await;
+    create_upload_image(&plane, "live").await;
+    upload(&plane, "live", "kernel", KERNEL, &[]).await;
+    upload(&plane, "live", "initrd", INITRD, &[]).await;
+    plane
+        .create("/v1/products", &product_body("p-live", "live"))
+        .await;
+    plane.create_node("n1", "52:54:00:00:40:01").await;
+    let order = plane.allocated_order_of("p-live").await;
+    let digest: Sha256Digest = sha256(INITRD).parse().expect("hex digest");
+    std::fs::remove_file(plane.app.images.blob_path(&digest)).expect("the blob is removed");
+
+    let error = rackhand_control_plane::phases::agent::preflight(&plane.app, &order)
+        .await
+        .expect_err("the lost copy is found before the node powers on");
+
+    assert!(
+        error.message.contains("uploaded initrd of image \"live\""),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .message
+            .contains("rackhand image upload live initrd FILE"),
+        "{error:?}"
+    );
+}
