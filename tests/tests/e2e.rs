@@ -1130,3 +1130,6 @@ mod vm {
 
 #[path = "e2e/install_templates.rs"]
 mod install_templates;
+
+#[path = "e2e/nocloud_seed.rs"]
+mod nocloud_seed;

@@ -32,7 +32,7 @@ curl --fail {{callback_url}}
 ";
 
 /// Runs `curl` inside the PXE namespace and returns the HTTP status and body.
-fn curl_in(stack: &Stack, url: &str) -> anyhow::Result<(u16, String)> {
+pub(crate) fn curl_in(stack: &Stack, url: &str) -> anyhow::Result<(u16, String)> {
     let output = Command::new("ip")
         .args(["netns", "exec", stack.lab.var("SERVER_NS")])
         .args([
@@ -72,7 +72,7 @@ fn wait_for_kickstart_url(stack: &Stack, script_url: &str) -> anyhow::Result<Str
 }
 
 /// Returns the password from the welcome e-mail in the outbox.
-fn emailed_password(outbox: &Path) -> anyhow::Result<String> {
+pub(crate) fn emailed_password(outbox: &Path) -> anyhow::Result<String> {
     for entry in std::fs::read_dir(outbox)? {
         let text = std::fs::read_to_string(entry?.path())?;
         if let Some(line) = text
