@@ -3,9 +3,11 @@
 //!
 //! `GET /install/<token>/<name>` serves a file only while the boot whose
 //! one-time token is `<token>` is armed and before its deadline. An unknown
-//! token gets 404 and an ended boot 410. The files contain the root
-//! password hash, so they are sent with `Cache-Control: no-store` and
-//! never logged, and the access log masks the token.
+//! token gets 404 and an ended boot 410. A boot with a NoCloud seed also
+//! serves an empty `vendor-data` (see [`NOCLOUD_VENDOR_DATA_FILE`]). The
+//! files contain the root password hash, so they are sent with
+//! `Cache-Control: no-store` and never logged, and the access log masks
+//! the token.
 //!
 //! The control plane cannot know the boot's callback URL, so the files name
 //! [`CALLBACK_URL_PLACEHOLDER`], which is replaced here when a file is sent.
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State as AxumState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use rackhand_protocol::Secret;
 use rackhand_protocol::agent::{
     CALLBACK_URL_PLACEHOLDER, InstallFile, KICKSTART_FILE, NOCLOUD_USER_DATA_FILE, PRESEED_FILE,
 };
@@ -28,6 +31,14 @@ use crate::state::now_ms;
 
 /// Maximum length of an install file name, in bytes.
 const MAX_NAME_LEN: usize = 64;
+
+/// NoCloud `vendor-data`, which the control plane never sends. cloud-init
+/// 22.4 requests it from an http seed after `meta-data` and `user-data`,
+/// and `util.read_seeded` retries a failed request 10 times a second
+/// apart, so a 404 cost 10 s in a run of Debian 12's cloud-init. A boot
+/// with `user-data` therefore gets an empty `vendor-data`, which cloud-init
+/// treats as none.
+pub const NOCLOUD_VENDOR_DATA_FILE: &str = "vendor-data";
 
 /// Returns the URL of a boot's install file `name`, or the folder of its
 /// files when `name` is empty.
@@ -136,11 +147,18 @@ pub async fn serve(
             ),
         );
     }
-    let content = match context
+    let mut lookup = context
         .state
         .install_file(&boot.correlation_key, &name)
-        .await
-    {
+        .await;
+    if name == NOCLOUD_VENDOR_DATA_FILE && matches!(lookup, Ok(None)) {
+        lookup = context
+            .state
+            .install_file(&boot.correlation_key, NOCLOUD_USER_DATA_FILE)
+            .await
+            .map(|user_data| user_data.map(|_| Secret::new(String::new())));
+    }
+    let content = match lookup {
         Ok(Some(content)) => content,
         Ok(None) => {
             return text(

@@ -29,6 +29,20 @@ fn kickstart() -> String {
 }
 
 async fn context(dir: &std::path::Path, deadline_at: i64) -> Arc<BootContext> {
+    let files = [InstallFile {
+        name: "ks.cfg".to_string(),
+        content: Secret::new(kickstart()),
+    }];
+    context_with(dir, deadline_at, &files, InstallMethod::Kickstart).await
+}
+
+/// Arms a boot whose install files are `files`.
+async fn context_with(
+    dir: &std::path::Path,
+    deadline_at: i64,
+    files: &[InstallFile],
+    install_method: InstallMethod,
+) -> Arc<BootContext> {
     let state = State::open(&dir.join("state")).await.expect("state opens");
     let store = ImageStore::open(&dir.join("images")).expect("store opens");
     let mut digests = Vec::new();
@@ -44,12 +58,8 @@ async fn context(dir: &std::path::Path, deadline_at: i64) -> Arc<BootContext> {
                 .to_string(),
         );
     }
-    let files = [InstallFile {
-        name: "ks.cfg".to_string(),
-        content: Secret::new(kickstart()),
-    }];
     state
-        .store_install_files(KEY, &files)
+        .store_install_files(KEY, files)
         .await
         .expect("files store");
     state
@@ -65,7 +75,7 @@ async fn context(dir: &std::path::Path, deadline_at: i64) -> Arc<BootContext> {
             hostname: "web-37",
             token: TOKEN,
             deadline_at,
-            install_method: InstallMethod::Kickstart,
+            install_method,
             disk: None,
         })
         .await
@@ -207,4 +217,71 @@ async fn stored_files_are_kept_on_second_store() {
 
     let (_, body) = get(&context, &format!("/install/{TOKEN}/ks.cfg")).await;
     assert!(body.contains(HASH), "{body}");
+}
+
+fn nocloud_seed() -> Vec<InstallFile> {
+    [
+        (
+            "user-data",
+            format!("#cloud-config\nusers:\n  - name: root\n    hashed_passwd: \"{HASH}\"\n"),
+        ),
+        ("meta-data", "instance-id: \"order-7\"\n".to_string()),
+        ("network-config", "version: 2\n".to_string()),
+    ]
+    .into_iter()
+    .map(|(name, content)| InstallFile {
+        name: name.to_string(),
+        content: Secret::new(content),
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn vendor_data_is_empty_beside_user_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = nocloud_seed();
+    let context = context_with(
+        dir.path(),
+        now_ms() + 60_000,
+        &files,
+        InstallMethod::CloudInit,
+    )
+    .await;
+
+    let (status, body) = get(&context, &format!("/install/{TOKEN}/vendor-data")).await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "");
+}
+
+#[tokio::test]
+async fn vendor_data_is_not_found_without_user_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let context = context(dir.path(), now_ms() + 60_000).await;
+
+    let (status, _) = get(&context, &format!("/install/{TOKEN}/vendor-data")).await;
+
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn vendor_data_is_gone_after_boot_ends() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = nocloud_seed();
+    let context = context_with(
+        dir.path(),
+        now_ms() + 60_000,
+        &files,
+        InstallMethod::CloudInit,
+    )
+    .await;
+    context
+        .state
+        .finish_boot(KEY, "called_back", None, Some("10.0.0.37"))
+        .await
+        .expect("finishes");
+
+    let (status, _) = get(&context, &format!("/install/{TOKEN}/vendor-data")).await;
+
+    assert_eq!(status, StatusCode::GONE);
 }

@@ -106,8 +106,9 @@ print(json.dumps({
 
 /// Reads the NoCloud seed the way cloud-init 22.4's `DataSourceNoCloudNet`
 /// does: the `ds=` argument from a kernel command line, then `meta-data`,
-/// `user-data` and `vendor-data` from the seed URL. That release does not
-/// fetch `network-config` from an HTTP seed.
+/// `user-data` and `vendor-data` from the seed URL, each with the default
+/// 10 retries. That release does not fetch `network-config` from an HTTP
+/// seed.
 const READ_SEED: &str = r#"
 import json, sys
 from cloudinit import util
@@ -115,12 +116,12 @@ from cloudinit.sources import DataSourceNoCloud
 found = {}
 if not DataSourceNoCloud.load_cmdline_data(found, sys.argv[1]):
     sys.exit("the kernel command line names no NoCloud seed")
-meta_data, user_data, vendor_data = util.read_seeded(found["seedfrom"], timeout=10, retries=0)
+meta_data, user_data, vendor_data = util.read_seeded(found["seedfrom"], timeout=10)
 print(json.dumps({
     "cmdline": found,
     "meta_data": meta_data,
     "user_data": user_data.decode() if user_data is not None else None,
-    "vendor_data": vendor_data is not None,
+    "vendor_data": vendor_data.decode() if vendor_data is not None else None,
 }))
 "#;
 
@@ -375,7 +376,7 @@ async fn cloud_config_order_serves_seed_templates() -> anyhow::Result<()> {
         seed["user_data"] == user_data.as_str(),
         "cloud-init read other user-data than curl"
     );
-    assert_eq!(seed["vendor_data"], false);
+    assert_eq!(seed["vendor_data"], "", "vendor-data is served empty");
 
     // The operator's preview through the CLI uses the order's address and a
     // stand-in hash, never the order's own.
@@ -455,11 +456,11 @@ async fn cloud_config_order_serves_seed_templates() -> anyhow::Result<()> {
         assert!(!text.contains(&hash), "{name} contains the hash");
         assert!(!text.contains(&token), "{name} contains the install token");
     }
-    for name in ["user-data", "meta-data", "network-config"] {
+    for name in ["user-data", "meta-data", "network-config", "vendor-data"] {
         assert!(
             stack
                 .access_log()
-                .contains(&format!("/install/[token]/{name}")),
+                .contains(&format!("/install/[token]/{name} 200")),
             "{name} missing from the access log:\n{}",
             stack.access_log()
         );
