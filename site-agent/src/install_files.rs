@@ -71,6 +71,12 @@ pub fn check_names(files: &[InstallFile]) -> Result<(), String> {
 /// url=` for preseed (debian-installer), and `ds=nocloud-net;s=` for a
 /// NoCloud seed. `nocloud-net` is the form cloud-init 22.x (Debian 12 ships
 /// 22.4) needs for an `http://` seed; later releases still accept it.
+///
+/// TODO: cloud-init 22.4 fetches only `meta-data`, `user-data` and
+/// `vendor-data` from an http seed (`DataSourceNoCloud` calls
+/// `util.read_seeded`), so it never reads the served `network-config` and
+/// its static address. Give such guests the address in a form that release
+/// applies, and check it on a booted VM.
 pub fn with_install_args(cmdline: String, base_url: &str, token: &str, names: &[String]) -> String {
     let has = |name: &str| names.iter().any(|n| n == name);
     let mut args: Vec<String> = Vec::new();
