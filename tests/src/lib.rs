@@ -3,6 +3,7 @@
 //! and finds the workspace's binaries; also a Redfish BMC mock in several
 //! vendors' shapes for the hardware drivers' tests.
 
+pub mod configdrive;
 pub mod peers;
 pub mod redfish_mock;
 pub mod stack;
