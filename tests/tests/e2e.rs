@@ -1073,7 +1073,7 @@ phone_home:
     /// send it to the script Ironic prepared. Both become active, and each
     /// VM started once. The Ironic node's product installs with a
     /// cloud-config template, and the configdrive Ironic holds for the node
-    /// carries the rendered user-data and the host name.
+    /// carries the rendered user-data, meta_data and network_data.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redfish_and_ironic_nodes_provision_at_once() -> anyhow::Result<()> {
         let mut options = StackOptions::new("rhe-two", "10.98.16");
@@ -1209,22 +1209,42 @@ phone_home:
         }
         assert!(nodes.iter().all(|n| n["state"] == "reserved"), "{nodes:#?}");
 
-        // The configdrive Ironic holds for node1, as the files on its ISO.
+        // The configdrive Ironic holds for node1, as the files on its ISO:
+        // the control plane's meta_data.json and network_data.json and the
+        // rendered user-data.
         // TODO: Ironic's ipxe boot interface ignores a configdrive on a
         // ramdisk deploy (the conductor logs a warning), so the VM never
-        // sees these files; it gets its user-data from the NoCloud seed.
+        // receives these files and reads its user-data from the NoCloud seed.
         let ironic = stack.ironic.as_ref().context("ironic")?;
         let files = rackhand_e2e::configdrive::ironic_configdrive_files(
             ironic,
             &ironic_node,
             &stack.dir.join("configdrive"),
         )?;
-        let meta: Value = serde_json::from_str(
-            files
-                .get("openstack/latest/meta_data.json")
-                .with_context(|| format!("no meta_data.json in {:?}", files.keys()))?,
-        )?;
-        assert_eq!(meta["hostname"], "web-b", "{meta:#}");
+        let json_file = |path: &str| -> anyhow::Result<Value> {
+            let text = files
+                .get(path)
+                .with_context(|| format!("no {path} in {:?}", files.keys()))?;
+            serde_json::from_str(text).with_context(|| format!("{path} is not JSON: {text}"))
+        };
+        let meta = json_file("openstack/latest/meta_data.json")?;
+        assert_eq!(meta["hostname"], "web-b.e2e.test", "{meta:#}");
+        assert_eq!(meta["name"], "web-b", "{meta:#}");
+        assert_eq!(meta["uuid"], second["uid"], "{meta:#}");
+        let network = json_file("openstack/latest/network_data.json")?;
+        let mac = network["links"][0]["ethernet_mac_address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase();
+        assert_eq!(
+            mac,
+            stack.lab.var("NODE1_MAC").to_lowercase(),
+            "{network:#}"
+        );
+        assert_eq!(
+            network["networks"][0]["ip_address"], second["ipv4"],
+            "{network:#}"
+        );
         let user_data = files
             .get("openstack/latest/user_data")
             .with_context(|| format!("no user_data in {:?}", files.keys()))?;
