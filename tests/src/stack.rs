@@ -309,6 +309,9 @@ impl Stack {
                     ("IRONIC_HTTP_URL", http_url.as_str()),
                     ("IRONIC_AUTOMATED_CLEAN", "false"),
                     ("IRONIC_FORCE_POWER_SYNC", "false"),
+                    // Tests read the configdrive the agent sent back
+                    // through the API, which masks it by default.
+                    ("IRONIC_SHOW_INSTANCE_SECRETS", "1"),
                 ],
             )?)
         } else {
