@@ -36,8 +36,8 @@ use rackhand_install_templates::{
 use rackhand_protocol::Secret;
 use rackhand_protocol::agent::{
     CALLBACK_URL_PLACEHOLDER, CONFIGDRIVE_META_DATA_FILE, CONFIGDRIVE_NETWORK_DATA_FILE,
-    InstallFile, InstallMethod, KICKSTART_FILE, NOCLOUD_META_DATA_FILE,
-    NOCLOUD_NETWORK_CONFIG_FILE, NOCLOUD_USER_DATA_FILE, PRESEED_FILE,
+    InstallFile, InstallMethod, KICKSTART_FILE, MAX_CMDLINE_NETWORK_CONFIG_BYTES,
+    NOCLOUD_META_DATA_FILE, NOCLOUD_NETWORK_CONFIG_FILE, NOCLOUD_USER_DATA_FILE, PRESEED_FILE,
 };
 
 use crate::app::App;
@@ -219,7 +219,29 @@ pub fn check_template(name: &str, format: TemplateFormat, body: &str) -> Result<
     input.image.repository_url = REPOSITORY_PLACEHOLDER.to_string();
     let context = OrderContext::new(input)?;
     let text = template.render(&context)?;
-    check_placeholders(name, &text)
+    check_placeholders(name, &text)?;
+    if format == TemplateFormat::NetworkConfig {
+        check_network_config_size(name, &text)?;
+    }
+    Ok(())
+}
+
+/// Refuses a NoCloud `network-config` that the agent could not put on the
+/// kernel command line, where cloud-init 22.x reads it (see
+/// [`MAX_CMDLINE_NETWORK_CONFIG_BYTES`]).
+fn check_network_config_size(name: &str, text: &str) -> Result<(), TemplateError> {
+    if text.len() <= MAX_CMDLINE_NETWORK_CONFIG_BYTES {
+        return Ok(());
+    }
+    Err(TemplateError::Missing {
+        template: name.to_string(),
+        kind: "network-config",
+        problem: format!(
+            "renders to {} bytes, but cloud-init 22.x reads network-config only from the kernel command line, \
+             which takes at most {MAX_CMDLINE_NETWORK_CONFIG_BYTES}; drop comments and defaults, or use YAML flow style",
+            text.len()
+        ),
+    })
 }
 
 fn check_placeholders(name: &str, text: &str) -> Result<(), TemplateError> {
@@ -533,6 +555,17 @@ fn render_files(
             slot.content = Secret::new(render_one(seed, &context, hash)?);
         }
     }
+    if let Some(config) = files
+        .iter()
+        .find(|file| file.name == NOCLOUD_NETWORK_CONFIG_FILE)
+    {
+        let template = seeds
+            .iter()
+            .find(|seed| seed.format == TemplateFormat::NetworkConfig.as_str())
+            .map_or("built-in network-config", |seed| seed.name.as_str());
+        check_network_config_size(template, config.content.expose())
+            .map_err(|error| redact_error(&error, hash))?;
+    }
     Ok(files)
 }
 
@@ -808,6 +841,20 @@ mod tests {
         )
         .expect("renders");
         assert!(files.iter().all(|file| file.name != "meta_data.json"));
+    }
+
+    #[test]
+    fn long_network_config_is_refused_on_upload() {
+        let mut body = String::from("version: 2\nethernets:\n");
+        for index in 0..40 {
+            body.push_str(&format!("  # padding line {index} to pass the limit\n"));
+        }
+        body.push_str("  eth0:\n    dhcp4: true\n");
+
+        let error = check_template("nc", TemplateFormat::NetworkConfig, &body)
+            .expect_err("too long for the kernel command line");
+
+        assert!(error.to_string().contains("at most 768"), "{error}");
     }
 
     #[test]

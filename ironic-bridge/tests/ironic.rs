@@ -124,6 +124,73 @@ async fn fake_node_full_deploy_cycle() {
     assert_eq!(node.instance_uuid, None);
 }
 
+/// The configdrive JSON the site agent sends (the control plane's built-in
+/// meta_data.json and network_data.json, and a cloud-config) goes through
+/// Ironic's own configdrive builder; the ISO it makes holds the same files.
+#[tokio::test]
+async fn configdrive_builds_into_ironic_iso() {
+    use rackhand_install_templates::{OrderContext, configdrive, operator};
+
+    let ironic = Ironic::start(&[("IRONIC_SHOW_INSTANCE_SECRETS", "1")]);
+    let client = ironic.client();
+    available_node(&client, "web-13").await;
+    let context = OrderContext::new(operator::sample_input(true)).expect("sample order");
+    let rendered = configdrive::render(&context);
+    let json_of = |name: &str| -> serde_json::Value {
+        let file = rendered
+            .iter()
+            .find(|file| file.path.ends_with(name))
+            .expect("the built-in configdrive has the file");
+        serde_json::from_str(&file.contents).expect("built-in files are JSON")
+    };
+    let user_data = "#cloud-config\nhostname: \"web1\"\n";
+    let mut request = deploy_request(INSTANCE);
+    request.configdrive = Some(ConfigDrive {
+        meta_data: json_of("meta_data.json"),
+        user_data: Some(user_data.to_string()),
+        network_data: Some(json_of("network_data.json")),
+    });
+    client
+        .set_instance_info("web-13", &request.instance_info)
+        .await
+        .expect("instance_info");
+    client
+        .provision("web-13", &request, &deadlines())
+        .await
+        .expect("deploy");
+    let unpacked = tempfile::tempdir().expect("a temporary folder");
+
+    let files = rackhand_e2e::configdrive::ironic_configdrive_files(
+        &ironic.peer,
+        "web-13",
+        unpacked.path(),
+    )
+    .expect("the configdrive reads back");
+
+    let on_iso = |path: &str| -> serde_json::Value {
+        let text = files
+            .get(path)
+            .unwrap_or_else(|| panic!("no {path} in {:?}", files.keys()));
+        serde_json::from_str(text).expect("the ISO's file is JSON")
+    };
+    assert_eq!(
+        on_iso("openstack/latest/meta_data.json")["uuid"],
+        json_of("meta_data.json")["uuid"]
+    );
+    assert_eq!(
+        on_iso("openstack/latest/meta_data.json")["public_keys"],
+        json_of("meta_data.json")["public_keys"]
+    );
+    assert_eq!(
+        on_iso("openstack/latest/network_data.json"),
+        json_of("network_data.json")
+    );
+    assert_eq!(
+        files.get("openstack/latest/user_data").map(String::as_str),
+        Some(user_data)
+    );
+}
+
 #[tokio::test]
 async fn enroll_reuses_node_of_same_name() {
     let ironic = Ironic::start(&[]);

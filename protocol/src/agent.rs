@@ -212,6 +212,12 @@ pub const NOCLOUD_META_DATA_FILE: &str = "meta-data";
 /// NoCloud `network-config` (version 2), served beside
 /// [`NOCLOUD_USER_DATA_FILE`].
 pub const NOCLOUD_NETWORK_CONFIG_FILE: &str = "network-config";
+/// Largest `network-config` the agent puts on the kernel command line, in
+/// bytes before base64 (which makes 1,024). cloud-init 22.4 does not read
+/// `network-config` from an `http://` NoCloud seed, only from
+/// `network-config=<base64>` on the kernel command line, and Linux on x86
+/// keeps at most 2,048 bytes of that line.
+pub const MAX_CMDLINE_NETWORK_CONFIG_BYTES: usize = 768;
 /// OpenStack `meta_data.json` (JSON). For an Ironic node the agent puts it
 /// into the configdrive that Ironic builds.
 pub const CONFIGDRIVE_META_DATA_FILE: &str = "meta_data.json";

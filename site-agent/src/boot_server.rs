@@ -189,12 +189,16 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
             crate::ironic_boot::chain_script(&context.base_url, mac),
         );
     }
-    let install_files = match context
-        .state
-        .install_file_names(&boot.correlation_key)
-        .await
+    let cmdline = match crate::install_files::install_args(
+        &context.state,
+        &boot.correlation_key,
+        boot_cmdline(&context.base_url, &boot),
+        &context.base_url,
+        &boot.token,
+    )
+    .await
     {
-        Ok(names) => names,
+        Ok(cmdline) => cmdline,
         Err(error) => {
             tracing::error!(mac = %mac, error = %error, "reading the boot's install files failed");
             return script_response(ipxe::retry_script(
@@ -204,12 +208,6 @@ async fn script(AxumState(context): AxumState<Shared>, Path(file): Path<String>)
             ));
         }
     };
-    let cmdline = crate::install_files::with_install_args(
-        boot_cmdline(&context.base_url, &boot),
-        &context.base_url,
-        &boot.token,
-        &install_files,
-    );
     let kernel_url = format!("{}/images/{}/vmlinuz", context.base_url, boot.kernel_sha256);
     let initrd_url = format!(
         "{}/images/{}/initrd.img",

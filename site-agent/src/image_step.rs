@@ -289,12 +289,14 @@ async fn start_ironic(
             "{}/images/{}/initrd.img",
             settings.conductor_url, boot.initrd_sha256
         ),
-        cmdline: crate::install_files::with_install_args(
+        cmdline: crate::install_files::install_args(
+            state,
+            key,
             crate::boot_server::boot_cmdline(&settings.boot_base_url, &boot),
             &settings.boot_base_url,
             &boot.token,
-            &state.install_file_names(key).await?,
-        ),
+        )
+        .await?,
         user_data: parts.user_data,
         meta_data: parts.meta_data,
         network_data: parts.network_data,

@@ -21,9 +21,11 @@ use std::sync::Arc;
 use axum::extract::{Path, State as AxumState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use rackhand_protocol::Secret;
 use rackhand_protocol::agent::{
-    CALLBACK_URL_PLACEHOLDER, InstallFile, KICKSTART_FILE, NOCLOUD_USER_DATA_FILE, PRESEED_FILE,
+    CALLBACK_URL_PLACEHOLDER, InstallFile, KICKSTART_FILE, MAX_CMDLINE_NETWORK_CONFIG_BYTES,
+    NOCLOUD_NETWORK_CONFIG_FILE, NOCLOUD_USER_DATA_FILE, PRESEED_FILE,
 };
 
 use crate::boot_server::BootContext;
@@ -72,12 +74,20 @@ pub fn check_names(files: &[InstallFile]) -> Result<(), String> {
 /// NoCloud seed. `nocloud-net` is the form cloud-init 22.x (Debian 12 ships
 /// 22.4) needs for an `http://` seed; later releases still accept it.
 ///
-/// TODO: cloud-init 22.4 fetches only `meta-data`, `user-data` and
-/// `vendor-data` from an http seed (`DataSourceNoCloud` calls
-/// `util.read_seeded`), so it never reads the served `network-config` and
-/// its static address. Give such guests the address in a form that release
-/// applies, and check it on a booted VM.
-pub fn with_install_args(cmdline: String, base_url: &str, token: &str, names: &[String]) -> String {
+/// cloud-init 22.4 fetches only `meta-data`, `user-data` and `vendor-data`
+/// from an http seed (`DataSourceNoCloud` calls `util.read_seeded`), so the
+/// seed's `network-config` also goes on the line as
+/// `network-config=<base64>`, which cloud-init reads before any data
+/// source's network configuration (`cloudinit.net.cmdline`). A
+/// `network_config` longer than [`MAX_CMDLINE_NETWORK_CONFIG_BYTES`] is
+/// left off; the control plane refuses to render one.
+pub fn with_install_args(
+    cmdline: String,
+    base_url: &str,
+    token: &str,
+    names: &[String],
+    network_config: Option<&str>,
+) -> String {
     let has = |name: &str| names.iter().any(|n| n == name);
     let mut args: Vec<String> = Vec::new();
     if has(KICKSTART_FILE) {
@@ -97,6 +107,22 @@ pub fn with_install_args(cmdline: String, base_url: &str, token: &str, names: &[
             "ds=nocloud-net;s={}",
             install_url(base_url, token, "")
         ));
+        match network_config {
+            Some(config) if config.len() <= MAX_CMDLINE_NETWORK_CONFIG_BYTES => {
+                args.push(format!(
+                    "network-config={}",
+                    base64::engine::general_purpose::STANDARD.encode(config)
+                ));
+            }
+            Some(config) => {
+                tracing::warn!(
+                    bytes = config.len(),
+                    limit = MAX_CMDLINE_NETWORK_CONFIG_BYTES,
+                    "the NoCloud network-config is too long for the kernel command line; cloud-init 22.x will not apply it"
+                );
+            }
+            None => {}
+        }
     }
     if args.is_empty() {
         return cmdline;
@@ -109,6 +135,32 @@ pub fn with_install_args(cmdline: String, base_url: &str, token: &str, names: &[
         cmdline.push_str(&arg);
     }
     cmdline
+}
+
+/// Reads a boot's install files and returns `cmdline` with their kernel
+/// arguments (see [`with_install_args`]).
+pub async fn install_args(
+    state: &crate::state::State,
+    key: &str,
+    cmdline: String,
+    base_url: &str,
+    token: &str,
+) -> Result<String, sqlx::Error> {
+    let names = state.install_file_names(key).await?;
+    let network_config = if names.iter().any(|name| name == NOCLOUD_NETWORK_CONFIG_FILE) {
+        state.install_file(key, NOCLOUD_NETWORK_CONFIG_FILE).await?
+    } else {
+        None
+    };
+    Ok(with_install_args(
+        cmdline,
+        base_url,
+        token,
+        &names,
+        network_config
+            .as_ref()
+            .map(|config| config.expose().as_str()),
+    ))
 }
 
 /// Replaces the callback placeholder with the boot's callback URL. The URL
@@ -211,6 +263,7 @@ mod tests {
             "http://10.0.0.1:8080",
             "ab12",
             &names,
+            None,
         );
         assert_eq!(
             cmdline,
@@ -221,7 +274,7 @@ mod tests {
     #[test]
     fn preseed_adds_auto_url() {
         let names = vec![PRESEED_FILE.to_string()];
-        let cmdline = with_install_args(String::new(), "http://10.0.0.1", "ab12", &names);
+        let cmdline = with_install_args(String::new(), "http://10.0.0.1", "ab12", &names, None);
         assert_eq!(
             cmdline,
             "auto=true priority=critical url=http://10.0.0.1/install/ab12/preseed.cfg"
@@ -235,7 +288,7 @@ mod tests {
             "network-config".to_string(),
             NOCLOUD_USER_DATA_FILE.to_string(),
         ];
-        let cmdline = with_install_args("quiet".into(), "http://10.0.0.1", "ab12", &names);
+        let cmdline = with_install_args("quiet".into(), "http://10.0.0.1", "ab12", &names, None);
         assert_eq!(
             cmdline,
             "quiet ds=nocloud-net;s=http://10.0.0.1/install/ab12/"
@@ -243,8 +296,58 @@ mod tests {
     }
 
     #[test]
+    fn nocloud_network_config_goes_on_cmdline() {
+        let names = vec![NOCLOUD_USER_DATA_FILE.to_string()];
+        let config = "version: 2\n";
+
+        let cmdline = with_install_args(
+            String::new(),
+            "http://10.0.0.1",
+            "ab12",
+            &names,
+            Some(config),
+        );
+
+        assert!(
+            cmdline.ends_with(" network-config=dmVyc2lvbjogMgo="),
+            "{cmdline}"
+        );
+    }
+
+    #[test]
+    fn long_network_config_stays_off_cmdline() {
+        let names = vec![NOCLOUD_USER_DATA_FILE.to_string()];
+        let config = "#".repeat(MAX_CMDLINE_NETWORK_CONFIG_BYTES + 1);
+
+        let cmdline = with_install_args(
+            String::new(),
+            "http://10.0.0.1",
+            "ab12",
+            &names,
+            Some(&config),
+        );
+
+        assert!(!cmdline.contains("network-config="), "{cmdline}");
+    }
+
+    #[test]
+    fn network_config_needs_nocloud_seed() {
+        let names = vec![KICKSTART_FILE.to_string()];
+
+        let cmdline = with_install_args(
+            String::new(),
+            "http://10.0.0.1",
+            "ab12",
+            &names,
+            Some("version: 2\n"),
+        );
+
+        assert!(!cmdline.contains("network-config="), "{cmdline}");
+    }
+
+    #[test]
     fn no_files_keep_cmdline() {
-        let cmdline = with_install_args("quiet ".into(), "http://10.0.0.1", "ab12", &[]);
+        let cmdline = with_install_args("quiet ".into(), "http://10.0.0.1", "ab12", &[], None);
         assert_eq!(cmdline, "quiet ");
     }
 

@@ -151,8 +151,8 @@ pub struct Deployment<'a> {
     pub ramdisk_url: String,
     pub cmdline: String,
     /// The order's cloud-init user-data, if its template renders one, for
-    /// the configdrive that Ironic builds (besides the NoCloud seed that
-    /// `cmdline` names).
+    /// the configdrive that Ironic builds when the node boots through
+    /// virtual media (besides the NoCloud seed that `cmdline` names).
     pub user_data: Option<rackhand_protocol::Secret>,
     /// The order's `meta_data.json`, when the control plane rendered one;
     /// without it the configdrive gets the host name and the instance uuid.
@@ -201,10 +201,26 @@ pub fn configdrive_parts(
     })
 }
 
+/// Boot interfaces that hand a ramdisk deployment its configdrive (as a
+/// virtual CD). Ironic 39 gives only `RedfishVirtualMediaBoot` and its
+/// iDRAC subclass the `ramdisk_boot_configdrive` capability; with any other
+/// boot interface (`ipxe`, `pxe`, `http-ipxe`) the ramdisk deploy ignores
+/// the configdrive and logs a warning that quotes the whole node, the
+/// configdrive's user-data and password hash included.
+const CONFIGDRIVE_BOOT_INTERFACES: [&str; 2] =
+    ["redfish-virtual-media", "idrac-redfish-virtual-media"];
+
+/// Whether a ramdisk deployment through `boot_interface` reads a
+/// configdrive.
+pub fn boot_interface_reads_configdrive(boot_interface: Option<&str>) -> bool {
+    boot_interface.is_some_and(|name| CONFIGDRIVE_BOOT_INTERFACES.contains(&name))
+}
+
 /// Builds Ironic's deploy request: the ramdisk deployment of the agent's
-/// kernel and initrd, and a configdrive with the host name and the order's
-/// user-data.
-fn deploy_request(deployment: &Deployment<'_>) -> DeployRequest {
+/// kernel and initrd, and, when `with_configdrive`, a configdrive with the
+/// order's meta_data, network_data and user-data. Without it the node gets
+/// those only from the NoCloud seed that `cmdline` names.
+fn deploy_request(deployment: &Deployment<'_>, with_configdrive: bool) -> DeployRequest {
     let mut extra = Map::new();
     extra.insert("kernel".into(), json!(deployment.kernel_url));
     extra.insert("ramdisk".into(), json!(deployment.ramdisk_url));
@@ -215,7 +231,7 @@ fn deploy_request(deployment: &Deployment<'_>) -> DeployRequest {
             extra,
             ..InstanceInfo::default()
         },
-        configdrive: Some(ConfigDrive {
+        configdrive: with_configdrive.then(|| ConfigDrive {
             meta_data: deployment.meta_data.clone().unwrap_or_else(|| {
                 json!({
                     "hostname": deployment.hostname,
@@ -255,7 +271,16 @@ pub async fn deploy(
         }
         _ => {}
     }
-    let request = deploy_request(deployment);
+    let with_configdrive = boot_interface_reads_configdrive(current.boot_interface.as_deref());
+    if !with_configdrive {
+        tracing::info!(
+            node,
+            boot_interface = current.boot_interface.as_deref().unwrap_or("unknown"),
+            correlation_key = deployment.correlation_key,
+            "sending no configdrive: a ramdisk deploy reads one only through virtual media; the NoCloud seed on the kernel line carries the install files"
+        );
+    }
+    let request = deploy_request(deployment, with_configdrive);
     match client
         .deploy(node, &request)
         .await
@@ -409,7 +434,7 @@ mod tests {
         deployment.meta_data = parts.meta_data;
         deployment.network_data = parts.network_data;
 
-        let drive = deploy_request(&deployment)
+        let drive = deploy_request(&deployment, true)
             .configdrive
             .expect("a configdrive");
 
@@ -436,7 +461,7 @@ mod tests {
 
     #[test]
     fn configdrive_carries_hostname_and_user_data() {
-        let request = deploy_request(&deployment(Some("#cloud-config\nhostname: web-1\n")));
+        let request = deploy_request(&deployment(Some("#cloud-config\nhostname: web-1\n")), true);
 
         let drive = request.configdrive.expect("a configdrive");
         assert_eq!(drive.meta_data["hostname"], "web-1");
@@ -459,8 +484,32 @@ mod tests {
 
     #[test]
     fn configdrive_without_template_has_no_user_data() {
-        let request = deploy_request(&deployment(None));
+        let request = deploy_request(&deployment(None), true);
 
         assert_eq!(request.configdrive.expect("a configdrive").user_data, None);
+    }
+
+    #[test]
+    fn ipxe_node_gets_no_configdrive() {
+        let request = deploy_request(&deployment(Some("#cloud-config\n")), false);
+
+        assert!(request.configdrive.is_none());
+        assert_eq!(
+            request.instance_info.extra["kernel_append_params"],
+            "console=ttyS0"
+        );
+    }
+
+    #[test]
+    fn only_virtual_media_reads_configdrive() {
+        assert!(boot_interface_reads_configdrive(Some(
+            "redfish-virtual-media"
+        )));
+        assert!(boot_interface_reads_configdrive(Some(
+            "idrac-redfish-virtual-media"
+        )));
+        assert!(!boot_interface_reads_configdrive(Some("ipxe")));
+        assert!(!boot_interface_reads_configdrive(Some("http-ipxe")));
+        assert!(!boot_interface_reads_configdrive(None));
     }
 }

@@ -58,6 +58,9 @@ pub struct Node {
     pub properties: Map<String, Value>,
     #[serde(default)]
     pub boot_mode: Option<String>,
+    /// The boot interface, such as `ipxe` or `redfish-virtual-media`.
+    #[serde(default)]
+    pub boot_interface: Option<String>,
 }
 
 /// `driver_info` of a node: plain values and secrets (BMC passwords). The

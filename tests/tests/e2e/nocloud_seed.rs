@@ -125,6 +125,15 @@ print(json.dumps({
 }))
 "#;
 
+/// Reads the network configuration from a kernel command line the way
+/// cloud-init's init stage does (`cloudinit.net.cmdline`), where 22.4 finds
+/// it ahead of any data source, and prints it as JSON.
+const READ_CMDLINE_NETWORK: &str = r#"
+import json, sys
+from cloudinit.net import cmdline
+print(json.dumps(cmdline.read_kernel_cmdline_config(sys.argv[1])))
+"#;
+
 /// Polls the node's boot script until a line names a NoCloud seed, and
 /// returns that line and the seed URL.
 fn wait_for_seed_url(stack: &Stack, script_url: &str) -> anyhow::Result<(String, String)> {
@@ -377,6 +386,20 @@ async fn cloud_config_order_serves_seed_templates() -> anyhow::Result<()> {
         "cloud-init read other user-data than curl"
     );
     assert_eq!(seed["vendor_data"], "", "vendor-data is served empty");
+
+    // cloud-init 22.4 does not fetch network-config from the seed, so the
+    // same file rides on the kernel line, where its init stage reads it.
+    let from_cmdline: Value = serde_json::from_str(&cloud_init::run_python(
+        None,
+        READ_CMDLINE_NETWORK,
+        &[&kernel_line],
+    )?)?;
+    let served: Value = serde_json::from_str(&cloud_init::run_python(
+        None,
+        YAML_TO_JSON,
+        &[&network_config_path.display().to_string()],
+    )?)?;
+    assert_eq!(from_cmdline, served, "network-config on the kernel line");
 
     // The operator's preview through the CLI uses the order's address and a
     // stand-in hash, never the order's own.
