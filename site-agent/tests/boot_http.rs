@@ -422,6 +422,64 @@ async fn request_with_body_is_400() {
 }
 
 #[tokio::test]
+async fn callback_post_form_reaches_router() {
+    let server = Server::start().await;
+    // cloud-init's phone_home posts its values as a form.
+    let response = client()
+        .post(format!(
+            "http://{}/callback/0123456789abcdef0123456789abcdef",
+            server.address
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("instance_id=i-1&hostname=web-21&fqdn=web-21.example.net")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("unknown callback token"), "{body}");
+}
+
+#[tokio::test]
+async fn callback_post_over_64_kib_is_400() {
+    let server = Server::start().await;
+    let response = client()
+        .post(format!(
+            "http://{}/callback/0123456789abcdef0123456789abcdef",
+            server.address
+        ))
+        .body(vec![b'a'; 64 * 1024 + 1])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn callback_post_body_keeps_pipelined_request() {
+    let server = Server::start().await;
+    let address = server.address;
+    let request = "POST /callback/0123456789abcdef0123456789abcdef HTTP/1.1\r\nContent-Length: 11\r\n\r\nhostname=a1GET /boot/52-54-00-00-00-01.ipxe HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let response = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set timeout");
+        stream.write_all(request.as_bytes()).expect("send requests");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).expect("read responses");
+        response
+    })
+    .await
+    .expect("client task");
+
+    let text = String::from_utf8_lossy(&response);
+    assert_eq!(text.matches("HTTP/1.1 404").count(), 2, "{text}");
+    assert!(text.contains("unknown callback token"), "{text}");
+    assert!(text.contains("not a node of this site"), "{text}");
+}
+
+#[tokio::test]
 async fn router_routes_share_the_connection_loop() {
     let server = Server::start().await;
     let response = client()

@@ -11,11 +11,13 @@
 //! loop parses each request head itself and, for `/images/…`, writes the
 //! head and then lets the kernel copy the verified file to the socket.
 //!
-//! Contract: the server accepts only requests without a body (every route
-//! is GET or HEAD); a request announcing one gets 400 and the connection
-//! closes. Connections are kept alive and pipelined requests are answered
-//! in order. An image body that cannot be sent in full closes the
-//! connection, so a client never mistakes a short body for a whole one.
+//! Contract: the server accepts only requests without a body, except a
+//! `POST /callback/…` whose body of at most 64 KiB it reads and drops
+//! (cloud-init's `phone_home` posts a form). Any other request announcing a
+//! body gets 400 and the connection closes. Connections are kept alive
+//! and pipelined requests are answered in order. An image body that cannot
+//! be sent in full closes the connection, so a client never mistakes a
+//! short body for a whole one.
 
 mod head;
 mod image;
@@ -29,7 +31,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Method, Request, StatusCode, header};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +49,11 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest body the router may return; its scripts and messages are a few
 /// kilobytes.
 const MAX_ROUTER_BODY: usize = 1024 * 1024;
+
+/// Largest body a `POST /callback/…` may carry. cloud-init's `phone_home`
+/// posts a form of its host keys and names, a few kilobytes at most, and
+/// the callback ignores it.
+const MAX_CALLBACK_BODY: usize = 64 * 1024;
 
 /// Time open connections get to finish after shutdown before they are
 /// aborted.
@@ -121,6 +128,15 @@ impl Connection {
                     return;
                 }
             };
+
+            let mut request = request;
+            if let Err(message) =
+                discard_callback_body(&mut stream, &mut buffer, &mut request).await
+            {
+                tracing::debug!(peer = %self.peer, error = message, "discarding a callback body failed");
+                let _ = write_error_and_close(&mut stream, StatusCode::BAD_REQUEST, message).await;
+                return;
+            }
 
             if !self.respond(&mut stream, request).await {
                 return;
@@ -340,6 +356,52 @@ async fn write_error_and_close(
 ) -> std::io::Result<()> {
     write_error(stream, status, message, false).await?;
     stream.shutdown().await
+}
+
+/// Reads and drops the body of a `POST /callback/…` request and removes its
+/// `Content-Length`, so the request reaches the router without a body.
+/// Other requests are left unchanged. Bytes read past the body (a pipelined
+/// request) go back into `buffer`.
+async fn discard_callback_body(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    request: &mut RequestHead,
+) -> Result<(), &'static str> {
+    if request.method != Method::POST
+        || !request_path(&request.target).starts_with("/callback/")
+        || !request.has_body()
+    {
+        return Ok(());
+    }
+    if request.headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err("a callback body must have a Content-Length; send it without chunked encoding");
+    }
+    let length: usize = request
+        .header(header::CONTENT_LENGTH)
+        .and_then(|length| length.trim().parse().ok())
+        .ok_or("invalid Content-Length")?;
+    if length > MAX_CALLBACK_BODY {
+        return Err("a callback body may have at most 65536 bytes");
+    }
+
+    let buffered = length.min(buffer.len());
+    buffer.drain(..buffered);
+    let mut remaining = length - buffered;
+    let mut chunk = [0u8; 4096];
+    while remaining > 0 {
+        let read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut chunk))
+            .await
+            .map_err(|_| "timed out reading the callback body")?
+            .map_err(|_| "reading the callback body failed")?;
+        if read == 0 {
+            return Err("the connection closed inside the callback body");
+        }
+        let used = read.min(remaining);
+        buffer.extend_from_slice(&chunk[used..read]);
+        remaining -= used;
+    }
+    request.headers.remove(header::CONTENT_LENGTH);
+    Ok(())
 }
 
 #[cfg(test)]
