@@ -57,7 +57,20 @@ const INTERFACE_NAME: &str = "eth0";
 /// not record yet. A rendered file that contains it used the value.
 // TODO: record an install tree or mirror URL per image and pass it here, so
 // templates can use image.repository_url instead of naming the mirror.
-const REPOSITORY_PLACEHOLDER: &str = "http://repository-url-not-set.invalid/";
+const REPOSITORY_PLACEHOLDER: &str = "http://repository-url-not-set.invalid/rackhand-no-mirror/";
+
+/// Parts of [`REPOSITORY_PLACEHOLDER`] that `image.mirror_host` and
+/// `image.mirror_directory` render on their own.
+const PLACEHOLDER_MARKERS: [&str; 2] = ["repository-url-not-set.invalid", "rackhand-no-mirror"];
+
+/// Largest file a template may render for one order, in bytes. Installers
+/// read answer files of a few kilobytes; the limit keeps a template that
+/// repeats the order's SSH keys from filling the control plane's memory.
+pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
+
+/// Most `ssh_authorized_keys` references a template may have. Each can
+/// expand to the order's 16 keys of up to 8 KiB each.
+const MAX_KEY_REFERENCES: usize = 8;
 
 /// The formats an operator template can have.
 ///
@@ -213,17 +226,110 @@ pub enum InstallError {
 /// checks (escaping, placement, syntax, strict rendering against two sample
 /// orders, the format's own checks), then a rendering that fails when the
 /// template uses a value the catalogue cannot fill yet.
-pub fn check_template(name: &str, format: TemplateFormat, body: &str) -> Result<(), TemplateError> {
+///
+/// The checks render twice: with the sample order (and `dns_servers`, the
+/// control plane's resolvers, when set), and with the largest order there
+/// can be (16 SSH keys of 8 KiB), whose files must stay within
+/// [`MAX_RENDERED_BYTES`]. Before that, the source may not nest `#each`
+/// blocks or name `ssh_authorized_keys` more than [`MAX_KEY_REFERENCES`]
+/// times, so the largest rendering stays small enough to try.
+pub fn check_template(
+    name: &str,
+    format: TemplateFormat,
+    body: &str,
+    dns_servers: &[std::net::IpAddr],
+) -> Result<(), TemplateError> {
+    check_expansion(name, body)?;
     let template = OperatorTemplate::validate(name, format.kind(), body)?;
     let mut input = operator::sample_input(false);
     input.image.repository_url = REPOSITORY_PLACEHOLDER.to_string();
-    let context = OrderContext::new(input)?;
+    if !dns_servers.is_empty() {
+        input.network.dns_servers = dns_servers.to_vec();
+    }
+    let context = OrderContext::new(input.clone())?;
     let text = template.render(&context)?;
     check_placeholders(name, &text)?;
     if format == TemplateFormat::NetworkConfig {
         check_network_config_size(name, &text)?;
     }
+
+    input.ssh_authorized_keys = (0..crate::orders::MAX_SSH_KEYS)
+        .map(|index| {
+            let blob = "A".repeat(crate::orders::MAX_SSH_KEY_BYTES - 32);
+            format!("ssh-rsa {blob} key{index}@example.net")
+        })
+        .collect();
+    let largest = template.render(&OrderContext::new(input)?)?;
+    check_rendered_size(name, largest.len())
+}
+
+/// Refuses template sources whose rendering could grow past what
+/// [`check_template`] can try: nested `#each` blocks multiply the output,
+/// and every `ssh_authorized_keys` reference can add up to 128 KiB.
+fn check_expansion(name: &str, body: &str) -> Result<(), TemplateError> {
+    let refuse = |problem: String| TemplateError::Missing {
+        template: name.to_string(),
+        kind: "template",
+        problem,
+    };
+    let mut depth = 0usize;
+    for (index, line) in body.lines().enumerate() {
+        let mut rest = line;
+        while let Some(start) = rest.find("{{") {
+            let tag = rest[start + 2..].trim_start_matches('~').trim_start();
+            if tag.starts_with("#each") {
+                depth += 1;
+                if depth > 1 {
+                    return Err(refuse(format!(
+                        "line {} opens an {{{{#each}}}} block inside another one, which repeats the inner list for every item of the outer; use one level of #each",
+                        index + 1
+                    )));
+                }
+            } else if tag.starts_with("/each") {
+                depth = depth.saturating_sub(1);
+            }
+            rest = &rest[start + 2..];
+        }
+    }
+    let references = body.matches("ssh_authorized_keys").count();
+    if references > MAX_KEY_REFERENCES {
+        return Err(refuse(format!(
+            "names ssh_authorized_keys {references} times; use it at most {MAX_KEY_REFERENCES} times, since each can add an order's 16 keys"
+        )));
+    }
     Ok(())
+}
+
+fn check_rendered_size(name: &str, bytes: usize) -> Result<(), TemplateError> {
+    if bytes <= MAX_RENDERED_BYTES {
+        return Ok(());
+    }
+    Err(TemplateError::Missing {
+        template: name.to_string(),
+        kind: "template",
+        problem: format!(
+            "renders {bytes} bytes for an order with 16 SSH keys of 8 KiB; a rendered file may have at most {MAX_RENDERED_BYTES} bytes, so repeat less of the template per key"
+        ),
+    })
+}
+
+fn check_placeholders(name: &str, text: &str) -> Result<(), TemplateError> {
+    match text.lines().position(|line| {
+        PLACEHOLDER_MARKERS
+            .iter()
+            .any(|marker| line.contains(marker))
+    }) {
+        Some(index) => Err(TemplateError::Missing {
+            template: name.to_string(),
+            kind: "template",
+            problem: format!(
+                "rendered line {} uses image.repository_url, image.mirror_host or image.mirror_directory, \
+                 which the image catalogue does not record yet; write the mirror URL into the template",
+                index + 1
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Refuses a NoCloud `network-config` that the agent could not put on the
@@ -238,28 +344,10 @@ fn check_network_config_size(name: &str, text: &str) -> Result<(), TemplateError
         kind: "network-config",
         problem: format!(
             "renders to {} bytes, but cloud-init 22.x reads network-config only from the kernel command line, \
-             which takes at most {MAX_CMDLINE_NETWORK_CONFIG_BYTES}; drop comments and defaults, or use YAML flow style",
+             which takes at most {MAX_CMDLINE_NETWORK_CONFIG_BYTES}; drop comments, defaults and indentation the format does not need",
             text.len()
         ),
     })
-}
-
-fn check_placeholders(name: &str, text: &str) -> Result<(), TemplateError> {
-    match text
-        .lines()
-        .position(|line| line.contains(REPOSITORY_PLACEHOLDER))
-    {
-        Some(index) => Err(TemplateError::Missing {
-            template: name.to_string(),
-            kind: "template",
-            problem: format!(
-                "rendered line {} uses image.repository_url, image.mirror_host or image.mirror_directory, \
-                 which the image catalogue does not record yet; write the mirror URL into the template",
-                index + 1
-            ),
-        }),
-        None => Ok(()),
-    }
 }
 
 /// Stores what the order's install files contain before the image task
@@ -418,7 +506,7 @@ fn context_input(
         .and_then(|g| g.parse().ok())
         .ok_or_else(|| {
             InstallError::NotReady(format!(
-                "subnet {} has no gateway, which install files need; create the subnet with --gateway",
+                "subnet {} has no gateway, which install files need; subnets cannot be changed yet, so put nodes for templated products in a subnet created with --gateway",
                 values.subnet
             ))
         })?;
@@ -485,6 +573,13 @@ fn render_one(
             .map_err(redact)?;
     let text = operator_template.render(context).map_err(redact)?;
     check_placeholders(&template.name, &text).map_err(redact)?;
+    if text.len() > MAX_RENDERED_BYTES {
+        return Err(InstallError::Template(format!(
+            "template {:?} renders {} bytes for this order; a rendered file may have at most {MAX_RENDERED_BYTES} bytes",
+            template.name,
+            text.len()
+        )));
+    }
     Ok(text)
 }
 
@@ -851,8 +946,70 @@ mod tests {
         }
         body.push_str("  eth0:\n    dhcp4: true\n");
 
-        let error = check_template("nc", TemplateFormat::NetworkConfig, &body)
+        let error = check_template("nc", TemplateFormat::NetworkConfig, &body, &[])
             .expect_err("too long for the kernel command line");
+
+        assert!(error.to_string().contains("at most 768"), "{error}");
+    }
+
+    #[test]
+    fn nested_each_is_refused() {
+        let body = "#cloud-config\nruncmd:\n{{#each ssh_authorized_keys}}\n{{#each network.dns_servers}}\n  - {{this}}\n{{/each}}\n{{/each}}\n";
+
+        let error = check_template("cc", TemplateFormat::CloudConfig, body, &[])
+            .expect_err("nested blocks multiply the output");
+
+        assert!(error.to_string().contains("line 4"), "{error}");
+    }
+
+    #[test]
+    fn many_key_references_are_refused() {
+        let mut body = String::from("#cloud-config\nruncmd:\n");
+        for _ in 0..9 {
+            body.push_str("{{#each ssh_authorized_keys}}\n  - {{this}}\n{{/each}}\n");
+        }
+
+        let error = check_template("cc", TemplateFormat::CloudConfig, &body, &[])
+            .expect_err("each reference can add 128 KiB");
+
+        assert!(error.to_string().contains("at most 8 times"), "{error}");
+    }
+
+    #[test]
+    fn large_rendering_for_many_keys_is_refused() {
+        // 70 KiB of text per key makes 1.1 MiB for 16 keys.
+        let padding = format!("  # {}\n", "x".repeat(1000)).repeat(70);
+        let body = format!(
+            "#cloud-config\nruncmd:\n{{{{#each ssh_authorized_keys}}}}\n{padding}  - {{{{this}}}}\n{{{{/each}}}}\n"
+        );
+
+        let error = check_template("cc", TemplateFormat::CloudConfig, &body, &[])
+            .expect_err("too large for the largest order");
+
+        assert!(error.to_string().contains("16 SSH keys"), "{error}");
+    }
+
+    #[test]
+    fn mirror_host_is_refused() {
+        let body = "#cloud-config\napt:\n  primary:\n    - arches: [default]\n      uri: {{image.mirror_host}}\n";
+
+        let error = check_template("cc", TemplateFormat::CloudConfig, body, &[])
+            .expect_err("the catalogue has no mirror");
+
+        assert!(error.to_string().contains("mirror"), "{error}");
+    }
+
+    #[test]
+    fn upload_check_uses_configured_resolvers() {
+        let body = "version: 2\nethernets:\n  eth0:\n    nameservers:\n      addresses:\n{{#each network.dns_servers}}\n        - {{this}}\n{{/each}}\n";
+        let one: Vec<std::net::IpAddr> = vec!["192.0.2.53".parse().expect("address")];
+        let many: Vec<std::net::IpAddr> = (1..=60)
+            .map(|n| format!("2001:db8::{n:x}").parse().expect("address"))
+            .collect();
+
+        check_template("nc", TemplateFormat::NetworkConfig, body, &one).expect("short");
+        let error = check_template("nc", TemplateFormat::NetworkConfig, body, &many)
+            .expect_err("too long with 60 resolvers");
 
         assert!(error.to_string().contains("at most 768"), "{error}");
     }
@@ -904,12 +1061,13 @@ mod tests {
             "https://mirror.example.net/rocky/9/BaseOS/x86_64/os/",
             "{{image.repository_url}}",
         );
-        let error = check_template("t1", TemplateFormat::Kickstart, &body).expect_err("rejected");
+        let error =
+            check_template("t1", TemplateFormat::Kickstart, &body, &[]).expect_err("rejected");
         assert!(error.to_string().contains("line 2"), "{error}");
     }
 
     #[test]
     fn upload_accepts_kickstart() {
-        check_template("t1", TemplateFormat::Kickstart, KICKSTART).expect("accepted");
+        check_template("t1", TemplateFormat::Kickstart, KICKSTART, &[]).expect("accepted");
     }
 }

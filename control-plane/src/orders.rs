@@ -34,7 +34,7 @@ pub const MAX_SSH_KEYS: usize = 16;
 
 /// Longest SSH key line accepted, in bytes; a 16384-bit RSA key is about
 /// 2,800.
-const MAX_SSH_KEY_BYTES: usize = 8 * 1024;
+pub const MAX_SSH_KEY_BYTES: usize = 8 * 1024;
 
 /// A created order with its invoice.
 #[derive(Debug, serde::Serialize)]
@@ -86,15 +86,28 @@ pub async fn create(pool: &Pool, request: &NewOrder) -> Result<CreatedOrder, Ord
     let ssh_keys = check_ssh_keys(&request.ssh_authorized_keys)?;
 
     let mut tx = db::begin(pool).await?;
-    let product: Option<(i64, i64, String)> =
-        sqlx::query_as("SELECT id, price_minor, currency FROM products WHERE name = ?")
-            .bind(&request.product)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (product_id, amount_minor, currency) = product.ok_or_else(|| OrderError::NotFound {
-        what: "product",
-        name: request.product.clone(),
-    })?;
+    let product: Option<(i64, i64, String, Option<i64>)> = sqlx::query_as(
+        "SELECT id, price_minor, currency, install_template_id FROM products WHERE name = ?",
+    )
+    .bind(&request.product)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (product_id, amount_minor, currency, template) =
+        product.ok_or_else(|| OrderError::NotFound {
+            what: "product",
+            name: request.product.clone(),
+        })?;
+    // Without an install template nothing would install the keys, and the
+    // customer would find no key access on the server.
+    if template.is_none() && !request.ssh_authorized_keys.is_empty() {
+        return Err(OrderError::Invalid {
+            field: "ssh_authorized_keys",
+            message: format!(
+                "product {:?} installs an image without an install template, so it cannot install SSH keys; leave out ssh_authorized_keys, or order a product with a template",
+                request.product
+            ),
+        });
+    }
     let site_id: Option<i64> = sqlx::query_scalar("SELECT id FROM sites WHERE name = ?")
         .bind(&request.site)
         .fetch_optional(&mut *tx)
@@ -178,20 +191,91 @@ fn check_ssh_keys(keys: &[String]) -> Result<String, OrderError> {
     }
     let mut checked = Vec::with_capacity(keys.len());
     for (index, key) in keys.iter().enumerate() {
+        // Counted from 1, as a customer reads a list. The value is never
+        // quoted: a pasted private key must not reach a response or log.
+        let position = index + 1;
         if key.len() > MAX_SSH_KEY_BYTES {
             return Err(invalid(format!(
-                "key {index} has {} bytes; a public key line has at most {MAX_SSH_KEY_BYTES}",
+                "key {position} has {} bytes; a public key line has at most {MAX_SSH_KEY_BYTES}",
                 key.len()
             )));
         }
-        let key = rackhand_install_templates::check_ssh_key(key).map_err(|_| {
-            invalid(format!(
-                "key {index} is not an OpenSSH public key line; give the type (such as ssh-ed25519), the base64 key and an optional comment, as in id_ed25519.pub, without options"
-            ))
-        })?;
+        let key = ssh_key_line(key)
+            .map_err(|problem| invalid(format!("key {position} of {}: {problem}", keys.len())))?;
         checked.push(key);
     }
     Ok(serde_json::to_string(&checked).expect("a list of strings serializes"))
+}
+
+/// Characters a key comment may hold besides letters and digits. Install
+/// templates pass keys to shells (kickstart `%post`, preseed
+/// `late_command`), where a template author may quote them wrongly, so a
+/// comment carries no quote, `$`, backtick or other shell syntax.
+const KEY_COMMENT_PUNCTUATION: &str = " @._+-:,=/";
+
+/// Checks one OpenSSH public key line (`TYPE BASE64 [COMMENT]`, as in
+/// `id_ed25519.pub`) and returns it trimmed, or says what is wrong with it
+/// without quoting it.
+fn ssh_key_line(key: &str) -> Result<String, String> {
+    use base64::Engine as _;
+
+    let key = key.trim();
+    if key.chars().any(char::is_control) {
+        return Err(
+            "holds a line break or another control character; give one key per entry".to_string(),
+        );
+    }
+    if key.contains("PRIVATE KEY") {
+        return Err("is a private key; send the public key (the .pub file) instead".to_string());
+    }
+    let mut parts = key.splitn(3, ' ');
+    let key_type = parts.next().unwrap_or_default();
+    let body = parts.next().unwrap_or_default();
+    let comment = parts.next().unwrap_or_default();
+    let known = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-",
+        "sk-ssh-ed25519@",
+        "sk-ecdsa-sha2-",
+        "ssh-dss",
+    ];
+    if !known.iter().any(|prefix| key_type.starts_with(prefix)) {
+        return Err(
+            "does not start with a key type such as ssh-ed25519 or ssh-rsa; give the key without options such as from=\"…\""
+                .to_string(),
+        );
+    }
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|_| "has no valid base64 key after its type".to_string())?;
+    // The blob starts with the key type as an SSH string: a 32-bit
+    // big-endian length and the name.
+    let embedded = blob
+        .get(..4)
+        .map(|length| u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize)
+        .and_then(|length| blob.get(4..4 + length));
+    if embedded != Some(key_type.as_bytes()) {
+        return Err(format!(
+            "says {key_type}, but its base64 key is not a {key_type} key; copy the line from the .pub file unchanged"
+        ));
+    }
+    if blob.len() <= 4 + key_type.len() + 4 {
+        return Err(
+            "has a base64 key that is cut short; copy the line from the .pub file unchanged"
+                .to_string(),
+        );
+    }
+    if !comment
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || KEY_COMMENT_PUNCTUATION.contains(c))
+    {
+        return Err(format!(
+            "has a comment with characters other than letters, digits and {KEY_COMMENT_PUNCTUATION:?}; shorten the comment, for example to user@host"
+        ));
+    }
+    rackhand_install_templates::check_ssh_key(key)
+        .map_err(|_| "is not an OpenSSH public key line; give the type, the base64 key and an optional comment, as in id_ed25519.pub".to_string())
 }
 
 /// Returns the address part of a customer e-mail address, refusing what

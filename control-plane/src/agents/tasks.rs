@@ -334,10 +334,11 @@ async fn build_task(app: &App, row: &ClaimedRow) -> anyhow::Result<Task> {
                 let unsigned =
                     image_library::unsigned_roles(app, step.image_id, &step.install_method).await?;
                 if !unsigned.is_empty() {
-                    anyhow::bail!(
-                        "{}; then sell a product on the new image, or retry this order (rackhand order retry) after turning the setting off",
-                        image_library::unsigned_image_message(&step.image_name, &unsigned)
-                    );
+                    anyhow::bail!(image_library::unsigned_order_message(
+                        &step.image_name,
+                        &unsigned,
+                        row.order_id
+                    ));
                 }
             }
             let install_files = match crate::install::render_for_order(app, row.order_id).await? {

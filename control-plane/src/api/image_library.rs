@@ -787,6 +787,27 @@ pub(crate) fn unsigned_image_message(name: &str, unsigned: &[&str]) -> String {
         "image {name:?} has no verified signature on its {}, and images.require_signatures is on; \
          create a new image with `rackhand image create --upload` and a signature for every file \
          (--kernel-signature, --initrd-signature, --disk-signature), or set images.require_signatures = false",
-        unsigned.join(", ")
+        join_roles(unsigned)
     )
+}
+
+/// Says why an order cannot install an unsigned image. A product keeps its
+/// image, so only turning the setting off lets this order go on.
+pub(crate) fn unsigned_order_message(name: &str, unsigned: &[&str], order_id: i64) -> String {
+    format!(
+        "image {name:?} has no verified signature on its {}, and images.require_signatures is on; \
+         to install it anyway set images.require_signatures = false, restart the control plane and \
+         retry the order (rackhand order retry {order_id}); otherwise sell a new product on a signed image",
+        join_roles(unsigned)
+    )
+}
+
+/// Lists file roles as prose: `kernel`, `kernel and initrd`, `kernel,
+/// initrd and disk`.
+fn join_roles(roles: &[&str]) -> String {
+    match roles {
+        [] => String::new(),
+        [only] => (*only).to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
 }

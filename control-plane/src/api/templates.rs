@@ -48,7 +48,7 @@ pub async fn put_template(
             ),
         ));
     }
-    check_template(&name, format, &upload.body)
+    check_template(&name, format, &upload.body, &app.config.network.dns_servers)
         .map_err(|error| ApiError::invalid("body", error.to_string()))?;
 
     let sha256 = hex::encode(ring::digest::digest(

@@ -52,10 +52,9 @@ pub async fn preflight(app: &App, order: &OrderContext) -> Result<(), PhaseError
         let unsigned =
             crate::api::image_library::unsigned_roles(app, image_id, &install_method).await?;
         if !unsigned.is_empty() {
-            return Err(PhaseError::permanent(format!(
-                "{}; {retry}",
-                crate::api::image_library::unsigned_image_message(&image, &unsigned)
-            )));
+            return Err(PhaseError::permanent(
+                crate::api::image_library::unsigned_order_message(&image, &unsigned, order.id),
+            ));
         }
     }
     crate::install::prepare(app, order).await

@@ -454,8 +454,8 @@ async fn image_task_of_unsigned_image_fails_when_signatures_required() {
     assert_eq!(state, "failed");
     assert_eq!(phase.as_deref(), Some("image"));
     assert!(error.contains("image \"debian-12\""), "{error}");
-    assert!(error.contains("kernel, initrd"), "{error}");
-    assert!(error.contains("rackhand image create --upload"), "{error}");
+    assert!(error.contains("kernel and initrd"), "{error}");
+    assert!(error.contains("rackhand order retry"), "{error}");
 }
 
 #[tokio::test]

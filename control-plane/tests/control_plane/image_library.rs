@@ -684,7 +684,7 @@ async fn required_signatures_reject_product_on_old_unsigned_image() {
     );
     assert_eq!(reply.json["field"], "image");
     let message = error_text(&reply);
-    assert!(message.contains("kernel, initrd"), "{message}");
+    assert!(message.contains("kernel and initrd"), "{message}");
     assert!(message.contains("require_signatures"), "{message}");
 }
 

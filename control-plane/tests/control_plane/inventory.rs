@@ -177,58 +177,6 @@ async fn reused_hostname_is_conflict() {
     assert_eq!(plane.count("SELECT COUNT(*) FROM orders").await, 1);
 }
 
-const ED25519_KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm0nT8Y1Mq0Sx7xAjvJNbBhhOZ7Ji6XmfQm6T8kQfVp alice@laptop";
-
-#[tokio::test]
-async fn order_keeps_checked_ssh_keys() {
-    let plane = TestPlane::start().await;
-    plane.seed_catalog().await;
-    plane.create_node("n1", "52:54:00:00:20:01").await;
-    let mut body = order_body("web1");
-    body["ssh_authorized_keys"] = json!([format!("  {ED25519_KEY}\n")]);
-
-    plane.create("/v1/orders", &body).await;
-
-    let stored: String = sqlx::query_scalar("SELECT ssh_authorized_keys FROM orders")
-        .fetch_one(&plane.app.pool)
-        .await
-        .expect("reads");
-    assert_eq!(stored, json!([ED25519_KEY]).to_string());
-}
-
-#[tokio::test]
-async fn private_key_in_order_is_rejected_unquoted() {
-    let plane = TestPlane::start().await;
-    plane.seed_catalog().await;
-    plane.create_node("n1", "52:54:00:00:20:01").await;
-    let mut body = order_body("web1");
-    let private = "-----BEGIN OPENSSH PRIVATE KEY-----";
-    body["ssh_authorized_keys"] = json!([ED25519_KEY, private]);
-
-    let reply = plane.post("/v1/orders", &body).await;
-
-    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(reply.json["field"], "ssh_authorized_keys");
-    assert!(error_text(&reply).contains("key 1"), "{}", reply.text);
-    assert!(!reply.text.contains("PRIVATE"), "{}", reply.text);
-    assert_eq!(plane.count("SELECT COUNT(*) FROM orders").await, 0);
-}
-
-#[tokio::test]
-async fn order_with_too_many_ssh_keys_is_rejected() {
-    let plane = TestPlane::start().await;
-    plane.seed_catalog().await;
-    plane.create_node("n1", "52:54:00:00:20:01").await;
-    let mut body = order_body("web1");
-    body["ssh_authorized_keys"] = json!(vec![ED25519_KEY; 17]);
-
-    let reply = plane.post("/v1/orders", &body).await;
-
-    assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(error_text(&reply).contains("at most 16"), "{}", reply.text);
-}
-
 #[tokio::test]
 async fn unknown_order_state_filter_is_rejected() {
     let plane = TestPlane::start().await;

@@ -506,3 +506,110 @@ async fn preview_of_unknown_template_is_not_found() {
 
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
 }
+
+const ED25519_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm0nT8Y1Mq0Sx7xAjvJNbBhhOZ7Ji6XmfQm6T8kQfVp alice@laptop";
+
+/// Places an order of `product` through the API with `keys`.
+async fn order_with_keys(plane: &TestPlane, product: &str, keys: Value) -> crate::harness::Reply {
+    plane
+        .post(
+            "/v1/orders",
+            &json!({
+                "product": product, "site": crate::harness::SITE,
+                "customer_email": "c@example.com", "hostname": "web1",
+                "ssh_authorized_keys": keys,
+            }),
+        )
+        .await
+}
+
+/// A catalogue with the cloud-config product `cloud` and a node for it.
+async fn keyed_plane() -> TestPlane {
+    let plane = TestPlane::start().await;
+    seed_cloud_catalogue(&plane).await;
+    plane
+        .create("/v1/products", &product("cloud", Some("cc"), &[]))
+        .await;
+    plane.create_node("n1", "52:54:00:00:30:02").await;
+    plane
+}
+
+#[tokio::test]
+async fn order_keeps_checked_ssh_keys() {
+    let plane = keyed_plane().await;
+
+    let reply = order_with_keys(&plane, "cloud", json!([format!("  {ED25519_KEY}\n")])).await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let stored: String = sqlx::query_scalar("SELECT ssh_authorized_keys FROM orders")
+        .fetch_one(&plane.app.pool)
+        .await
+        .expect("reads");
+    assert_eq!(stored, json!([ED25519_KEY]).to_string());
+}
+
+#[tokio::test]
+async fn private_key_in_order_is_rejected_unquoted() {
+    let plane = keyed_plane().await;
+    let private = "-----BEGIN OPENSSH PRIVATE KEY-----";
+
+    let reply = order_with_keys(&plane, "cloud", json!([ED25519_KEY, private])).await;
+
+    assert_invalid(&reply, "ssh_authorized_keys", "key 2 of 2");
+    assert!(
+        error_text(&reply).contains("is a private key"),
+        "{}",
+        reply.text
+    );
+    assert!(!reply.text.contains("BEGIN"), "{}", reply.text);
+    assert_eq!(plane.count("SELECT COUNT(*) FROM orders").await, 0);
+}
+
+#[tokio::test]
+async fn too_many_ssh_keys_are_rejected() {
+    let plane = keyed_plane().await;
+
+    let reply = order_with_keys(&plane, "cloud", json!(vec![ED25519_KEY; 17])).await;
+
+    assert_invalid(&reply, "ssh_authorized_keys", "at most 16");
+}
+
+#[tokio::test]
+async fn shell_syntax_in_key_comment_is_rejected() {
+    let plane = keyed_plane().await;
+    let key = ED25519_KEY.replace("alice@laptop", "alice $(id)");
+
+    let reply = order_with_keys(&plane, "cloud", json!([key])).await;
+
+    assert_invalid(&reply, "ssh_authorized_keys", "comment");
+    assert!(!reply.text.contains("$(id)"), "{}", reply.text);
+}
+
+#[tokio::test]
+async fn key_blob_of_other_type_is_rejected() {
+    let plane = keyed_plane().await;
+    let key = ED25519_KEY.replace("ssh-ed25519", "ssh-rsa");
+
+    let reply = order_with_keys(&plane, "cloud", json!([key])).await;
+
+    assert_invalid(&reply, "ssh_authorized_keys", "is not a ssh-rsa key");
+}
+
+#[tokio::test]
+async fn short_key_blob_is_rejected() {
+    let plane = keyed_plane().await;
+
+    let reply = order_with_keys(&plane, "cloud", json!(["ssh-ed25519 AAAA"])).await;
+
+    assert_invalid(&reply, "ssh_authorized_keys", "key 1 of 1");
+}
+
+#[tokio::test]
+async fn keys_for_product_without_template_are_rejected() {
+    let plane = keyed_plane().await;
+
+    let reply = order_with_keys(&plane, crate::harness::PRODUCT, json!([ED25519_KEY])).await;
+
+    assert_invalid(&reply, "ssh_authorized_keys", "cannot install SSH keys");
+}
