@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use rackhand_install_templates::checks::check_source_characters;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -48,6 +49,10 @@ pub async fn put_template(
             ),
         ));
     }
+    // Checked on the source first, so the line and column point into the
+    // uploaded file rather than into the rendered text.
+    check_source_characters(&name, &upload.body)
+        .map_err(|error| ApiError::invalid("body", error.to_string()))?;
     check_template(&name, format, &upload.body)
         .map_err(|error| ApiError::invalid("body", error.to_string()))?;
 
