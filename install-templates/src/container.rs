@@ -193,6 +193,10 @@ impl ContainerSpec {
     }
 
     /// Renders the Compose file; the spec must have passed [`Self::check`].
+    ///
+    /// Compose interpolates `${VAR}` and `$VAR` in every value of the file
+    /// and reads `$$` as one literal `$` (Compose specification,
+    /// "Interpolation"), so each string that can contain `$` has it doubled.
     pub fn to_compose(&self) -> String {
         let ports: Vec<String> = self
             .ports
@@ -212,7 +216,7 @@ impl ContainerSpec {
                 json!({
                     "type": "volume",
                     "source": volume.source,
-                    "target": volume.target,
+                    "target": compose_literal(&volume.target),
                     "read_only": volume.read_only,
                 })
             })
@@ -223,10 +227,15 @@ impl ContainerSpec {
             .map(|volume| (volume.source.clone(), json!({})))
             .collect();
 
+        let environment: BTreeMap<&str, String> = self
+            .env
+            .iter()
+            .map(|(key, value)| (key.as_str(), compose_literal(value)))
+            .collect();
         let service = json!({
-            "image": self.image,
+            "image": compose_literal(&self.image),
             "restart": "unless-stopped",
-            "environment": self.env,
+            "environment": environment,
             "ports": ports,
             "volumes": volumes,
             "cpus": format!("{}.{:03}", self.limits.millicpus / 1000, self.limits.millicpus % 1000),
@@ -236,5 +245,59 @@ impl ContainerSpec {
             "services": {self.name.as_str(): service},
             "volumes": named_volumes,
         }))
+    }
+}
+
+/// Escapes `$` for Compose interpolation.
+fn compose_literal(text: &str) -> String {
+    text.replace('$', "$$")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            name: "game".to_owned(),
+            image: "docker.io/library/game:1.0".to_owned(),
+            env: BTreeMap::new(),
+            ports: Vec::new(),
+            volumes: Vec::new(),
+            limits: ResourceLimits {
+                millicpus: 1000,
+                memory_mib: 1024,
+            },
+        }
+    }
+
+    #[test]
+    fn compose_escapes_dollar_in_env() {
+        let mut spec = spec();
+        spec.env
+            .insert("MOTD".to_owned(), "home ${HOME} and $X".to_owned());
+        spec.check().expect("the spec is valid");
+
+        let compose = spec.to_compose();
+
+        assert!(
+            compose.contains(r#"MOTD: "home $${HOME} and $$X""#),
+            "{compose}"
+        );
+    }
+
+    #[test]
+    fn compose_escapes_dollar_in_volume_target() {
+        let mut spec = spec();
+        spec.volumes.push(VolumeMount {
+            source: "data".to_owned(),
+            target: "/srv/$X".to_owned(),
+            read_only: false,
+        });
+        spec.check().expect("the spec is valid");
+
+        let compose = spec.to_compose();
+
+        assert!(compose.contains(r#"target: "/srv/$$X""#), "{compose}");
     }
 }
