@@ -101,15 +101,13 @@ impl ContainerSpec {
                 "use 1 to 63 of a-z, 0-9, '_' and '-'",
             ));
         }
-        let image_valid = (1..=255).contains(&self.image.len())
-            && self.image.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@')
-            });
-        if !image_valid {
+        if !image_valid(&self.image) {
             return Err(fail(
                 "image",
                 &self.image,
-                "use an OCI image reference such as registry/name:tag",
+                "use an OCI image reference such as registry/name:tag of letters, digits and . _ - / : @ \
+                 that starts with a lowercase letter or digit, ends with a letter or digit \
+                 and contains no '..' or '//'",
             ));
         }
 
@@ -253,6 +251,24 @@ fn compose_literal(text: &str) -> String {
     text.replace('$', "$$")
 }
 
+/// Checks an OCI image reference loosely: its characters, and a first and
+/// last character that keep it from reading as a command-line option
+/// (`--privileged`) or ending in a dangling separator.
+fn image_valid(image: &str) -> bool {
+    let bytes = image.as_bytes();
+    let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    image.len() <= 255
+        && (first.is_ascii_lowercase() || first.is_ascii_digit())
+        && last.is_ascii_alphanumeric()
+        && !image.contains("..")
+        && !image.contains("//")
+        && bytes.iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,5 +315,51 @@ mod tests {
         let compose = spec.to_compose();
 
         assert!(compose.contains(r#"target: "/srv/$$X""#), "{compose}");
+    }
+
+    #[test]
+    fn option_like_image_is_rejected() {
+        let mut spec = spec();
+        spec.image = "--privileged".to_owned();
+
+        let message = spec.check().expect_err("the image is invalid").to_string();
+
+        assert!(message.contains("\"--privileged\""), "{message}");
+        assert!(
+            message.contains("starts with a lowercase letter or digit"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn malformed_images_are_rejected() {
+        let cases = [
+            "",
+            "Docker.io/game",
+            ".game",
+            "game:",
+            "game/",
+            "registry/../game",
+            "registry//game",
+            "game$X",
+            "game tag",
+        ];
+        for image in cases {
+            assert!(!image_valid(image), "{image:?} passed");
+        }
+    }
+
+    #[test]
+    fn common_images_are_accepted() {
+        let cases = [
+            "game",
+            "docker.io/itzg/minecraft-server:2024.6.1",
+            "localhost:5000/game:latest",
+            "ghcr.io/owner/game@sha256:0123abcd",
+            "1password/connect:1.7",
+        ];
+        for image in cases {
+            assert!(image_valid(image), "{image:?} failed");
+        }
     }
 }
