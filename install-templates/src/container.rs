@@ -70,12 +70,7 @@ pub struct ResourceLimits {
 impl ContainerSpec {
     /// Parses and checks a spec from JSON.
     pub fn from_json(text: &str) -> Result<Self, TemplateError> {
-        let spec: Self =
-            serde_json::from_str(text).map_err(|error| TemplateError::InvalidContainerSpec {
-                field: format!("line {} column {}", error.line(), error.column()),
-                value: String::new(),
-                reason: error.to_string(),
-            })?;
+        let spec: Self = serde_json::from_str(text).map_err(|error| json_error(&error))?;
         spec.check()?;
         Ok(spec)
     }
@@ -269,6 +264,27 @@ fn image_valid(image: &str) -> bool {
         })
 }
 
+/// Maps a parse failure to an error naming its place. serde_json's message
+/// ends in the place already, so that suffix is dropped.
+fn json_error(error: &serde_json::Error) -> TemplateError {
+    let (line, column) = (error.line(), error.column());
+    let message = error.to_string();
+    let reason = message
+        .strip_suffix(&format!(" at line {line} column {column}"))
+        .unwrap_or(&message)
+        .to_owned();
+    let problem = match error.classify() {
+        serde_json::error::Category::Data => "has an invalid field",
+        _ => "is not valid JSON",
+    };
+    TemplateError::ContainerSpecJson {
+        problem,
+        line,
+        column,
+        reason,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,5 +377,34 @@ mod tests {
         for image in cases {
             assert!(image_valid(image), "{image:?} failed");
         }
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let text = "{\"name\": \"game\", \"image\": \"\"web1\"\"}";
+
+        let message = ContainerSpec::from_json(text)
+            .expect_err("the JSON is invalid")
+            .to_string();
+
+        assert_eq!(
+            message,
+            "the rendered container spec is not valid JSON at line 1 column 29: expected `,` or `}`"
+        );
+    }
+
+    #[test]
+    fn unknown_field_says_invalid_field() {
+        let text = r#"{"privileged": true}"#;
+
+        let message = ContainerSpec::from_json(text)
+            .expect_err("the field is unknown")
+            .to_string();
+
+        assert!(
+            message.starts_with("the rendered container spec has an invalid field at line 1"),
+            "{message}"
+        );
+        assert!(message.contains("privileged"), "{message}");
     }
 }

@@ -137,6 +137,30 @@ async fn byte_order_mark_is_invalid() {
 }
 
 #[tokio::test]
+async fn quoted_container_expression_gets_hint() {
+    let plane = TestPlane::start().await;
+    let body = r#"{"name": "game", "image": "docker.io/library/game:1", "env": {"HOST": "{{fqdn}}"}, "limits": {"millicpus": 1000, "memory_mib": 1024}}"#;
+
+    let reply = put(&plane, "game", "container", body).await;
+
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    let message = error_text(&reply);
+    assert!(
+        message.contains("the rendered container spec is not valid JSON at line 1 column"),
+        "{message}"
+    );
+    assert!(
+        message.contains("expressions write their own JSON quotes"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn failed_replacement_keeps_stored_template() {
     let plane = TestPlane::start().await;
     put(&plane, "rocky-ks", "kickstart", KICKSTART).await;
