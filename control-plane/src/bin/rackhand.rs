@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use rackhand_control_plane::install::MAX_TEMPLATE_BYTES;
 use serde_json::{Value, json};
 
 #[path = "rackhand/image_files.rs"]
@@ -820,8 +821,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ],
         ),
         Command::Template(TemplateCommand::Put { name, format, file }) => {
-            let body = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read the template file {}", file.display()))?;
+            let body = read_template_file(&file)?;
             let path = format!("/v1/templates/{}", segment(&name)?);
             let body = json!({ "format": format, "body": body });
             (client.put(&path, body).await?, &[])
@@ -1207,6 +1207,24 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
     let text = text.trim().to_string();
     anyhow::ensure!(!text.is_empty(), "{} is empty", path.display());
     Ok(text)
+}
+
+/// Reads a template file for `template put`, rejecting one over the control
+/// plane's size limit before it is sent. The server rejects a large body with
+/// a JSON buffering error that names neither the size nor the limit.
+fn read_template_file(file: &Path) -> anyhow::Result<String> {
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("cannot read the template file {}", file.display()))?
+        .len();
+    if size > MAX_TEMPLATE_BYTES as u64 {
+        bail!(
+            "the template file {} is {size} bytes, but templates may have at most {MAX_TEMPLATE_BYTES} bytes ({} KiB); shorten the template",
+            file.display(),
+            MAX_TEMPLATE_BYTES / 1024
+        );
+    }
+    std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the template file {}", file.display()))
 }
 
 /// Returns `name` as one percent-encoded URL path segment, so a `/`, `?`

@@ -135,3 +135,27 @@ fn private_ssh_key_file_stays_local() {
     assert!(message.contains("holds a private key"), "{message}");
     assert!(!message.contains("cannot reach"), "{message}");
 }
+
+#[test]
+fn oversized_template_is_rejected_locally() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let size = rackhand_control_plane::install::MAX_TEMPLATE_BYTES + 1;
+    let file = write(dir.path(), "big.yaml", &vec![b'#'; size]);
+
+    let output = rackhand(&[
+        "template",
+        "put",
+        "big",
+        "--format",
+        "cloud-config",
+        "--file",
+        &file,
+    ]);
+
+    let message = stderr(&output);
+    assert!(!output.status.success());
+    assert!(message.contains(&file), "{message}");
+    assert!(message.contains(&format!("is {size} bytes")), "{message}");
+    assert!(message.contains("at most 262144 bytes"), "{message}");
+    assert!(!message.contains("cannot reach"), "{message}");
+}
