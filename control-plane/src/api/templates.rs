@@ -272,7 +272,13 @@ pub(crate) async fn seed_templates(
         ));
     }
     let mut seeds: Vec<(TemplateFormat, i64, &str)> = Vec::new();
-    for name in names {
+    for (index, name) in names.iter().enumerate() {
+        if names[..index].contains(name) {
+            return Err(ApiError::invalid(
+                "seed_templates",
+                format!("template {name:?} is named twice in seed_templates; name it once"),
+            ));
+        }
         let (id, format) = stored_template(app, "seed_templates", name).await?;
         if !format.is_seed() {
             return Err(ApiError::invalid(
