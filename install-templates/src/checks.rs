@@ -25,8 +25,15 @@ use crate::yaml_lint::{lint_yaml, strip_comment};
 /// - kickstart: see [`check_kickstart`].
 /// - preseed: see [`check_preseed`].
 /// - container spec: JSON that [`ContainerSpec::from_json`] accepts.
+///
+/// Before these, every kind gets the character check of
+/// [`check_source_characters`], reported on the rendered line.
 pub fn check_output(template: &str, kind: TemplateKind, text: &str) -> Result<(), TemplateError> {
     let fail = Failure { template, kind };
+    if let Some(bad) = find_bad_character(text) {
+        let problem = format!("column {}: {}", bad.column, bad.problem);
+        return Err(fail.line(text, bad.line, &problem));
+    }
     match kind {
         TemplateKind::CloudConfig => {
             let first = text.lines().next().unwrap_or_default();
@@ -59,6 +66,57 @@ pub fn check_output(template: &str, kind: TemplateKind, text: &str) -> Result<()
         TemplateKind::Preseed => check_preseed(&fail, text),
         TemplateKind::Container => ContainerSpec::from_json(text).map(|_| ()),
     }
+}
+
+/// Rejects a template source that starts with a UTF-8 byte-order mark or
+/// contains a control character other than tab, line feed and carriage
+/// return. No template format needs them, and installers read them
+/// inconsistently. A NUL, for example, ends a C string early.
+pub fn check_source_characters(template: &str, source: &str) -> Result<(), TemplateError> {
+    match find_bad_character(source) {
+        Some(bad) => Err(TemplateError::Syntax {
+            template: template.to_owned(),
+            line: bad.line,
+            column: bad.column,
+            reason: bad.problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A character that [`find_bad_character`] rejects, with its 1-based line
+/// and column (counted in characters).
+struct BadCharacter {
+    line: usize,
+    column: usize,
+    problem: String,
+}
+
+fn find_bad_character(text: &str) -> Option<BadCharacter> {
+    if text.starts_with('\u{feff}') {
+        return Some(BadCharacter {
+            line: 1,
+            column: 1,
+            problem: "the text starts with a UTF-8 byte-order mark (U+FEFF); remove the byte-order mark, for example by saving the file as UTF-8 without BOM".to_owned(),
+        });
+    }
+    for (index, line) in text.lines().enumerate() {
+        let found = line
+            .chars()
+            .enumerate()
+            .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\r'));
+        if let Some((column, c)) = found {
+            return Some(BadCharacter {
+                line: index + 1,
+                column: column + 1,
+                problem: format!(
+                    "control character U+{:04X} is not allowed; remove it, because tab, line feed and carriage return are the only control characters a template may contain",
+                    u32::from(c)
+                ),
+            });
+        }
+    }
+    None
 }
 
 struct Failure<'a> {
@@ -356,6 +414,59 @@ fn redact_hashes(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_in_output_is_rejected_with_line_and_column() {
+        let error = check_output("t", TemplateKind::CloudConfig, "#cloud-config\nx: 1\0\n")
+            .expect_err("a NUL must be rejected");
+        let message = error.to_string();
+        assert!(message.contains("rendered line 2"), "{message}");
+        assert!(message.contains("column 5"), "{message}");
+        assert!(message.contains("U+0000"), "{message}");
+    }
+
+    #[test]
+    fn control_character_is_rejected_for_every_kind() {
+        let kinds = [
+            TemplateKind::CloudConfig,
+            TemplateKind::MetaData,
+            TemplateKind::NetworkConfig,
+            TemplateKind::OpenStackMetaData,
+            TemplateKind::OpenStackNetworkData,
+            TemplateKind::Kickstart,
+            TemplateKind::Preseed,
+            TemplateKind::Container,
+        ];
+        for kind in kinds {
+            let error = check_output("t", kind, "a\u{1b}b\n").expect_err("ESC must be rejected");
+            let message = error.to_string();
+            assert!(message.contains("U+001B"), "{kind}: {message}");
+        }
+    }
+
+    #[test]
+    fn tab_and_crlf_pass_the_character_check() {
+        assert!(find_bad_character("a\tb\r\nc\n").is_none());
+    }
+
+    #[test]
+    fn source_nul_names_line_and_column() {
+        let error = check_source_characters("rack", "#cloud-config\nx: 1\0\n")
+            .expect_err("a NUL must be rejected");
+        assert_eq!(
+            error.to_string(),
+            "template \"rack\" line 2, column 5: control character U+0000 is not allowed; remove it, because tab, line feed and carriage return are the only control characters a template may contain"
+        );
+    }
+
+    #[test]
+    fn source_byte_order_mark_is_rejected() {
+        let error = check_source_characters("rack", "\u{feff}#cloud-config\n")
+            .expect_err("a byte-order mark must be rejected");
+        let message = error.to_string();
+        assert!(message.contains("line 1, column 1"), "{message}");
+        assert!(message.contains("remove the byte-order mark"), "{message}");
+    }
 
     #[test]
     fn hash_is_redacted_from_error_text() {

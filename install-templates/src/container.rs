@@ -70,12 +70,7 @@ pub struct ResourceLimits {
 impl ContainerSpec {
     /// Parses and checks a spec from JSON.
     pub fn from_json(text: &str) -> Result<Self, TemplateError> {
-        let spec: Self =
-            serde_json::from_str(text).map_err(|error| TemplateError::InvalidContainerSpec {
-                field: format!("line {} column {}", error.line(), error.column()),
-                value: String::new(),
-                reason: error.to_string(),
-            })?;
+        let spec: Self = serde_json::from_str(text).map_err(|error| json_error(&error))?;
         spec.check()?;
         Ok(spec)
     }
@@ -101,15 +96,13 @@ impl ContainerSpec {
                 "use 1 to 63 of a-z, 0-9, '_' and '-'",
             ));
         }
-        let image_valid = (1..=255).contains(&self.image.len())
-            && self.image.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@')
-            });
-        if !image_valid {
+        if !image_valid(&self.image) {
             return Err(fail(
                 "image",
                 &self.image,
-                "use an OCI image reference such as registry/name:tag",
+                "use an OCI image reference such as registry/name:tag of letters, digits and . _ - / : @ \
+                 that starts with a lowercase letter or digit, ends with a letter or digit \
+                 and contains no '..' or '//'",
             ));
         }
 
@@ -193,6 +186,10 @@ impl ContainerSpec {
     }
 
     /// Renders the Compose file; the spec must have passed [`Self::check`].
+    ///
+    /// Compose interpolates `${VAR}` and `$VAR` in every value of the file
+    /// and reads `$$` as one literal `$` (Compose specification,
+    /// "Interpolation"), so each string that can contain `$` has it doubled.
     pub fn to_compose(&self) -> String {
         let ports: Vec<String> = self
             .ports
@@ -212,7 +209,7 @@ impl ContainerSpec {
                 json!({
                     "type": "volume",
                     "source": volume.source,
-                    "target": volume.target,
+                    "target": compose_literal(&volume.target),
                     "read_only": volume.read_only,
                 })
             })
@@ -223,10 +220,15 @@ impl ContainerSpec {
             .map(|volume| (volume.source.clone(), json!({})))
             .collect();
 
+        let environment: BTreeMap<&str, String> = self
+            .env
+            .iter()
+            .map(|(key, value)| (key.as_str(), compose_literal(value)))
+            .collect();
         let service = json!({
-            "image": self.image,
+            "image": compose_literal(&self.image),
             "restart": "unless-stopped",
-            "environment": self.env,
+            "environment": environment,
             "ports": ports,
             "volumes": volumes,
             "cpus": format!("{}.{:03}", self.limits.millicpus / 1000, self.limits.millicpus % 1000),
@@ -236,5 +238,173 @@ impl ContainerSpec {
             "services": {self.name.as_str(): service},
             "volumes": named_volumes,
         }))
+    }
+}
+
+/// Escapes `$` for Compose interpolation.
+fn compose_literal(text: &str) -> String {
+    text.replace('$', "$$")
+}
+
+/// Checks an OCI image reference loosely: its characters, and a first and
+/// last character that keep it from reading as a command-line option
+/// (`--privileged`) or ending in a dangling separator.
+fn image_valid(image: &str) -> bool {
+    let bytes = image.as_bytes();
+    let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    image.len() <= 255
+        && (first.is_ascii_lowercase() || first.is_ascii_digit())
+        && last.is_ascii_alphanumeric()
+        && !image.contains("..")
+        && !image.contains("//")
+        && bytes.iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@')
+        })
+}
+
+/// Maps a parse failure to an error naming its place. serde_json's message
+/// ends in the place already, so that suffix is dropped.
+fn json_error(error: &serde_json::Error) -> TemplateError {
+    let (line, column) = (error.line(), error.column());
+    let message = error.to_string();
+    let reason = message
+        .strip_suffix(&format!(" at line {line} column {column}"))
+        .unwrap_or(&message)
+        .to_owned();
+    let problem = match error.classify() {
+        serde_json::error::Category::Data => "has an invalid field",
+        _ => "is not valid JSON",
+    };
+    TemplateError::ContainerSpecJson {
+        problem,
+        line,
+        column,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            name: "game".to_owned(),
+            image: "docker.io/library/game:1.0".to_owned(),
+            env: BTreeMap::new(),
+            ports: Vec::new(),
+            volumes: Vec::new(),
+            limits: ResourceLimits {
+                millicpus: 1000,
+                memory_mib: 1024,
+            },
+        }
+    }
+
+    #[test]
+    fn compose_escapes_dollar_in_env() {
+        let mut spec = spec();
+        spec.env
+            .insert("MOTD".to_owned(), "home ${HOME} and $X".to_owned());
+        spec.check().expect("the spec is valid");
+
+        let compose = spec.to_compose();
+
+        assert!(
+            compose.contains(r#"MOTD: "home $${HOME} and $$X""#),
+            "{compose}"
+        );
+    }
+
+    #[test]
+    fn compose_escapes_dollar_in_volume_target() {
+        let mut spec = spec();
+        spec.volumes.push(VolumeMount {
+            source: "data".to_owned(),
+            target: "/srv/$X".to_owned(),
+            read_only: false,
+        });
+        spec.check().expect("the spec is valid");
+
+        let compose = spec.to_compose();
+
+        assert!(compose.contains(r#"target: "/srv/$$X""#), "{compose}");
+    }
+
+    #[test]
+    fn option_like_image_is_rejected() {
+        let mut spec = spec();
+        spec.image = "--privileged".to_owned();
+
+        let message = spec.check().expect_err("the image is invalid").to_string();
+
+        assert!(message.contains("\"--privileged\""), "{message}");
+        assert!(
+            message.contains("starts with a lowercase letter or digit"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn malformed_images_are_rejected() {
+        let cases = [
+            "",
+            "Docker.io/game",
+            ".game",
+            "game:",
+            "game/",
+            "registry/../game",
+            "registry//game",
+            "game$X",
+            "game tag",
+        ];
+        for image in cases {
+            assert!(!image_valid(image), "{image:?} passed");
+        }
+    }
+
+    #[test]
+    fn common_images_are_accepted() {
+        let cases = [
+            "game",
+            "docker.io/itzg/minecraft-server:2024.6.1",
+            "localhost:5000/game:latest",
+            "ghcr.io/owner/game@sha256:0123abcd",
+            "1password/connect:1.7",
+        ];
+        for image in cases {
+            assert!(image_valid(image), "{image:?} failed");
+        }
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let text = "{\"name\": \"game\", \"image\": \"\"web1\"\"}";
+
+        let message = ContainerSpec::from_json(text)
+            .expect_err("the JSON is invalid")
+            .to_string();
+
+        assert_eq!(
+            message,
+            "the rendered container spec is not valid JSON at line 1 column 29: expected `,` or `}`"
+        );
+    }
+
+    #[test]
+    fn unknown_field_says_invalid_field() {
+        let text = r#"{"privileged": true}"#;
+
+        let message = ContainerSpec::from_json(text)
+            .expect_err("the field is unknown")
+            .to_string();
+
+        assert!(
+            message.starts_with("the rendered container spec has an invalid field at line 1"),
+            "{message}"
+        );
+        assert!(message.contains("privileged"), "{message}");
     }
 }

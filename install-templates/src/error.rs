@@ -81,6 +81,15 @@ pub enum TemplateError {
         reason: String,
     },
 
+    #[error("the rendered container spec {problem} at line {line} column {column}: {reason}")]
+    ContainerSpecJson {
+        /// "is not valid JSON" or "has an invalid field".
+        problem: &'static str,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+
     #[error("template {template:?} line {line}: {fix}")]
     ExpressionPlacement {
         template: String,

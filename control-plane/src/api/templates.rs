@@ -8,6 +8,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use rackhand_install_templates::TemplateError;
+use rackhand_install_templates::checks::check_source_characters;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -48,8 +50,16 @@ pub async fn put_template(
             ),
         ));
     }
-    check_template(&name, format, &upload.body, &app.config.network.dns_servers)
+    // Checked on the source first, so the line and column point into the
+    // uploaded file rather than into the rendered text.
+    check_source_characters(&name, &upload.body)
         .map_err(|error| ApiError::invalid("body", error.to_string()))?;
+    check_template(&name, format, &upload.body, &app.config.network.dns_servers).map_err(
+        |error| {
+            let hint = quote_hint(&upload.body, &error);
+            ApiError::invalid("body", format!("{error}{hint}"))
+        },
+    )?;
 
     let sha256 = hex::encode(ring::digest::digest(
         &ring::digest::SHA256,
@@ -105,6 +115,19 @@ pub async fn put_template(
     tracing::info!(template = %name, format = %format, sha256 = %sha256, "install template stored");
     let body = json!({ "name": name, "format": format.as_str(), "sha256": sha256 });
     Ok((status, Json(body)).into_response())
+}
+
+/// Returns a hint for a container template that quotes an expression
+/// (`"{{fqdn}}"`). The JSON escaping writes the quotes already, so the
+/// rendered spec has two pairs and does not parse.
+fn quote_hint(body: &str, error: &TemplateError) -> &'static str {
+    let quoted_expression = body.contains("\"{{");
+    match error {
+        TemplateError::ContainerSpecJson { .. } if quoted_expression => {
+            "; expressions write their own JSON quotes, so write {{fqdn}} rather than \"{{fqdn}}\""
+        }
+        _ => "",
+    }
 }
 
 /// Names the products that use template `template_id`, as their main
@@ -251,7 +274,13 @@ pub(crate) async fn seed_templates(
         ));
     }
     let mut seeds: Vec<(TemplateFormat, i64, &str)> = Vec::new();
-    for name in names {
+    for (index, name) in names.iter().enumerate() {
+        if names[..index].contains(name) {
+            return Err(ApiError::invalid(
+                "seed_templates",
+                format!("template {name:?} is named twice in seed_templates; name it once"),
+            ));
+        }
         let (id, format) = stored_template(app, "seed_templates", name).await?;
         if !format.is_seed() {
             return Err(ApiError::invalid(

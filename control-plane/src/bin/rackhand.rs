@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use rackhand_control_plane::install::MAX_TEMPLATE_BYTES;
 use serde_json::{Value, json};
 
 #[path = "rackhand/image_files.rs"]
@@ -820,8 +821,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ],
         ),
         Command::Template(TemplateCommand::Put { name, format, file }) => {
-            let body = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read the template file {}", file.display()))?;
+            let body = read_template_file(&file)?;
             let path = format!("/v1/templates/{}", segment(&name)?);
             let body = json!({ "format": format, "body": body });
             (client.put(&path, body).await?, &[])
@@ -878,22 +878,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let mut keys = Vec::new();
             for file in &ssh_key_files {
-                let text = std::fs::read_to_string(file)
-                    .with_context(|| format!("cannot read --ssh-key-file {}", file.display()))?;
-                // A private key must not leave this machine.
-                if text.contains("PRIVATE KEY") {
-                    bail!(
-                        "--ssh-key-file {} holds a private key; pass the public key file instead (such as {}.pub)",
-                        file.display(),
-                        file.display()
-                    );
-                }
-                keys.extend(
-                    text.lines()
-                        .map(str::trim)
-                        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                        .map(str::to_string),
-                );
+                keys.extend(read_ssh_key_file(file)?);
             }
             let body = json!({ "product": product, "site": site, "customer_email": email,
                 "hostname": hostname, "ssh_authorized_keys": keys });
@@ -1207,6 +1192,60 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
     let text = text.trim().to_string();
     anyhow::ensure!(!text.is_empty(), "{} is empty", path.display());
     Ok(text)
+}
+
+/// Reads a template file for `template put`, rejecting one over the control
+/// plane's size limit before it is sent. The server rejects a large body with
+/// a JSON buffering error that names neither the size nor the limit.
+fn read_template_file(file: &Path) -> anyhow::Result<String> {
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("cannot read the template file {}", file.display()))?
+        .len();
+    if size > MAX_TEMPLATE_BYTES as u64 {
+        bail!(
+            "the template file {} is {size} bytes, but templates may have at most {MAX_TEMPLATE_BYTES} bytes ({} KiB); shorten the template",
+            file.display(),
+            MAX_TEMPLATE_BYTES / 1024
+        );
+    }
+    std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the template file {}", file.display()))
+}
+
+/// Reads the public key lines of an `--ssh-key-file`, skipping blank lines
+/// and `#` comments. A file with a private key or without any key line is
+/// rejected, because a private key must never leave this machine and a file
+/// without keys is most likely the wrong file.
+fn read_ssh_key_file(file: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read --ssh-key-file {}", file.display()))?;
+    if text.contains("PRIVATE KEY") {
+        let fix = if file.extension().is_some_and(|ext| ext == "pub") {
+            "pass the matching public key file instead".to_string()
+        } else {
+            format!(
+                "pass the public key file instead (such as {}.pub)",
+                file.display()
+            )
+        };
+        bail!(
+            "--ssh-key-file {} contains a private key; {fix}",
+            file.display()
+        );
+    }
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if keys.is_empty() {
+        bail!(
+            "--ssh-key-file {} contains no key, only blank lines or # comments; pass a file with an OpenSSH public key line, such as ~/.ssh/id_ed25519.pub",
+            file.display()
+        );
+    }
+    Ok(keys)
 }
 
 /// Returns `name` as one percent-encoded URL path segment, so a `/`, `?`

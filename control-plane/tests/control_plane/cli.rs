@@ -132,6 +132,84 @@ fn private_ssh_key_file_stays_local() {
 
     let message = stderr(&output);
     assert!(!output.status.success());
-    assert!(message.contains("holds a private key"), "{message}");
+    assert!(message.contains("contains a private key"), "{message}");
+    assert!(!message.contains("cannot reach"), "{message}");
+}
+
+fn order_create_with_key_file(key: &str) -> Output {
+    rackhand(&[
+        "order",
+        "create",
+        "--product",
+        "small",
+        "--site",
+        "dc1",
+        "--email",
+        "c@example.com",
+        "--ssh-key-file",
+        key,
+    ])
+}
+
+#[test]
+fn private_key_in_pub_file_names_public_key() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let key = write(
+        dir.path(),
+        "key-private.pub",
+        b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    );
+
+    let output = order_create_with_key_file(&key);
+
+    let message = stderr(&output);
+    assert!(!output.status.success());
+    assert!(message.contains("contains a private key"), "{message}");
+    assert!(message.contains("matching public key file"), "{message}");
+    assert!(!message.contains(".pub.pub"), "{message}");
+    assert!(!message.contains("cannot reach"), "{message}");
+}
+
+#[test]
+fn ssh_key_file_without_keys_is_rejected_locally() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let cases = [
+        ("empty.pub", &b""[..]),
+        ("comments.pub", &b"# no key here\n\n  # nor here\n"[..]),
+    ];
+    for (name, data) in cases {
+        let key = write(dir.path(), name, data);
+
+        let output = order_create_with_key_file(&key);
+
+        let message = stderr(&output);
+        assert!(!output.status.success(), "{name}");
+        assert!(message.contains(&key), "{message}");
+        assert!(message.contains("contains no key"), "{message}");
+        assert!(!message.contains("cannot reach"), "{message}");
+    }
+}
+
+#[test]
+fn oversized_template_is_rejected_locally() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let size = rackhand_control_plane::install::MAX_TEMPLATE_BYTES + 1;
+    let file = write(dir.path(), "big.yaml", &vec![b'#'; size]);
+
+    let output = rackhand(&[
+        "template",
+        "put",
+        "big",
+        "--format",
+        "cloud-config",
+        "--file",
+        &file,
+    ]);
+
+    let message = stderr(&output);
+    assert!(!output.status.success());
+    assert!(message.contains(&file), "{message}");
+    assert!(message.contains(&format!("is {size} bytes")), "{message}");
+    assert!(message.contains("at most 262144 bytes"), "{message}");
     assert!(!message.contains("cannot reach"), "{message}");
 }

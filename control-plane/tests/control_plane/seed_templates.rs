@@ -251,6 +251,23 @@ async fn two_seeds_for_one_file_are_invalid() {
 }
 
 #[tokio::test]
+async fn seed_named_twice_is_invalid() {
+    let plane = TestPlane::start().await;
+    seed_cloud_catalogue(&plane).await;
+
+    let reply = plane
+        .post("/v1/products", &product("cloud", Some("cc"), &["md", "md"]))
+        .await;
+
+    assert_invalid(
+        &reply,
+        "seed_templates",
+        "template \"md\" is named twice in seed_templates",
+    );
+    assert!(!error_text(&reply).contains("are both"), "{}", reply.text);
+}
+
+#[tokio::test]
 async fn unknown_seed_template_is_invalid() {
     let plane = TestPlane::start().await;
     seed_cloud_catalogue(&plane).await;

@@ -97,6 +97,70 @@ async fn unknown_variable_names_line_and_known_ones() {
 }
 
 #[tokio::test]
+async fn nul_in_body_names_line_and_column() {
+    let plane = TestPlane::start().await;
+
+    let reply = put(&plane, "nul", "cloud-config", "#cloud-config\nx: 1\0\n").await;
+
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.json["field"], "body");
+    let message = error_text(&reply);
+    assert!(message.contains("line 2, column 5"), "{message}");
+    assert!(message.contains("U+0000"), "{message}");
+    assert!(message.contains("remove it"), "{message}");
+    assert_eq!(
+        plane.count("SELECT COUNT(*) FROM install_templates").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn byte_order_mark_is_invalid() {
+    let plane = TestPlane::start().await;
+    let body = format!("\u{feff}{KICKSTART}");
+
+    let reply = put(&plane, "bom", "kickstart", &body).await;
+
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    let message = error_text(&reply);
+    assert!(message.contains("remove the byte-order mark"), "{message}");
+}
+
+#[tokio::test]
+async fn quoted_container_expression_gets_hint() {
+    let plane = TestPlane::start().await;
+    let body = r#"{"name": "game", "image": "docker.io/library/game:1", "env": {"HOST": "{{fqdn}}"}, "limits": {"millicpus": 1000, "memory_mib": 1024}}"#;
+
+    let reply = put(&plane, "game", "container", body).await;
+
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    let message = error_text(&reply);
+    assert!(
+        message.contains("the rendered container spec is not valid JSON at line 1 column"),
+        "{message}"
+    );
+    assert!(
+        message.contains("expressions write their own JSON quotes"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn failed_replacement_keeps_stored_template() {
     let plane = TestPlane::start().await;
     put(&plane, "rocky-ks", "kickstart", KICKSTART).await;
