@@ -338,7 +338,9 @@ const PRESEED_TYPES: [&str; 9] = [
 /// that is not blank or a `#` comment must be `owner question type [value]`,
 /// with an owner without `/`, a question containing `/` and a debconf type.
 /// The plain-text `passwd/root-password` and `passwd/root-password-again`
-/// questions are rejected in favour of `passwd/root-password-crypted`.
+/// questions are rejected in favour of `passwd/root-password-crypted`, and
+/// `passwd/user-password(-again)` in favour of
+/// `passwd/user-password-crypted`.
 fn check_preseed(fail: &Failure<'_>, text: &str) -> Result<(), TemplateError> {
     let mut logical = String::new();
     let mut start = 0;
@@ -388,6 +390,18 @@ fn check_preseed_line(fail: &Failure<'_>, number: usize, line: &str) -> Result<(
             number,
             question,
             "use passwd/root-password-crypted password {{root_password_hash}}; a plain password must not be written",
+        ));
+    }
+    // The served file is readable by anyone on the provisioning network
+    // who has the boot's token, so no account gets a plain password.
+    if matches!(
+        question,
+        "passwd/user-password" | "passwd/user-password-again"
+    ) {
+        return Err(fail.at(
+            number,
+            question,
+            "use passwd/user-password-crypted password with a crypt hash (mkpasswd -m sha-512); a plain password must not be written",
         ));
     }
     Ok(())
@@ -466,6 +480,18 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("line 1, column 1"), "{message}");
         assert!(message.contains("remove the byte-order mark"), "{message}");
+    }
+
+    #[test]
+    fn plain_user_password_in_preseed_is_rejected() {
+        let text = "d-i passwd/user-password password secret\n";
+
+        let error = check_output("ps", TemplateKind::Preseed, text).expect_err("plain password");
+
+        assert!(
+            error.to_string().contains("passwd/user-password-crypted"),
+            "{error}"
+        );
     }
 
     #[test]
