@@ -246,21 +246,44 @@ pub fn check_template(
     if !dns_servers.is_empty() {
         input.network.dns_servers = dns_servers.to_vec();
     }
-    let context = OrderContext::new(input.clone())?;
+    let context =
+        OrderContext::new(input.clone())?.with_root_password_hash(PREVIEW_PASSWORD_HASH)?;
     let text = template.render(&context)?;
     check_placeholders(name, &text)?;
     if format == TemplateFormat::NetworkConfig {
         check_network_config_size(name, &text)?;
     }
+    // The welcome e-mail sends the root password; an installer file that
+    // does not set it would leave the customer with a password that fails.
+    if matches!(
+        format,
+        TemplateFormat::Kickstart | TemplateFormat::Preseed | TemplateFormat::CloudConfig
+    ) && !text.contains(PREVIEW_PASSWORD_HASH)
+    {
+        return Err(TemplateError::Missing {
+            template: name.to_string(),
+            kind: "template",
+            problem: "never writes {{root_password_hash}}, so the installed system would not have the root password the welcome e-mail sends; set it (kickstart: rootpw --iscrypted, preseed: passwd/root-password-crypted, cloud-config: hashed_passwd of root)".to_string(),
+        });
+    }
 
+    // The largest order: the longest host name and 16 keys of the most
+    // bytes an order may give.
+    input.hostname = "h".repeat(63);
     input.ssh_authorized_keys = (0..crate::orders::MAX_SSH_KEYS)
         .map(|index| {
-            let blob = "A".repeat(crate::orders::MAX_SSH_KEY_BYTES - 32);
-            format!("ssh-rsa {blob} key{index}@example.net")
+            let comment = format!(" k{index:02}");
+            let blob =
+                "A".repeat(crate::orders::MAX_SSH_KEY_BYTES - "ssh-rsa ".len() - comment.len());
+            format!("ssh-rsa {blob}{comment}")
         })
         .collect();
     let largest = template.render(&OrderContext::new(input)?)?;
-    check_rendered_size(name, largest.len())
+    check_rendered_size(name, largest.len())?;
+    if format == TemplateFormat::NetworkConfig {
+        check_network_config_size(name, &largest)?;
+    }
+    Ok(())
 }
 
 /// Refuses template sources whose rendering could grow past what
@@ -308,7 +331,7 @@ fn check_rendered_size(name: &str, bytes: usize) -> Result<(), TemplateError> {
         template: name.to_string(),
         kind: "template",
         problem: format!(
-            "renders {bytes} bytes for an order with 16 SSH keys of 8 KiB; a rendered file may have at most {MAX_RENDERED_BYTES} bytes, so repeat less of the template per key"
+            "renders {bytes} bytes for the largest order (a 63-character host name, 16 SSH keys of 8 KiB); a rendered file may have at most {MAX_RENDERED_BYTES} bytes, so repeat less of the template per key"
         ),
     })
 }
@@ -980,13 +1003,13 @@ mod tests {
         // 70 KiB of text per key makes 1.1 MiB for 16 keys.
         let padding = format!("  # {}\n", "x".repeat(1000)).repeat(70);
         let body = format!(
-            "#cloud-config\nruncmd:\n{{{{#each ssh_authorized_keys}}}}\n{padding}  - {{{{this}}}}\n{{{{/each}}}}\n"
+            "#cloud-config\nusers:\n  - name: root\n    hashed_passwd: {{{{root_password_hash}}}}\nruncmd:\n{{{{#each ssh_authorized_keys}}}}\n{padding}  - {{{{this}}}}\n{{{{/each}}}}\n"
         );
 
         let error = check_template("cc", TemplateFormat::CloudConfig, &body, &[])
             .expect_err("too large for the largest order");
 
-        assert!(error.to_string().contains("16 SSH keys"), "{error}");
+        assert!(error.to_string().contains("largest order"), "{error}");
     }
 
     #[test]
@@ -1012,6 +1035,19 @@ mod tests {
             .expect_err("too long with 60 resolvers");
 
         assert!(error.to_string().contains("at most 768"), "{error}");
+    }
+
+    #[test]
+    fn template_without_root_hash_is_refused() {
+        let error = check_template(
+            "cc",
+            TemplateFormat::CloudConfig,
+            "#cloud-config\nhostname: {{hostname}}\n",
+            &[],
+        )
+        .expect_err("the e-mailed password would not work");
+
+        assert!(error.to_string().contains("root_password_hash"), "{error}");
     }
 
     #[test]

@@ -25,8 +25,64 @@ pub struct NewOrder {
     pub hostname: Option<String>,
     /// OpenSSH public key lines for the installed system's root account,
     /// which install templates see as `ssh_authorized_keys`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "key_lines")]
     pub ssh_authorized_keys: Vec<String>,
+}
+
+/// Reads `ssh_authorized_keys` as a list of strings. serde's own error for
+/// a wrong type quotes the value, which may be a pasted private key, so
+/// this one does not.
+fn key_lines<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct Lines;
+
+    impl<'de> serde::de::Visitor<'de> for Lines {
+        type Value = Vec<String>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("a list of OpenSSH public key lines")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(E::custom(
+                "ssh_authorized_keys must be a list of OpenSSH public key lines, not one string; send [\"ssh-ed25519 AAAA… user@host\"]",
+            ))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut lines = Vec::new();
+            // Bounded by the request body limit; the count is checked later.
+            while let Some(line) = seq.next_element::<KeyLine>()? {
+                lines.push(line.0);
+            }
+            Ok(lines)
+        }
+    }
+
+    /// One list entry, whose type error does not quote it either.
+    struct KeyLine(String);
+
+    impl<'de> serde::Deserialize<'de> for KeyLine {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Line;
+            impl serde::de::Visitor<'_> for Line {
+                type Value = KeyLine;
+
+                fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    formatter.write_str("an OpenSSH public key line as a string")
+                }
+
+                fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<KeyLine, E> {
+                    Ok(KeyLine(value.to_string()))
+                }
+            }
+            deserializer.deserialize_str(Line)
+        }
+    }
+
+    deserializer.deserialize_any(Lines)
 }
 
 /// Most SSH keys one order may carry.
@@ -213,34 +269,46 @@ fn check_ssh_keys(keys: &[String]) -> Result<String, OrderError> {
 /// comment carries no quote, `$`, backtick or other shell syntax.
 const KEY_COMMENT_PUNCTUATION: &str = " @._+-:,=/";
 
+/// Smallest RSA modulus accepted, in bits. OpenSSH 9.1 refuses keys under
+/// 1024 bits, and 2048 is what `ssh-keygen -t rsa` has made for years.
+const MIN_RSA_BITS: usize = 2048;
+
 /// Checks one OpenSSH public key line (`TYPE BASE64 [COMMENT]`, as in
-/// `id_ed25519.pub`) and returns it trimmed, or says what is wrong with it
-/// without quoting it.
+/// `id_ed25519.pub`) and returns it with single spaces, or says what is
+/// wrong with it without quoting it.
 fn ssh_key_line(key: &str) -> Result<String, String> {
     use base64::Engine as _;
 
     let key = key.trim();
-    if key.chars().any(char::is_control) {
-        return Err(
-            "holds a line break or another control character; give one key per entry".to_string(),
-        );
-    }
-    if key.contains("PRIVATE KEY") {
+    if key.contains("PRIVATE KEY") || key.contains("PuTTY-User-Key-File") {
         return Err("is a private key; send the public key (the .pub file) instead".to_string());
     }
-    let mut parts = key.splitn(3, ' ');
-    let key_type = parts.next().unwrap_or_default();
-    let body = parts.next().unwrap_or_default();
-    let comment = parts.next().unwrap_or_default();
+    if key.contains(['\n', '\r']) {
+        return Err("holds a line break; give one key line per entry".to_string());
+    }
+    if key.chars().any(char::is_control) && !key.contains('\t') {
+        return Err(
+            "holds a control character; copy the line from the .pub file unchanged".to_string(),
+        );
+    }
+    let mut words = key.split_ascii_whitespace();
+    let key_type = words.next().unwrap_or_default();
+    let body = words.next().unwrap_or_default();
+    let comment: Vec<&str> = words.collect();
+    let comment = comment.join(" ");
+    if key_type == "ssh-dss" {
+        return Err("is a DSA key, which OpenSSH no longer accepts by default; create an ed25519 key with ssh-keygen -t ed25519".to_string());
+    }
     let known = [
         "ssh-ed25519",
         "ssh-rsa",
-        "ecdsa-sha2-",
-        "sk-ssh-ed25519@",
-        "sk-ecdsa-sha2-",
-        "ssh-dss",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
     ];
-    if !known.iter().any(|prefix| key_type.starts_with(prefix)) {
+    if !known.contains(&key_type) {
         return Err(
             "does not start with a key type such as ssh-ed25519 or ssh-rsa; give the key without options such as from=\"…\""
                 .to_string(),
@@ -249,22 +317,52 @@ fn ssh_key_line(key: &str) -> Result<String, String> {
     let blob = base64::engine::general_purpose::STANDARD
         .decode(body)
         .map_err(|_| "has no valid base64 key after its type".to_string())?;
-    // The blob starts with the key type as an SSH string: a 32-bit
-    // big-endian length and the name.
-    let embedded = blob
-        .get(..4)
-        .map(|length| u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize)
-        .and_then(|length| blob.get(4..4 + length));
-    if embedded != Some(key_type.as_bytes()) {
+    let mut reader = SshBlob(&blob);
+    if reader.string() != Some(key_type.as_bytes()) {
         return Err(format!(
-            "says {key_type}, but its base64 key is not a {key_type} key; copy the line from the .pub file unchanged"
+            "says {key_type}, but its base64 key is of another type; copy the line from the .pub file unchanged"
         ));
     }
-    if blob.len() <= 4 + key_type.len() + 4 {
-        return Err(
-            "has a base64 key that is cut short; copy the line from the .pub file unchanged"
-                .to_string(),
-        );
+    let complete = match key_type {
+        "ssh-ed25519" => reader.string().is_some_and(|point| point.len() == 32),
+        "sk-ssh-ed25519@openssh.com" => {
+            reader.string().is_some_and(|point| point.len() == 32) && reader.string().is_some()
+        }
+        "ssh-rsa" => {
+            let exponent = reader.string();
+            let modulus = reader.string();
+            match (exponent, modulus) {
+                (Some(_), Some(modulus)) => {
+                    let bits = rsa_bits(modulus);
+                    if bits < MIN_RSA_BITS {
+                        return Err(format!(
+                            "is a {bits}-bit RSA key; use at least {MIN_RSA_BITS} bits, or an ed25519 key (ssh-keygen -t ed25519)"
+                        ));
+                    }
+                    true
+                }
+                _ => false,
+            }
+        }
+        ecdsa => {
+            let curve = ecdsa
+                .trim_start_matches("sk-")
+                .trim_start_matches("ecdsa-sha2-")
+                .trim_end_matches("@openssh.com");
+            let point_len = match curve {
+                "nistp256" => 65,
+                "nistp384" => 97,
+                _ => 133,
+            };
+            reader.string() == Some(curve.as_bytes())
+                && reader
+                    .string()
+                    .is_some_and(|point| point.len() == point_len)
+                && (!ecdsa.starts_with("sk-") || reader.string().is_some())
+        }
+    };
+    if !complete || !reader.0.is_empty() {
+        return Err("has a base64 key that is cut short or padded; copy the line from the .pub file unchanged".to_string());
     }
     if !comment
         .chars()
@@ -274,8 +372,37 @@ fn ssh_key_line(key: &str) -> Result<String, String> {
             "has a comment with characters other than letters, digits and {KEY_COMMENT_PUNCTUATION:?}; shorten the comment, for example to user@host"
         ));
     }
-    rackhand_install_templates::check_ssh_key(key)
+    let line = if comment.is_empty() {
+        format!("{key_type} {body}")
+    } else {
+        format!("{key_type} {body} {comment}")
+    };
+    rackhand_install_templates::check_ssh_key(&line)
         .map_err(|_| "is not an OpenSSH public key line; give the type, the base64 key and an optional comment, as in id_ed25519.pub".to_string())
+}
+
+/// Reads SSH wire-format strings (a 32-bit big-endian length, then the
+/// bytes) from a public key blob.
+struct SshBlob<'a>(&'a [u8]);
+
+impl<'a> SshBlob<'a> {
+    fn string(&mut self) -> Option<&'a [u8]> {
+        let length = self.0.get(..4)?;
+        let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize;
+        let value = self.0.get(4..4usize.checked_add(length)?)?;
+        self.0 = &self.0[4 + length..];
+        Some(value)
+    }
+}
+
+/// Bit length of an SSH `mpint` (big-endian, possibly with a leading zero
+/// byte for the sign).
+fn rsa_bits(modulus: &[u8]) -> usize {
+    let significant: &[u8] = match modulus.iter().position(|&byte| byte != 0) {
+        Some(first) => &modulus[first..],
+        None => return 0,
+    };
+    significant.len() * 8 - significant[0].leading_zeros() as usize
 }
 
 /// Returns the address part of a customer e-mail address, refusing what

@@ -40,6 +40,17 @@ pub fn check_output(template: &str, kind: TemplateKind, text: &str) -> Result<()
             if first.trim_end() != "#cloud-config" {
                 return Err(fail.at(1, first, "the first line must be exactly #cloud-config"));
             }
+            // cloud-init reads user-data as one YAML document.
+            if let Some((index, line)) = text.lines().enumerate().find(|(_, line)| {
+                let line = line.trim_end();
+                line == "---" || line == "..." || line.starts_with("--- ")
+            }) {
+                return Err(fail.at(
+                    index + 1,
+                    line,
+                    "a document marker starts a second YAML document, which cloud-init does not read; remove it",
+                ));
+            }
             lint_yaml(text, 2)
                 .map(|_| ())
                 .map_err(|(line, problem)| fail.line(text, line, &problem))
@@ -291,6 +302,20 @@ fn check_kickstart(fail: &Failure<'_>, text: &str) -> Result<(), TemplateError> 
                 return Err(fail.at(number, "rootpw …", "use rootpw --iscrypted {{root_password_hash}}; a plain password must not be written"));
             }
         }
+        // `user --password` and `sshpw` take plain text unless marked
+        // crypted, and the served file is readable with the boot's token.
+        let words: Vec<&str> = trimmed.split_whitespace().collect();
+        let plain_user = word == "user"
+            && words.iter().any(|w| w.starts_with("--password"))
+            && !words.contains(&"--iscrypted");
+        let plain_sshpw = word == "sshpw" && !words.contains(&"--iscrypted");
+        if plain_user || plain_sshpw {
+            return Err(fail.at(
+                number,
+                word,
+                "add --iscrypted and give a crypt hash (mkpasswd -m sha-512); a plain password must not be written",
+            ));
+        }
         commands.push(word);
     }
     if let Some((start, name)) = open_section {
@@ -480,6 +505,32 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("line 1, column 1"), "{message}");
         assert!(message.contains("remove the byte-order mark"), "{message}");
+    }
+
+    #[test]
+    fn second_cloud_config_document_is_rejected() {
+        let text = "#cloud-config\nhostname: a\n---\nruncmd: [reboot]\n";
+
+        let error = check_output("cc", TemplateKind::CloudConfig, text).expect_err("two documents");
+
+        assert!(
+            error.to_string().contains("second YAML document"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn plain_kickstart_user_password_is_rejected() {
+        for line in [
+            "user --name=admin --password=Secret123",
+            "sshpw --username=root Secret123",
+        ] {
+            let text = format!("{line}\n");
+
+            let error = check_output("ks", TemplateKind::Kickstart, &text).expect_err(line);
+
+            assert!(error.to_string().contains("--iscrypted"), "{line}: {error}");
+        }
     }
 
     #[test]

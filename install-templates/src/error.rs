@@ -39,6 +39,13 @@ pub enum TemplateError {
         found: &'static str,
     },
 
+    #[error("template {template:?} line {line}: {problem}")]
+    ForbiddenConstruct {
+        template: String,
+        line: usize,
+        problem: &'static str,
+    },
+
     #[error(
         "template {template:?} line {line}, column {column}: unknown variable {variable:?}; known variables are {known}"
     )]

@@ -221,6 +221,7 @@ impl OperatorTemplate {
 
 /// Rejects the Handlebars forms that skip the escape function.
 fn reject_unescaped(name: &str, source: &str) -> Result<(), TemplateError> {
+    reject_constructs(name, source)?;
     for (index, line) in source.lines().enumerate() {
         let found = if line.contains("{{{") {
             Some("{{{…}}}")
@@ -236,6 +237,66 @@ fn reject_unescaped(name: &str, source: &str) -> Result<(), TemplateError> {
                 found,
             });
         }
+    }
+    Ok(())
+}
+
+/// Rejects, over the whole source, what the line-based checks cannot see
+/// and what could make one upload unbounded. An expression may not span
+/// lines, since the placement and escaping checks read one line at a time.
+/// Partials (`{{> p}}`, `{{#> p}}`, `{{#*inline}}`) and other decorators
+/// (`{{* …}}`) are refused: a partial can call itself, and handlebars sets
+/// no recursion limit.
+fn reject_constructs(name: &str, source: &str) -> Result<(), TemplateError> {
+    let refuse = |offset: usize, problem: &'static str| TemplateError::ForbiddenConstruct {
+        template: name.to_owned(),
+        line: source[..offset].matches('\n').count() + 1,
+        problem,
+    };
+    let mut rest = source;
+    let mut offset = 0;
+    while let Some(start) = rest.find("{{") {
+        let open = offset + start;
+        let after = &source[open + 2..];
+        // Comments may span lines; `{{!-- … --}}` may also contain `}}`.
+        let comment_end = if after.trim_start_matches('~').starts_with("!--") {
+            after.find("--}}").map(|end| end + 2)
+        } else if after.trim_start_matches('~').starts_with('!') {
+            after.find("}}")
+        } else {
+            None
+        };
+        if let Some(end) = comment_end {
+            offset = open + 2 + end + 2;
+            rest = &source[offset..];
+            continue;
+        }
+        let Some(end) = after.find("}}") else {
+            break;
+        };
+        let inner = &after[..end];
+        if inner.contains('\n') {
+            return Err(refuse(
+                open,
+                "an expression spans lines; open and close every {{…}} on one line",
+            ));
+        }
+        let tag = inner.trim_start_matches(['{', '~']).trim_start();
+        let tag = tag.strip_prefix('#').unwrap_or(tag).trim_start();
+        if tag.starts_with('>') {
+            return Err(refuse(
+                open,
+                "partials ({{> name}}) are not supported; write the text where it is needed",
+            ));
+        }
+        if tag.starts_with('*') {
+            return Err(refuse(
+                open,
+                "inline partials and decorators ({{#*inline}}, {{* …}}) are not supported; write the text where it is needed",
+            ));
+        }
+        offset = open + 2 + end + 2;
+        rest = &source[offset..];
     }
     Ok(())
 }

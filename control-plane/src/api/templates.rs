@@ -122,11 +122,13 @@ pub async fn put_template(
 /// rendered spec has two pairs and does not parse.
 fn quote_hint(body: &str, error: &TemplateError) -> &'static str {
     let quoted_expression = body.contains("\"{{");
-    match error {
-        TemplateError::ContainerSpecJson { .. } if quoted_expression => {
-            "; expressions write their own JSON quotes, so write {{fqdn}} rather than \"{{fqdn}}\""
-        }
-        _ => "",
+    // Any rejection of a body with a quoted expression gets the hint: in
+    // JSON formats the doubled quotes break the syntax, and in YAML ones the
+    // placement check refuses the expression.
+    if quoted_expression && !matches!(error, TemplateError::UnknownVariable { .. }) {
+        "; expressions write their own quotes, so write {{fqdn}} rather than \"{{fqdn}}\""
+    } else {
+        ""
     }
 }
 
@@ -215,7 +217,7 @@ pub async fn delete_template(
     let products = products_using(&mut tx, id).await?;
     if !products.is_empty() {
         return Err(ApiError::Conflict(format!(
-            "template {name:?} is used by product(s) {}; a template cannot be deleted while a product names it",
+            "template {name:?} is used by product(s) {}; a template cannot be deleted while a product names it, and products cannot be changed or deleted yet",
             products.join(", ")
         )));
     }
@@ -373,7 +375,8 @@ pub async fn render_template(
         .map_err(|error| match error {
             InstallError::Database(error) => ApiError::from(error),
             InstallError::NotReady(message) => ApiError::Conflict(format!(
-                "{message}; render with the sample order by leaving out order"
+                "order {}: {message} (the driver step chooses them once the order is paid); leave out order (--order) to render with the sample order",
+                request.order.unwrap_or_default()
             )),
             InstallError::Template(message) => ApiError::Conflict(message),
         })?;

@@ -1198,9 +1198,12 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
 /// plane's size limit before it is sent. The server rejects a large body with
 /// a JSON buffering error that names neither the size nor the limit.
 fn read_template_file(file: &Path) -> anyhow::Result<String> {
-    let size = std::fs::metadata(file)
-        .with_context(|| format!("cannot read the template file {}", file.display()))?
-        .len();
+    let metadata = std::fs::metadata(file)
+        .with_context(|| format!("cannot read the template file {}", file.display()))?;
+    if !metadata.is_file() {
+        bail!("the template file {} is not a regular file", file.display());
+    }
+    let size = metadata.len();
     if size > MAX_TEMPLATE_BYTES as u64 {
         bail!(
             "the template file {} is {size} bytes, but templates may have at most {MAX_TEMPLATE_BYTES} bytes ({} KiB); shorten the template",
@@ -1217,9 +1220,19 @@ fn read_template_file(file: &Path) -> anyhow::Result<String> {
 /// rejected, because a private key must never leave this machine and a file
 /// without keys is most likely the wrong file.
 fn read_ssh_key_file(file: &Path) -> anyhow::Result<Vec<String>> {
+    // 16 keys of 8 KiB, with room for comments.
+    const MAX_KEY_FILE_BYTES: u64 = 256 * 1024;
+    let metadata = std::fs::metadata(file)
+        .with_context(|| format!("cannot read --ssh-key-file {}", file.display()))?;
+    if !metadata.is_file() || metadata.len() > MAX_KEY_FILE_BYTES {
+        bail!(
+            "--ssh-key-file {} is not a regular file of at most {MAX_KEY_FILE_BYTES} bytes; pass a .pub file",
+            file.display()
+        );
+    }
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read --ssh-key-file {}", file.display()))?;
-    if text.contains("PRIVATE KEY") {
+    if text.contains("PRIVATE KEY") || text.contains("PuTTY-User-Key-File") {
         let fix = if file.extension().is_some_and(|ext| ext == "pub") {
             "pass the matching public key file instead".to_string()
         } else {

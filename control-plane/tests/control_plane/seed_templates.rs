@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{ADMIN_TOKEN, CURRENCY, TestPlane, id_of};
 
-const CLOUD_CONFIG: &str = "#cloud-config\nhostname: {{hostname}}\nfqdn: {{fqdn}}\n";
+const CLOUD_CONFIG: &str = "#cloud-config\nhostname: {{hostname}}\nfqdn: {{fqdn}}\nusers:\n  - name: root\n    hashed_passwd: {{root_password_hash}}\n";
 
 const META_DATA: &str =
     "instance-id: {{instance_id}}\nlocal-hostname: {{fqdn}}\nplacement: rack-12\n";
@@ -380,7 +380,7 @@ async fn order_ssh_keys_reach_rendered_files() {
         &plane,
         "cc-keys",
         "cloud-config",
-        "#cloud-config\nssh_authorized_keys:\n{{#each ssh_authorized_keys}}\n  - {{this}}\n{{/each}}\n",
+        "#cloud-config\nusers:\n  - name: root\n    hashed_passwd: {{root_password_hash}}\nssh_authorized_keys:\n{{#each ssh_authorized_keys}}\n  - {{this}}\n{{/each}}\n",
     )
     .await;
     let order = cloud_order(&plane, &[], "ironic").await;
@@ -499,7 +499,7 @@ async fn preview_of_order_without_address_is_conflict() {
 
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
     assert!(
-        error_text(&reply).contains("leaving out order"),
+        error_text(&reply).contains("leave out order (--order)"),
         "{}",
         reply.text
     );
@@ -610,7 +610,11 @@ async fn key_blob_of_other_type_is_rejected() {
 
     let reply = order_with_keys(&plane, "cloud", json!([key])).await;
 
-    assert_invalid(&reply, "ssh_authorized_keys", "is not a ssh-rsa key");
+    assert_invalid(
+        &reply,
+        "ssh_authorized_keys",
+        "says ssh-rsa, but its base64 key",
+    );
 }
 
 #[tokio::test]
@@ -629,4 +633,68 @@ async fn keys_for_product_without_template_are_rejected() {
     let reply = order_with_keys(&plane, crate::harness::PRODUCT, json!([ED25519_KEY])).await;
 
     assert_invalid(&reply, "ssh_authorized_keys", "cannot install SSH keys");
+}
+
+/// Builds an `ssh-rsa` line whose modulus has `bits` bits.
+fn rsa_key(bits: usize) -> String {
+    use base64::Engine as _;
+    let mut blob = Vec::new();
+    let mut string = |bytes: &[u8]| {
+        blob.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        blob.extend_from_slice(bytes);
+    };
+    string(b"ssh-rsa");
+    string(&[1, 0, 1]);
+    let mut modulus = vec![0u8; 1 + bits / 8];
+    modulus[1] = 0x80;
+    string(&modulus);
+    format!(
+        "ssh-rsa {} ops@example.net",
+        base64::engine::general_purpose::STANDARD.encode(&blob)
+    )
+}
+
+#[tokio::test]
+async fn small_rsa_key_is_rejected() {
+    let plane = keyed_plane().await;
+
+    let reply = order_with_keys(&plane, "cloud", json!([rsa_key(1024)])).await;
+
+    assert_invalid(&reply, "ssh_authorized_keys", "1024-bit RSA key");
+}
+
+#[tokio::test]
+async fn rsa_key_of_2048_bits_and_tab_are_accepted() {
+    let plane = keyed_plane().await;
+    let key = rsa_key(2048).replacen(' ', "\t", 1);
+
+    let reply = order_with_keys(&plane, "cloud", json!([key])).await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+}
+
+#[tokio::test]
+async fn dsa_key_is_rejected() {
+    let plane = keyed_plane().await;
+
+    let reply = order_with_keys(&plane, "cloud", json!(["ssh-dss AAAAB3NzaC1kc3MAAAA= x@y"])).await;
+
+    assert_invalid(&reply, "ssh_authorized_keys", "DSA key");
+}
+
+#[tokio::test]
+async fn key_list_given_as_string_is_rejected_unquoted() {
+    let plane = keyed_plane().await;
+    let private = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n";
+
+    let reply = order_with_keys(&plane, "cloud", json!(private)).await;
+
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert!(reply.text.contains("not one string"), "{}", reply.text);
+    assert!(!reply.text.contains("b3Bl"), "{}", reply.text);
 }

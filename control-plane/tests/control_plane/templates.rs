@@ -155,7 +155,7 @@ async fn quoted_container_expression_gets_hint() {
         "{message}"
     );
     assert!(
-        message.contains("expressions write their own JSON quotes"),
+        message.contains("expressions write their own quotes"),
         "{message}"
     );
 }
@@ -330,7 +330,7 @@ async fn format_change_is_refused_while_used() {
         &plane,
         "rocky-ks",
         "cloud-config",
-        "#cloud-config\nhostname: {{hostname}}\n",
+        "#cloud-config\nusers:\n  - name: root\n    hashed_passwd: {{root_password_hash}}\n",
     )
     .await;
 

@@ -495,3 +495,40 @@ fn log_helper_is_rejected() {
     );
     assert!(message.contains("log"), "{message}");
 }
+
+#[test]
+fn recursive_inline_partial_is_rejected() {
+    let source = "#cloud-config\n{{#*inline \"p\"}}x{{> p}}{{/inline}}\nhostname: {{hostname}}\n";
+
+    let message = rejection(TemplateKind::CloudConfig, source);
+
+    assert!(message.contains("line 2"), "{message}");
+    assert!(message.contains("inline partials"), "{message}");
+}
+
+#[test]
+fn partial_is_rejected() {
+    let message = rejection(
+        TemplateKind::CloudConfig,
+        "#cloud-config\nhostname: {{hostname}}\n{{> p}}\n",
+    );
+
+    assert!(message.contains("partials"), "{message}");
+}
+
+#[test]
+fn expression_across_lines_is_rejected() {
+    let source = "d-i preseed/late_command string echo {{\nroot_password_hash}} > /target/x\n";
+
+    let message = rejection(TemplateKind::Preseed, source);
+
+    assert!(message.contains("line 1"), "{message}");
+    assert!(message.contains("spans lines"), "{message}");
+}
+
+#[test]
+fn comment_across_lines_is_accepted() {
+    let source = "#cloud-config\n{{!-- about\nthis file }} --}}\nhostname: {{hostname}}\n";
+
+    validate(TemplateKind::CloudConfig, source).expect("comments may span lines");
+}
