@@ -290,7 +290,7 @@ pub fn check_template(
 /// [`check_template`] can try: nested `#each` blocks multiply the output,
 /// and every `ssh_authorized_keys` reference can add up to 128 KiB.
 fn check_expansion(name: &str, body: &str) -> Result<(), TemplateError> {
-    let refuse = |problem: String| TemplateError::Missing {
+    let reject = |problem: String| TemplateError::Missing {
         template: name.to_string(),
         kind: "template",
         problem,
@@ -303,7 +303,7 @@ fn check_expansion(name: &str, body: &str) -> Result<(), TemplateError> {
             if tag.starts_with("#each") {
                 depth += 1;
                 if depth > 1 {
-                    return Err(refuse(format!(
+                    return Err(reject(format!(
                         "line {} opens an {{{{#each}}}} block inside another one, which repeats the inner list for every item of the outer; use one level of #each",
                         index + 1
                     )));
@@ -316,7 +316,7 @@ fn check_expansion(name: &str, body: &str) -> Result<(), TemplateError> {
     }
     let references = body.matches("ssh_authorized_keys").count();
     if references > MAX_KEY_REFERENCES {
-        return Err(refuse(format!(
+        return Err(reject(format!(
             "names ssh_authorized_keys {references} times; use it at most {MAX_KEY_REFERENCES} times, since each can add an order's 16 keys"
         )));
     }
@@ -606,10 +606,10 @@ fn render_one(
     Ok(text)
 }
 
-/// Renders the main template with the stored hash. A cloud-config gets the
-/// NoCloud `meta-data` and `network-config`, and for an Ironic node the
-/// configdrive's `meta_data.json` and `network_data.json`; each comes from
-/// the product's seed template of that file, or is built in.
+/// Renders the main template with the stored hash. A cloud-config also gets
+/// the NoCloud `meta-data` and `network-config`, and for an Ironic node the
+/// configdrive's `meta_data.json` and `network_data.json`. Each of these
+/// comes from the product's seed template of that file, or is built in.
 fn render_files(
     template: &TemplateRow,
     seeds: &[TemplateRow],

@@ -274,8 +274,8 @@ const KEY_COMMENT_PUNCTUATION: &str = " @._+-:,=/";
 const MIN_RSA_BITS: usize = 2048;
 
 /// Checks one OpenSSH public key line (`TYPE BASE64 [COMMENT]`, as in
-/// `id_ed25519.pub`) and returns it with single spaces, or says what is
-/// wrong with it without quoting it.
+/// `id_ed25519.pub`) and returns it with single spaces, or an error that
+/// names the problem without quoting the line.
 fn ssh_key_line(key: &str) -> Result<String, String> {
     use base64::Engine as _;
 

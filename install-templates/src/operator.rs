@@ -248,7 +248,7 @@ fn reject_unescaped(name: &str, source: &str) -> Result<(), TemplateError> {
 /// (`{{* …}}`) are refused: a partial can call itself, and handlebars sets
 /// no recursion limit.
 fn reject_constructs(name: &str, source: &str) -> Result<(), TemplateError> {
-    let refuse = |offset: usize, problem: &'static str| TemplateError::ForbiddenConstruct {
+    let reject = |offset: usize, problem: &'static str| TemplateError::ForbiddenConstruct {
         template: name.to_owned(),
         line: source[..offset].matches('\n').count() + 1,
         problem,
@@ -276,7 +276,7 @@ fn reject_constructs(name: &str, source: &str) -> Result<(), TemplateError> {
         };
         let inner = &after[..end];
         if inner.contains('\n') {
-            return Err(refuse(
+            return Err(reject(
                 open,
                 "an expression spans lines; open and close every {{…}} on one line",
             ));
@@ -284,13 +284,13 @@ fn reject_constructs(name: &str, source: &str) -> Result<(), TemplateError> {
         let tag = inner.trim_start_matches(['{', '~']).trim_start();
         let tag = tag.strip_prefix('#').unwrap_or(tag).trim_start();
         if tag.starts_with('>') {
-            return Err(refuse(
+            return Err(reject(
                 open,
                 "partials ({{> name}}) are not supported; write the text where it is needed",
             ));
         }
         if tag.starts_with('*') {
-            return Err(refuse(
+            return Err(reject(
                 open,
                 "inline partials and decorators ({{#*inline}}, {{* …}}) are not supported; write the text where it is needed",
             ));

@@ -203,14 +203,14 @@ pub fn configdrive_parts(
 
 /// Boot interfaces that hand a ramdisk deployment its configdrive (as a
 /// virtual CD). Ironic 39 gives only `RedfishVirtualMediaBoot` and its
-/// iDRAC subclass the `ramdisk_boot_configdrive` capability; with any other
+/// iDRAC subclass the `ramdisk_boot_configdrive` capability. With any other
 /// boot interface (`ipxe`, `pxe`, `http-ipxe`) the ramdisk deploy ignores
-/// the configdrive and logs a warning that quotes the whole node, the
-/// configdrive's user-data and password hash included.
+/// the configdrive and logs a warning that quotes the whole node, including
+/// the configdrive's user-data and password hash.
 const CONFIGDRIVE_BOOT_INTERFACES: [&str; 2] =
     ["redfish-virtual-media", "idrac-redfish-virtual-media"];
 
-/// Whether a ramdisk deployment through `boot_interface` reads a
+/// Returns whether a ramdisk deployment through `boot_interface` reads a
 /// configdrive.
 pub fn boot_interface_reads_configdrive(boot_interface: Option<&str>) -> bool {
     boot_interface.is_some_and(|name| CONFIGDRIVE_BOOT_INTERFACES.contains(&name))

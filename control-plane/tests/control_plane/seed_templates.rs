@@ -541,7 +541,7 @@ async fn order_with_keys(plane: &TestPlane, product: &str, keys: Value) -> crate
         .await
 }
 
-/// A catalogue with the cloud-config product `cloud` and a node for it.
+/// Starts a plane with the cloud-config product `cloud` and a node for it.
 async fn keyed_plane() -> TestPlane {
     let plane = TestPlane::start().await;
     seed_cloud_catalogue(&plane).await;
@@ -664,7 +664,7 @@ async fn small_rsa_key_is_rejected() {
 }
 
 #[tokio::test]
-async fn rsa_key_of_2048_bits_and_tab_are_accepted() {
+async fn rsa_2048_key_with_tab_is_accepted() {
     let plane = keyed_plane().await;
     let key = rsa_key(2048).replacen(' ', "\t", 1);
 
