@@ -89,7 +89,16 @@ pub(crate) fn emailed_password(outbox: &Path) -> anyhow::Result<String> {
     )
 }
 
-async fn create_inventory(stack: &Stack, redfish: &Peer) -> anyhow::Result<String> {
+/// Registers an image of `install_method` named `image` with the stack's
+/// test kernel and initrd, the subnet `public` (gateway 192.0.2.1) and the
+/// node `node0` behind the Redfish peer's first system. Returns the node's
+/// MAC.
+pub(crate) async fn create_node_inventory(
+    stack: &Stack,
+    redfish: &Peer,
+    image: &str,
+    install_method: &str,
+) -> anyhow::Result<String> {
     let system = redfish
         .var("REDFISH_SYSTEM_IDS")
         .split(',')
@@ -105,11 +114,11 @@ async fn create_inventory(stack: &Stack, redfish: &Peer) -> anyhow::Result<Strin
         .post(
             "/v1/images",
             json!({
-                "name": "rocky-netinst",
+                "name": image,
                 "kernel_sha256": sha256_file(&stack.vmlinuz)?,
                 "initrd_sha256": sha256_file(&stack.initrd)?,
                 "kernel_args": "console=ttyS0",
-                "install_method": "kickstart",
+                "install_method": install_method,
             }),
         )
         .await?;
@@ -134,6 +143,11 @@ async fn create_inventory(stack: &Stack, redfish: &Peer) -> anyhow::Result<Strin
             }),
         )
         .await?;
+    Ok(mac)
+}
+
+async fn create_inventory(stack: &Stack, redfish: &Peer) -> anyhow::Result<String> {
+    let mac = create_node_inventory(stack, redfish, "rocky-netinst", "kickstart").await?;
     let (status, stored) = stack
         .call(
             reqwest::Method::PUT,

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use rackhand_e2e::cloud_init;
 use rackhand_e2e::peers::Peer;
-use rackhand_e2e::stack::{Stack, StackOptions, sha256_file};
+use rackhand_e2e::stack::{Stack, StackOptions};
 use rackhand_e2e::workspace;
 use rackhand_install_templates::crypt;
 use serde_json::{Value, json};
 
-use crate::install_templates::{curl_in, emailed_password};
+use crate::install_templates::{create_node_inventory, curl_in, emailed_password};
 
 /// Time for the driver and image phases to reach the armed boot, and for
 /// network and handoff after the callback, on a loaded 2-core machine.
@@ -29,6 +29,7 @@ const HOSTNAME: &str = "db3";
 /// The domain and resolver that the stack's control plane config sets.
 const DOMAIN: &str = "e2e.test";
 const DNS_SERVER: &str = "192.0.2.53";
+/// The gateway of the subnet `create_node_inventory` makes.
 const GATEWAY: &str = "192.0.2.1";
 
 /// The product's main template. Every expression is a whole YAML scalar,
@@ -189,50 +190,7 @@ async fn put_template(stack: &Stack, name: &str, format: &str, body: &str) -> an
 /// Registers a cloud-init image, a subnet, a node behind the Redfish peer,
 /// the three templates and a product naming them. Returns the node's MAC.
 async fn create_inventory(stack: &Stack, redfish: &Peer) -> anyhow::Result<String> {
-    let system = redfish
-        .var("REDFISH_SYSTEM_IDS")
-        .split(',')
-        .next()
-        .context("one Redfish system")?;
-    let mac = redfish
-        .var("REDFISH_SYSTEM_MACS")
-        .split(',')
-        .next()
-        .context("one Redfish MAC")?
-        .to_string();
-    stack
-        .post(
-            "/v1/images",
-            json!({
-                "name": "debian-cloud",
-                "kernel_sha256": sha256_file(&stack.vmlinuz)?,
-                "initrd_sha256": sha256_file(&stack.initrd)?,
-                "kernel_args": "console=ttyS0",
-                "install_method": "cloud-init",
-            }),
-        )
-        .await?;
-    stack
-        .post(
-            "/v1/subnets",
-            json!({ "name": "public", "site": "dc1", "cidr": "192.0.2.0/24", "gateway": GATEWAY }),
-        )
-        .await?;
-    stack
-        .post(
-            "/v1/nodes",
-            json!({
-                "name": "node0", "site": "dc1", "subnet": "public", "boot_mac": mac,
-                "cpu_cores": 1, "ram_mib": 512, "disk_gb": 1,
-                "bmc": {
-                    "driver": "redfish",
-                    "url": format!("{}/redfish/v1/Systems/{system}", redfish.var("REDFISH_URL")),
-                    "username": redfish.var("REDFISH_USER"),
-                    "password": redfish.var("REDFISH_PASSWORD"),
-                },
-            }),
-        )
-        .await?;
+    let mac = create_node_inventory(stack, redfish, "debian-cloud", "cloud-init").await?;
     put_template(stack, "debian-cc", "cloud-config", CLOUD_CONFIG).await?;
     put_template(stack, "rack-md", "meta-data", META_DATA).await?;
     put_template(stack, "uplink-nc", "network-config", NETWORK_CONFIG).await?;
