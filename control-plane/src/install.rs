@@ -1,6 +1,6 @@
 //! Install templates: the operator's kickstart, preseed, cloud-config and
 //! container templates with the seed templates that replace single NoCloud
-//! or configdrive files, and their rendering per order into the answer
+//! or configdrive files, and their rendering per order into the install
 //! files that the site agent serves to the installer (and, for Ironic
 //! nodes, puts into the configdrive).
 //!
@@ -64,8 +64,8 @@ const REPOSITORY_PLACEHOLDER: &str = "http://repository-url-not-set.invalid/rack
 const PLACEHOLDER_MARKERS: [&str; 2] = ["repository-url-not-set.invalid", "rackhand-no-mirror"];
 
 /// Largest file a template may render for one order, in bytes. Installers
-/// read answer files of a few kilobytes; the limit keeps a template that
-/// repeats the order's SSH keys from filling the control plane's memory.
+/// read install files of a few kilobytes, so the limit only stops a
+/// template that repeats the order's SSH keys from filling memory.
 pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
 
 /// Most `ssh_authorized_keys` references a template may have. Each can
@@ -155,7 +155,7 @@ impl TemplateFormat {
         self.seed_file().is_some()
     }
 
-    /// The install file a seed template replaces.
+    /// Returns the install file a seed template replaces.
     pub fn seed_file(self) -> Option<&'static str> {
         match self {
             Self::MetaData => Some(NOCLOUD_META_DATA_FILE),

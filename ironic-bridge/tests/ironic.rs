@@ -126,7 +126,8 @@ async fn fake_node_full_deploy_cycle() {
 
 /// The configdrive JSON the site agent sends (the control plane's built-in
 /// meta_data.json and network_data.json, and a cloud-config) goes through
-/// Ironic's own configdrive builder; the ISO it makes holds the same files.
+/// Ironic's own configdrive builder, and the ISO it makes contains the same
+/// files.
 #[tokio::test]
 async fn configdrive_builds_into_ironic_iso() {
     use rackhand_install_templates::{OrderContext, configdrive, operator};

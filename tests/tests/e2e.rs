@@ -1072,8 +1072,8 @@ phone_home:
     /// where Ironic powers the VM on and the agent's DHCP and boot server
     /// send it to the script Ironic prepared. Both become active, and each
     /// VM started once. The Ironic node's product installs with a
-    /// cloud-config template; since the node boots through iPXE, Ironic
-    /// gets no configdrive, and the user-data's hash stays out of Ironic.
+    /// cloud-config template. Because the node boots through iPXE, Ironic
+    /// gets no configdrive, so the user-data's hash stays out of Ironic.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redfish_and_ironic_nodes_provision_at_once() -> anyhow::Result<()> {
         let mut options = StackOptions::new("rhe-two", "10.98.16");

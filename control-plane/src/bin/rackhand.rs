@@ -54,7 +54,7 @@ enum Command {
     Product(ProductCommand),
     /// Install templates (kickstart, preseed, cloud-config, container, and
     /// seed templates for single NoCloud or configdrive files) that
-    /// products' orders render into their installer's answer files.
+    /// products' orders render into the files their installer reads.
     #[command(subcommand)]
     Template(TemplateCommand),
     /// Orders.

@@ -15,10 +15,10 @@ use crate::phases::{OrderContext, PhaseError, PhaseOutcome};
 /// Checks, before the driver step powers the node on, what the control
 /// plane can know about the image step: the product's image is complete,
 /// its uploaded files are still in the store, it is signed where
-/// `images.require_signatures` asks for it, and the install template
+/// `images.require_signatures` requires it, and the install template
 /// renders (which also fixes the service address and root password). A
-/// failure here fails the order with the node untouched; the image step
-/// checks the signatures again, since the setting may change in between.
+/// failure here fails the order with the node untouched. The image step
+/// checks the signatures again, because the setting may change in between.
 pub async fn preflight(app: &App, order: &OrderContext) -> Result<(), PhaseError> {
     let (image_id, image, state, install_method): (i64, String, String, String) = sqlx::query_as(
         "SELECT i.id, i.name, i.state, i.install_method FROM products p

@@ -15,7 +15,7 @@
 //! `POST /callback/…` whose body of at most 64 KiB it reads and drops
 //! (cloud-init's `phone_home` posts a form). Any other request announcing a
 //! body gets 400 and the connection closes. Connections are kept alive
-//! and pipelined requests are answered in order. An image body that cannot
+//! and pipelined requests are served in order. An image body that cannot
 //! be sent in full closes the connection, so a client never mistakes a
 //! short body for a whole one.
 

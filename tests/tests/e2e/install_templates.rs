@@ -209,7 +209,7 @@ async fn templated_order_serves_kickstart_under_token() -> anyhow::Result<()> {
         kickstart.contains("--hostname='web7.e2e.test'"),
         "the kickstart names the host"
     );
-    // Failure messages leave out the kickstart, which holds the hash and
+    // Failure messages leave out the kickstart, which contains the hash and
     // the token.
     assert!(
         kickstart.contains("--ip='192.0.2.2'"),
